@@ -1,0 +1,68 @@
+"""make_app(config): the Tornado application with its routes, its store and its settings."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import tornado.web
+import yaml
+
+from tornado_records.config import Config
+from tornado_records.handlers.base import BaseHandler, NotFoundHandler
+from tornado_records.handlers.meta import DocumentHandler, PingHandler
+from tornado_records.handlers.records import RecordHandler, RecordsHandler
+from tornado_records.store import RecordStore
+
+access_log = logging.getLogger("tornado.access")
+
+_EVENT = r"([^/]+)"
+_START = r"([^/]+)"
+
+
+def resource(name: str) -> Path:
+    """A file shipped with the service (records.yaml, static/...): inside the installed package, or in the checkout."""
+    package = Path(__file__).resolve().parent
+    installed = package / "_data" / name
+    return installed if installed.exists() else package.parent / name
+
+
+def make_app(config: Config) -> tornado.web.Application:
+    """The application serving the records kept in `config.data_dir`."""
+    store = RecordStore(config.data_dir)
+    spec_yaml = resource("records.yaml").read_bytes()
+    spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()
+    page = resource("static/openapi.html").read_bytes()
+    return tornado.web.Application(
+        [
+            (rf"/records/{_EVENT}", RecordsHandler),
+            (rf"/records?/{_EVENT}/{_START}", RecordHandler),
+            (r"/ping", PingHandler),
+            (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8"}),
+            (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
+            (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
+        ],
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        serve_traceback=config.debug,
+        config=config,
+        store=store,
+        inflight=set(),
+    )
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """One access-log line per request: method, path, status, body bytes sent, duration, client."""
+    request = handler.request
+    status = handler.get_status()
+    access_log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "%s %s %d %dB %.1fms %s",
+        request.method,
+        request.uri,
+        status,
+        handler.bytes_sent if isinstance(handler, BaseHandler) else 0,
+        1000.0 * request.request_time(),
+        request.remote_ip,
+    )

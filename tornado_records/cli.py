@@ -1,0 +1,114 @@
+"""The `tornado-records` command: read the settings, serve until SIGTERM or SIGINT, then stop gracefully."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import NoReturn
+
+import tornado.httpserver
+import tornado.netutil
+
+from tornado_records import __version__
+from tornado_records.app import make_app
+from tornado_records.config import SETTINGS, Config, ConfigError, build_config
+
+log = logging.getLogger("tornado_records")
+
+SHUTDOWN_GRACE = 30.0  # seconds that requests in flight get to finish after SIGTERM/SIGINT
+SMALL_BODY_LIMIT = 1 << 20  # for every route but the upload, which raises its own limit
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one flag per setting, each also read from its environment variable."""
+    parser = _Parser(
+        prog="tornado-records",
+        description="Store and serve the audio recordings of a radio station's broadcasts over HTTP.",
+        epilog="Each flag may also be given by its environment variable; a flag wins over the environment.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for setting in SETTINGS:
+        text = f"{setting.help} (env {setting.env_var}; default {setting.default})"
+        if setting.flag_only:
+            parser.add_argument(setting.flag, action="store_const", const="true", default=None, help=text)
+        else:
+            metavar = setting.name.upper()
+            parser.add_argument(setting.flag, metavar=metavar, default=None, help=text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the service from the command line."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = build_config(vars(args), dict(os.environ))
+    except ConfigError as exc:
+        _fail(str(exc), status=2)
+    logging.basicConfig(
+        level=config.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str, status: int = 1) -> NoReturn:
+    print(f"tornado-records: error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+async def serve(config: Config) -> None:
+    """Serve until a signal, then stop accepting, let requests in flight finish (up to the grace), and return."""
+    try:
+        sockets = tornado.netutil.bind_sockets(config.port, config.host)
+    except OSError as exc:
+        raise OSError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    try:
+        app = make_app(config)
+    except OSError as exc:
+        raise OSError(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}") from None
+    server = tornado.httpserver.HTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    log.info(
+        "tornado-records %s serving on http://%s:%d, data in %s",
+        __version__,
+        config.host,
+        port,
+        config.data_dir.resolve(),
+    )
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stopping.is_set():
+            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            os._exit(1)
+        log.info("%s: shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await stopping.wait()
+
+    server.stop()
+    inflight: set = app.settings["inflight"]
+    deadline = loop.time() + SHUTDOWN_GRACE
+    while inflight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if inflight:
+        log.warning("closing %d request(s) still in flight after %.0f s", len(inflight), SHUTDOWN_GRACE)
+    await server.close_all_connections()
+    app.settings["store"].close()
+    log.info("stopped")

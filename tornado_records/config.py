@@ -1,0 +1,118 @@
+"""Settings: declared once, read from flags and the environment, validated into a frozen Config."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def parse_size(text: str) -> int:
+    """Bytes from a size such as `1048576`, `512k`, `100M` or `20G` (binary units, as nginx reads them)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)b?\s*", text, re.IGNORECASE)
+    if not match:
+        raise ValueError(f"{text!r} is not a size (use a number of bytes, or one with K, M, G or T)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def parse_port(text: str) -> int:
+    """A TCP port number, 0 (any free port) to 65535."""
+    if not text.strip().isdigit():
+        raise ValueError(f"{text!r} is not a port number (0 to 65535)")
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
+def parse_log_level(text: str) -> str:
+    """A logging level name: debug, info, warning or error."""
+    level = text.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError(f"{text!r} is not a log level (debug, info, warning or error)")
+    return level
+
+
+def parse_bool(text: str) -> bool:
+    """True or false from 1/0, true/false, yes/no, on/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use 1/0, true/false, yes/no)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting: its flag, its environment variable, its default (as text) and what it means."""
+
+    name: str
+    default: str
+    help: str
+    parse: Callable[[str], Any]
+    env: str | None = None
+    flag_only: bool = False  # a switch such as --debug, given without a value
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        return self.env or "RECORDS_" + self.name.upper()
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "0.0.0.0", "address to listen on", str.strip),
+    Setting("port", "10700", "TCP port to listen on", parse_port),
+    Setting("data_dir", "data", "directory that holds the index, the recordings and uploads in flight", Path),
+    Setting(
+        "max_body_size",
+        "32G",
+        "largest upload accepted, with units (K, M, G, T; binary); the default holds a day of 24-bit 48 kHz stereo WAV",
+        parse_size,
+    ),
+    Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
+    Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The validated settings of one running service (fields as SETTINGS names them)."""
+
+    host: str
+    port: int
+    data_dir: Path
+    max_body_size: int
+    log_level: str
+    debug: bool
+
+    @property
+    def logging_level(self) -> int:
+        return logging.DEBUG if self.debug else getattr(logging, self.log_level)
+
+
+def build_config(given: dict[str, str | None], environ: dict[str, str]) -> Config:
+    """Config from flag values (None where a flag was not given), then the environment, then the defaults."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        raw, source = given.get(setting.name), setting.flag
+        if raw is None and setting.env_var in environ:
+            raw, source = environ[setting.env_var], setting.env_var
+        if raw is None:
+            raw, source = setting.default, "default of " + setting.flag
+        try:
+            values[setting.name] = setting.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+    return Config(**values)

@@ -1,0 +1,1 @@
+"""HTTP handlers: thin layers that parse and validate a request, call the store, and render the answer."""
