@@ -6,6 +6,7 @@ import json
 import logging
 from pathlib import Path
 
+import tornado.httpserver
 import tornado.web
 import yaml
 
@@ -16,6 +17,8 @@ from tornado_records.handlers.records import RecordHandler, RecordsHandler
 from tornado_records.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")
+
+SMALL_BODY_LIMIT = 1 << 20  # for every route but the upload, which raises its own limit
 
 _EVENT = r"([^/]+)"
 _START = r"([^/]+)"
@@ -50,6 +53,11 @@ def make_app(config: Config) -> tornado.web.Application:
         store=store,
         inflight=set(),
     )
+
+
+def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
+    """The HTTP server for the application, with the limits the service runs with."""
+    return tornado.httpserver.HTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

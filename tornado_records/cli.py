@@ -10,17 +10,15 @@ import signal
 import sys
 from typing import NoReturn
 
-import tornado.httpserver
 import tornado.netutil
 
 from tornado_records import __version__
-from tornado_records.app import make_app
+from tornado_records.app import make_app, make_server
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config
 
 log = logging.getLogger("tornado_records")
 
 SHUTDOWN_GRACE = 30.0  # seconds that requests in flight get to finish after SIGTERM/SIGINT
-SMALL_BODY_LIMIT = 1 << 20  # for every route but the upload, which raises its own limit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +75,7 @@ async def serve(config: Config) -> None:
         app = make_app(config)
     except OSError as exc:
         raise OSError(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}") from None
-    server = tornado.httpserver.HTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
+    server = make_server(app)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]
     log.info(
