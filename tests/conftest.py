@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -96,6 +97,14 @@ def require(program: str) -> str:
             pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
         pytest.skip(message)
     return path
+
+
+async def eventually(condition, timeout: float = 10.0):  # noqa: ANN001
+    """Like wait_until, for async tests: polls while the event loop keeps serving."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    return value
 
 
 # -- real processes ----------------------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""Every curl command of the usage document (tests/USAGE.md, kept as written), run against a real process."""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+USAGE = Path(__file__).with_name("USAGE.md")
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def usage_commands() -> list[str]:
+    """The shell commands of the usage document, continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", USAGE.read_text(), re.DOTALL)
+    return [block.replace("\\\n", " ").strip() for block in blocks]
+
+
+def name_of(command: str) -> str:
+    """`records:PUT` for a PUT to /records/...: the route's first segment and the method."""
+    route = re.search(r"localhost:10700/(\w+)", command).group(1)
+    method = re.search(r"--request (\w+)", command).group(1)
+    return f"{route}:{method}"
+
+
+def test_readme_shows_every_usage_command():
+    readme = README.read_text()
+    for command in re.findall(r"```sh\n(.*?)```", USAGE.read_text(), re.DOTALL):
+        assert command.strip() in readme
+
+
+def test_usage_commands_work_as_written(service, tmp_path):
+    require("curl")
+    proc = service()
+    work = tmp_path / "work"
+    work.mkdir()
+    original = os.urandom(3 << 20)
+    (work / "record.ogg").write_bytes(original)
+
+    def curl(command: str) -> subprocess.CompletedProcess:
+        command = command.replace("localhost:10700", f"localhost:{proc.port}")
+        return subprocess.run(["bash", "-c", command], cwd=work, capture_output=True, timeout=60)
+
+    commands = {name_of(command): command for command in usage_commands()}
+    assert len(commands) == len(usage_commands()) == 7
+
+    listed = curl(commands["records:GET"])
+    assert listed.returncode == 0 and json.loads(listed.stdout)["count"] == 0
+
+    uploaded = curl(commands["records:PUT"])
+    assert uploaded.returncode == 0 and uploaded.stdout == b""
+    listed = json.loads(curl(commands["records:GET"]).stdout)
+    assert listed["count"] == 1
+    assert listed["records"][0]["type"] == "audio/ogg" and listed["records"][0]["size"] == len(original)
+
+    (work / "record.ogg").unlink()
+    downloaded = curl(commands["record:GET"])
+    assert downloaded.returncode == 0 and (work / "record.ogg").read_bytes() == original
+
+    deleted = curl(commands["records:DELETE"])
+    assert deleted.returncode == 0 and deleted.stdout == b""
+    assert json.loads(curl(commands["records:GET"]).stdout)["count"] == 0
+
+    pinged = curl(commands["ping:HEAD"])
+    assert pinged.returncode == 0 and pinged.stdout.startswith(b"HTTP/1.1 204 No Content")
+
+    document = curl(commands["openapi:GET"])
+    assert document.returncode == 0 and json.loads(document.stdout)["openapi"].startswith("3.1")
+
+    # The /sse command is checked by the event-stream tests.
+    assert "sse:GET" in commands
