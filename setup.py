@@ -11,8 +11,11 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__init__.py").read_text()).group(1)
 
 
+SCALAR_BUNDLE = "static/node_modules/@scalar/api-reference/dist/browser/standalone.js"
+
+
 class BuildWithData(build_py):
-    """Copy records.yaml and static/ into the package (as tornado_records/_data/) so an install finds them."""
+    """Copy records.yaml, static/ and the Scalar bundle (if npm installed it) into the package as _data/."""
 
     def run(self) -> None:
         super().run()
@@ -20,7 +23,10 @@ class BuildWithData(build_py):
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
         shutil.copy2(HERE / "records.yaml", data / "records.yaml")
-        shutil.copytree(HERE / "static", data / "static")
+        shutil.copytree(HERE / "static", data / "static", ignore=shutil.ignore_patterns("node_modules"))
+        if (HERE / SCALAR_BUNDLE).exists():
+            (data / SCALAR_BUNDLE).parent.mkdir(parents=True)
+            shutil.copy2(HERE / SCALAR_BUNDLE, data / SCALAR_BUNDLE)
 
 
 setup(

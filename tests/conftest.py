@@ -115,10 +115,17 @@ COMMAND = [str(Path(sys.executable).with_name("tornado-records"))]
 class Service:
     """A running `tornado-records` process on a free port; its log lines are collected as they come."""
 
-    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        command: list[str] = COMMAND,
+    ) -> None:
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [*COMMAND, "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *args],
+            [*command, "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *args],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,

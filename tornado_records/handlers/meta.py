@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tornado.web
+
 from tornado_records.handlers.base import BaseHandler
 
 
@@ -27,3 +29,7 @@ class DocumentHandler(BaseHandler):
         self.write(self.body)
 
     head = get
+
+
+class FileHandler(BaseHandler, tornado.web.StaticFileHandler):
+    """Files shipped with the service (the Scalar bundle): Tornado's caching and Range support, our JSON errors."""
