@@ -169,3 +169,79 @@ def service(tmp_path: Path) -> Iterator:
         if proc.proc.poll() is None:
             proc.proc.kill()
             proc.proc.wait()
+
+
+# -- nginx in front ----------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Nginx:
+    """A real nginx running deploy/nginx.conf, with only its addresses and paths changed for the test."""
+
+    def __init__(self, workdir: Path, upstream_port: int, data_dir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "logs").mkdir(exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        conf = (REPO / "deploy" / "nginx.conf").read_text()
+        for old, new in [
+            ("server 127.0.0.1:10700;", f"server 127.0.0.1:{upstream_port};"),
+            ("/var/lib/tornado-records", str(data_dir)),
+            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+            ("user www-data;", "user root;" if os.geteuid() == 0 else ""),
+            ("/run/tornado-records-nginx.pid", str(workdir / "nginx.pid")),
+            ("/var/log/nginx/", str(workdir / "logs") + "/"),
+            ("http {", "http {\n" + "".join(f"    {kind}_temp_path {workdir / kind};\n" for kind in TEMP_PATHS)),
+        ]:
+            assert old in conf, old
+            conf = conf.replace(old, new)
+        self.conf = workdir / "nginx.conf"
+        self.conf.write_text(conf)
+        self.proc = subprocess.Popen(
+            [require("nginx"), "-p", str(workdir), "-c", str(self.conf), "-g", "daemon off;"],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if not wait_until(self._listening, timeout=10):
+            self.proc.kill()
+            raise RuntimeError("nginx did not start: " + self.proc.stderr.read())
+        self.error_log = workdir / "logs" / "tornado-records.error.log"
+
+    def _listening(self) -> bool:
+        import socket
+
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return self.proc.poll() is not None
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+@pytest.fixture
+def nginx(tmp_path: Path) -> Iterator:
+    """`nginx(service)` puts a real nginx with deploy/nginx.conf in front of a running service."""
+    started: list[Nginx] = []
+
+    def start(upstream: Service) -> Nginx:
+        started.append(Nginx(tmp_path / f"nginx{len(started)}", upstream.port, tmp_path / "data"))
+        return started[-1]
+
+    yield start
+    for proxy in started:
+        proxy.stop()

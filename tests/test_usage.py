@@ -34,15 +34,23 @@ def test_readme_shows_every_usage_command():
 
 
 def test_usage_commands_work_as_written(service, tmp_path):
+    run_usage_commands(service().port, tmp_path)
+
+
+def test_usage_commands_work_through_nginx(service, nginx, tmp_path):
+    run_usage_commands(nginx(service()).port, tmp_path)
+
+
+def run_usage_commands(port: int, tmp_path) -> None:
+    """Run each command of the usage document against localhost:`port` and check what curl gets back."""
     require("curl")
-    proc = service()
     work = tmp_path / "work"
     work.mkdir()
     original = os.urandom(3 << 20)
     (work / "record.ogg").write_bytes(original)
 
     def curl(command: str) -> subprocess.CompletedProcess:
-        command = command.replace("localhost:10700", f"localhost:{proc.port}")
+        command = command.replace("localhost:10700", f"localhost:{port}")
         return subprocess.run(["bash", "-c", command], cwd=work, capture_output=True, timeout=60)
 
     commands = {name_of(command): command for command in usage_commands()}
