@@ -10,20 +10,24 @@ from typing import Any
 import tornado.web
 
 from tornado_records import __version__
-from tornado_records.store import RecordNotFound, StoreError
+from tornado_records.store import DigestMismatch, PreconditionFailed, RecordNotFound, StorageFull, StoreError
 
 # The one place where the store's exceptions become HTTP statuses.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
     RecordNotFound: 404,
+    DigestMismatch: 400,
+    PreconditionFailed: 412,
+    StorageFull: 507,
 }
 
 
 class ApiError(tornado.web.HTTPError):
-    """An error answered to the client as `{"status_code": ..., "detail": ...}`."""
+    """An error answered to the client as `{"status_code": ..., "detail": ...}`, with any extra `headers`."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code)
         self.detail = detail
+        self.headers = headers or {}
 
 
 def quoted(text: str, limit: int = 80) -> str:
@@ -57,6 +61,12 @@ class BaseHandler(tornado.web.RequestHandler):
             self.bytes_sent += sum(len(part) for part in self._write_buffer)
         return super().flush(include_footers)
 
+    def answer_exception(self, exc: Exception) -> None:
+        """Answer an exception raised outside a handler method (in `data_received`) as the method's would be."""
+        self.log_exception(type(exc), exc, exc.__traceback__)
+        status = exc.status_code if isinstance(exc, tornado.web.HTTPError) else 500
+        self.send_error(status, exc_info=(type(exc), exc, exc.__traceback__))
+
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements."""
         return [
@@ -71,8 +81,10 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_status(status_code)
         if isinstance(exc, ApiError):
             detail = exc.detail
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
         elif isinstance(exc, StoreError):
-            detail = str(exc) if status_code < 500 else "Internal server error"
+            detail = str(exc) if _status_of(exc, 500) != 500 else "Internal server error"
         elif status_code == 405:
             detail = f"Method {self.request.method} is not allowed on {self.request.path}"
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
