@@ -178,8 +178,10 @@ async def test_racing_create_only_uploads_one_wins(fetch, data_dir: Path) -> Non
     bodies = [b"A" * 300_000, b"B" * 300_000]
     headers = {"If-None-Match": "*"}
     uploads = [
-        asyncio.ensure_future(fetch(record_url(), method="PUT", headers=headers, body_producer=held_body(b[:9], b[9:], release)))
-        for b in bodies
+        asyncio.ensure_future(
+            fetch(record_url(), method="PUT", headers=headers, body_producer=held_body(body[:9], body[9:], release))
+        )
+        for body in bodies
     ]
     await until(lambda: len(files_in(data_dir / "tmp")) == 2)  # both passed the check before the body
     release.set()
