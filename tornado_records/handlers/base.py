@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http
 import json
+import logging
 import traceback
 from typing import Any
 
@@ -11,6 +12,8 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.store import DigestMismatch, PreconditionFailed, RecordNotFound, StorageFull, StoreError
+
+log = logging.getLogger("tornado_records.handlers")
 
 # The one place where the store's exceptions become HTTP statuses.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
@@ -100,8 +103,13 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(body))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError) or _status_of(value, 500) < 500:
+        status = _status_of(value, 0)
+        if isinstance(value, tornado.web.HTTPError) or 0 < status < 500:
             return  # an answer to the client, already in the access log
+        if status:  # a known condition of the server (a full disk), not a bug: one line, no traceback
+            cause = f" ({value.__cause__})" if value.__cause__ else ""
+            log.warning("%s %s: %s%s", self.request.method, self.request.uri, value, cause)
+            return
         super().log_exception(typ, value, tb)
 
 
