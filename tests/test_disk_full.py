@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import files_in, record_url
+from rawhttp import request_head
 
 EARLIER = os.urandom(1 << 20)
 
@@ -56,11 +57,6 @@ def connect(url: str) -> socket.socket:
     return socket.create_connection((parts.hostname, parts.port), timeout=30)
 
 
-def head_of(method: str, path: str, headers: dict[str, str]) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
-    return "\r\n".join(lines).encode()
-
-
 def read_answer(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection."""
     data = b""
@@ -74,7 +70,7 @@ def upload_until_answered(url: str, path: str, total: int) -> bytes:
     (as curl does); returns the answer."""
     piece = os.urandom(256 * 1024)
     with connect(url) as sock:
-        sock.sendall(head_of("PUT", path, {"Transfer-Encoding": "chunked", "Connection": "close"}))
+        sock.sendall(request_head("PUT", path, {"Transfer-Encoding": "chunked", "Connection": "close"}))
         for _ in range(total // len(piece)):
             if select.select([sock], [], [], 0.1)[0]:
                 break
@@ -95,8 +91,8 @@ def test_disk_full(small_disk: Path, service) -> None:
 
     # A Content-Length over the free space is refused at once: no 100 Continue, no body read.
     with connect(svc.url) as sock:
-        sock.sendall(head_of("PUT", record_url(start="2024-01-02T00:00:00"),
-                             {"Content-Length": str(9 << 20), "Expect": "100-continue", "Connection": "close"}))
+        headers = {"Content-Length": str(9 << 20), "Expect": "100-continue", "Connection": "close"}
+        sock.sendall(request_head("PUT", record_url(start="2024-01-02T00:00:00"), headers))
         answer = read_answer(sock)
     assert answer.startswith(b"HTTP/1.1 507"), answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["status_code"] == 507
@@ -123,7 +119,7 @@ def test_content_length_over_the_free_space_is_507_up_front(service) -> None:
     # No root needed: no disk has a pebibyte free, and the body limit is raised above that.
     svc = service("--max-body-size", "4096T")
     with connect(svc.url) as sock:
-        sock.sendall(head_of("PUT", record_url(), {"Content-Length": str(1 << 50), "Connection": "close"}))
+        sock.sendall(request_head("PUT", record_url(), {"Content-Length": str(1 << 50), "Connection": "close"}))
         answer = read_answer(sock)
     assert status_of(answer) == 507
     assert b"100 Continue" not in answer
