@@ -39,11 +39,22 @@ def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
 
 
 async def exchange(base_url: str, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Answer:
-    """Send a request (only its head, and `body` as is, which may be less than announced) and read the answer until
-    the server closes the connection."""
+    """Send a request (only its head, and `body` as is, which may be less than announced) and read the answer."""
     stream = await open_stream(base_url)
-    await stream.write(request_head(method, path, {**headers, "Connection": "close"}) + body)
-    return Answer(await stream.read_until_close())
+    try:
+        await stream.write(request_head(method, path, {**headers, "Connection": "close"}) + body)
+        return await read_answer(stream)
+    finally:
+        stream.close()
+
+
+async def read_answer(stream: tornado.iostream.IOStream) -> Answer:
+    """The next answer on the stream (after any `100 Continue`), its body read by its Content-Length."""
+    raw = await stream.read_until(b"\r\n\r\n")
+    if raw.startswith(b"HTTP/1.1 100"):
+        raw += await stream.read_until(b"\r\n\r\n")
+    length = int(Answer(raw).headers.get("content-length", "0"))
+    return Answer(raw + await stream.read_bytes(length))
 
 
 def chunk(data: bytes) -> bytes:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
+import tornado.iostream
 
 from conftest import files_in, record_url
-from rawhttp import Answer, chunk, exchange, open_stream, request_head, upload
+from rawhttp import chunk, exchange, open_stream, read_answer, request_head, upload
 
 LIMIT = 100 * 1024
 OLD = b"earlier version"
@@ -68,7 +70,7 @@ async def test_chunked_body_in_many_small_chunks_over_the_limit(fetch, base_url:
     await stream.write(request_head("PUT", record_url(), {"Transfer-Encoding": "chunked"}))
     for _ in range(LIMIT // 1000 + 1):  # a little over the limit, 1000 bytes at a time
         await stream.write(chunk(bytes(1000)))
-    answer = Answer(await stream.read_until_close())
+    answer = await read_answer(stream)
     assert answer.status == 413
     assert await content(fetch) is None
     assert files_in(data_dir / "tmp") == []
@@ -96,7 +98,7 @@ async def test_expect_100_continue(fetch, base_url: str) -> None:
     interim = await stream.read_until(b"\r\n\r\n")
     assert interim.startswith(b"HTTP/1.1 100")
     await stream.write(b"hello")
-    assert Answer(await stream.read_until_close()).status == 204
+    assert (await read_answer(stream)).status == 204
     assert await content(fetch) == b"hello"
 
 
@@ -108,3 +110,20 @@ async def test_client_library_with_and_without_expect(fetch) -> None:
     response = await fetch(record_url(), method="PUT", body=b"without")
     assert response.code == 204
     assert await content(fetch) == b"without"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_refused_body_is_dropped_for_a_while_then_the_connection_closes(fetch, base_url: str) -> None:
+    # A client that goes on sending after the 413 (it does not read answers while it sends) is not read forever.
+    stream = await open_stream(base_url)
+    await stream.write(request_head("PUT", record_url(), {"Transfer-Encoding": "chunked"}) + chunk(bytes(LIMIT + 1)))
+    answer = await read_answer(stream)
+    assert answer.status == 413
+    assert answer.headers["connection"] == "close"
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(tornado.iostream.StreamClosedError):
+        while asyncio.get_running_loop().time() - started < 20:
+            await stream.write(chunk(bytes(1000)))  # still read (and dropped) during the linger: no reset yet
+            await asyncio.sleep(0.01)
+    assert 1 < asyncio.get_running_loop().time() - started < 10
+    assert (await fetch("/ping")).code == 204

@@ -158,13 +158,14 @@ class RecordHandler(BaseHandler):
                 raise ApiError(413, f"The body is over the limit of {limit} bytes")
             self.upload.write(chunk)
         except Exception as exc:
-            # Answered now: Tornado stops handing over the body and closes the connection once the answer is sent.
             self._discard_upload()
-            self.answer_exception(exc)
+            await self.refuse_body(exc)
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
-        assert upload is not None
+        if upload is None:
+            assert self.refused
+            return  # the body arrived to its end after it was refused, and the answer was sent
         record, _created = await self.store.commit(upload, self._condition("PUT"))
         self.set_status(204)
         self.set_header("ETag", record.etag)
