@@ -20,10 +20,10 @@ from tornado_records.http_semantics import (
     precondition_status,
     requested_range,
 )
-from tornado_records.store import Blob, Condition, Record, RecordNotFound, RecordStore, Upload
+from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
 
 DOWNLOAD_CHUNK = 1 << 20
-UNLIMITED_BODY = 1 << 62  # the connection's own limit on an upload: above any --max-body-size
+UNLIMITED_BODY = 1 << 62  # Tornado's own limit on an upload's body, above any --max-body-size: this handler counts
 MAX_LIST_LIMIT = 1000
 MAX_OFFSET = (1 << 63) - 1  # SQLite's largest integer
 
@@ -124,8 +124,9 @@ class RecordHandler(BaseHandler):
         except MalformedDigest as exc:
             raise ApiError(400, str(exc)) from None
         length = self._content_length()
-        if precondition_status("PUT", headers, validators_of(self._current())) is not None:
-            raise ApiError(412, "The record does not meet the request's preconditions")
+        condition = self._condition("PUT")
+        if condition is not None and not condition(self._current()):
+            raise PreconditionFailed(self.event, self.start)  # checked again at commit
         limit = self.settings["config"].max_body_size
         if length is not None and length > limit:
             raise ApiError(413, f"The body of {length} bytes is over the limit of {limit} bytes")
@@ -203,7 +204,7 @@ class RecordHandler(BaseHandler):
         self.set_header("Accept-Ranges", "bytes")
         status = precondition_status(self.request.method, self.request.headers, validators_of(record))
         if status == 412:
-            raise ApiError(412, "The record does not meet the request's preconditions")
+            raise PreconditionFailed(self.event, self.start)
         if status == 304:
             self.set_status(304)
             return None
