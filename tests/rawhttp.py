@@ -3,8 +3,8 @@ answered before any body byte is sent, a chunked body that stops half-way. Also 
 
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 from urllib.parse import urlsplit
 
 import tornado.httpclient
