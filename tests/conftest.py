@@ -157,11 +157,14 @@ class Service:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator:
-    """`service(*flags)` starts a real process on `tmp_path/data` (each call a new process); all stop at the end."""
+    """`service(*flags)` starts a real process on `tmp_path/data`, or on `data_dir=` (each call a new process); all
+    stop at the end."""
     started: list[Service] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Service:
-        started.append(Service(tmp_path / "data", *args, env=env, cwd=cwd))
+    def start(
+        *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, data_dir: Path | None = None
+    ) -> Service:
+        started.append(Service(data_dir or tmp_path / "data", *args, env=env, cwd=cwd))
         return started[-1]
 
     yield start

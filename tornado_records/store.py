@@ -16,14 +16,16 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import errno
 import hashlib
+import hmac
 import logging
 import os
 import sqlite3
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 log = logging.getLogger("tornado_records.store")
 
@@ -50,6 +52,33 @@ class RecordNotFound(StoreError):
 
     def __init__(self, event: uuid.UUID, start: datetime.datetime) -> None:
         super().__init__(f"No record of event {event} starting at {start.isoformat()}")
+
+
+class PreconditionFailed(StoreError):
+    """The record is not in the state the change was made conditional on; nothing was changed."""
+
+    def __init__(self, event: uuid.UUID, start: datetime.datetime) -> None:
+        super().__init__(
+            f"The record of event {event} starting at {start.isoformat()} does not meet the request's preconditions"
+        )
+
+
+class StorageFull(StoreError):
+    """The disk holding the data directory has no room for the upload (ENOSPC); nothing was stored."""
+
+    def __init__(self, detail: str = "There is not enough space left on the server's disk for this upload") -> None:
+        super().__init__(detail)
+
+
+class DigestMismatch(StoreError):
+    """The content received does not have the digest the client said it has; nothing was stored."""
+
+    def __init__(self, algorithm: str) -> None:
+        super().__init__(f"The content received does not match the {algorithm} digest given with it")
+
+
+Condition = Callable[["Record | None"], bool]
+"""A precondition on a record's current version (None: there is none), checked as part of a change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,31 +133,55 @@ class Page:
 
 
 class Upload:
-    """A body being received into tmp/: written chunk by chunk and hashed on the way."""
+    """A body being received into tmp/: written chunk by chunk and hashed on the way.
 
-    def __init__(self, path: Path, event: uuid.UUID, start: datetime.datetime, content_type: str) -> None:
+    `expected` maps hashlib algorithm names (sha256, md5) to the digests the client announced; the content is
+    hashed with each of them too, and `seal` refuses content whose digest differs.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        event: uuid.UUID,
+        start: datetime.datetime,
+        content_type: str,
+        expected: dict[str, bytes] | None = None,
+    ) -> None:
         self.path = path
         self.event = event
         self.start = start
         self.content_type = content_type
         self.size = 0
-        self._hash = hashlib.sha256()
-        self._file: BinaryIO | None = open(path, "xb", buffering=0)
+        self.expected = dict(expected or {})
+        self._hashes = {name: hashlib.new(name) for name in {"sha256", *self.expected}}
+        with _storage_errors():
+            self._file: BinaryIO | None = open(path, "xb", buffering=0)
 
     def write(self, chunk: bytes) -> None:
-        """Append a chunk to the file."""
+        """Append a chunk to the file; StorageFull if the disk is full."""
         assert self._file is not None, "upload already sealed or discarded"
-        self._file.write(chunk)
-        self._hash.update(chunk)
+        view = memoryview(chunk)
+        with _storage_errors():
+            while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
+                view = view[self._file.write(view) :]
+        for digest in self._hashes.values():
+            digest.update(chunk)
         self.size += len(chunk)
 
     def seal(self) -> str:
-        """Make the content durable (fsync) and close it; returns its SHA-256 (hex). Blocks: run it in a thread."""
+        """Make the content durable (fsync) and close it; returns its SHA-256 (hex). Blocks: run it in a thread.
+
+        DigestMismatch if the content does not have an expected digest; StorageFull if the disk is full.
+        """
         assert self._file is not None, "upload already sealed or discarded"
-        os.fsync(self._file.fileno())
-        self._file.close()
+        for name, digest in self.expected.items():
+            if not hmac.compare_digest(self._hashes[name].digest(), digest):
+                raise DigestMismatch(name)
+        with _storage_errors():
+            os.fsync(self._file.fileno())
+            self._file.close()
         self._file = None
-        return self._hash.hexdigest()
+        return self._hashes["sha256"].hexdigest()
 
     def discard(self) -> None:
         """Forget the upload: close and remove its file. Safe to call more than once."""
@@ -208,34 +261,52 @@ class RecordStore:
 
     # -- writing -------------------------------------------------------------------------------------------------
 
-    def begin_upload(self, event: uuid.UUID, start: datetime.datetime, content_type: str) -> Upload:
-        """A new, empty upload in tmp/ for the record (event, start)."""
-        return Upload(self.tmp / f"{uuid.uuid4().hex}.part", event, start, content_type)
+    def free_space(self) -> int:
+        """Bytes that an unprivileged process may still write on the disk holding the data directory."""
+        stats = os.statvfs(self.tmp)
+        return stats.f_bavail * stats.f_frsize
 
-    async def commit(self, upload: Upload) -> tuple[Record, bool]:
+    def ensure_space(self, size: int) -> None:
+        """Raise StorageFull unless `size` more bytes fit on the disk holding the data directory."""
+        if size > self.free_space():
+            raise StorageFull(f"An upload of {size} bytes does not fit in the space left on the server's disk")
+
+    def begin_upload(
+        self,
+        event: uuid.UUID,
+        start: datetime.datetime,
+        content_type: str,
+        expected: dict[str, bytes] | None = None,
+    ) -> Upload:
+        """A new, empty upload in tmp/ for the record (event, start), checked against the `expected` digests."""
+        return Upload(self.tmp / f"{uuid.uuid4().hex}.part", event, start, content_type, expected)
+
+    async def commit(self, upload: Upload, condition: Condition | None = None) -> tuple[Record, bool]:
         """Make a received upload the record's current version; returns it and whether the record is new.
 
-        On any failure the upload is discarded and the previous version stays as it was.
+        `condition`, if given, is checked against the current version in the same transaction that replaces it
+        (PreconditionFailed if it does not hold), so that no other change can slip in between. On any failure the
+        upload is discarded and the previous version stays as it was.
         """
         loop = asyncio.get_running_loop()
         try:
             sha256 = await loop.run_in_executor(None, upload.seal)
-            return await loop.run_in_executor(self._writer, self._commit, upload, sha256)
+            return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
         finally:
             upload.discard()
 
-    def _commit(self, upload: Upload, sha256: str) -> tuple[Record, bool]:
+    def _commit(self, upload: Upload, sha256: str, condition: Condition | None) -> tuple[Record, bool]:
         blob = uuid.uuid4().hex
         record = Record(
             str(upload.event), upload.start.isoformat(), upload.content_type, upload.size, sha256, int(time.time()), blob
         )
-        os.rename(upload.path, self.blobs / blob)
         try:
-            _fsync_dir(self.blobs)
-            with _transaction(self._wconn):
-                old = self._wconn.execute(
-                    "SELECT blob FROM records WHERE event = ? AND start = ?", (record.event, record.start)
-                ).fetchone()
+            with _storage_errors(), _transaction(self._wconn):
+                old = self._current(upload.event, upload.start)
+                if condition is not None and not condition(old):
+                    raise PreconditionFailed(upload.event, upload.start)
+                os.rename(upload.path, self.blobs / blob)
+                _fsync_dir(self.blobs)
                 self._wconn.execute(
                     f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     dataclasses.astuple(record),
@@ -244,24 +315,35 @@ class RecordStore:
             (self.blobs / blob).unlink(missing_ok=True)
             raise
         if old is not None:
-            (self.blobs / old[0]).unlink(missing_ok=True)
+            (self.blobs / old.blob).unlink(missing_ok=True)
         return record, old is None
 
-    async def delete(self, event: uuid.UUID, start: datetime.datetime) -> Record:
-        """Remove a record and its content; returns what was removed, or raises RecordNotFound."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._delete, event, start)
+    async def delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None = None) -> Record:
+        """Remove a record and its content; returns what was removed.
 
-    def _delete(self, event: uuid.UUID, start: datetime.datetime) -> Record:
-        with _transaction(self._wconn):
-            row = self._wconn.execute(
-                f"DELETE FROM records WHERE event = ? AND start = ? RETURNING {_COLUMNS}", (str(event), start.isoformat())
-            ).fetchone()
-        if row is None:
-            raise RecordNotFound(event, start)
-        record = Record(*row)
+        RecordNotFound if there is none; PreconditionFailed if `condition` does not hold for the current version
+        (or for its absence), checked in the transaction that removes it.
+        """
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._delete, event, start, condition)
+
+    def _delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None) -> Record:
+        with _storage_errors(), _transaction(self._wconn):
+            record = self._current(event, start)
+            if condition is not None and not condition(record):
+                raise PreconditionFailed(event, start)
+            if record is None:
+                raise RecordNotFound(event, start)
+            self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
         (self.blobs / record.blob).unlink(missing_ok=True)
         return record
+
+    def _current(self, event: uuid.UUID, start: datetime.datetime) -> Record | None:
+        """The current version of a record as the writer sees it (call inside a writer transaction)."""
+        row = self._wconn.execute(
+            f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?", (str(event), start.isoformat())
+        ).fetchone()
+        return None if row is None else Record(*row)
 
     # -- start-up ------------------------------------------------------------------------------------------------
 
@@ -289,10 +371,26 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # COMMIT itself may fail (a full disk), leaving the transaction open
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _storage_errors() -> Iterator[None]:
+    """Turn "no space left on the disk" (from the file system or from SQLite) into StorageFull."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise StorageFull() from exc
+        raise
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            raise StorageFull() from exc
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -4,26 +4,37 @@ from __future__ import annotations
 
 import http
 import json
+import logging
 import traceback
 from typing import Any
 
+import tornado.ioloop
 import tornado.web
+from tornado.iostream import StreamClosedError
 
 from tornado_records import __version__
-from tornado_records.store import RecordNotFound, StoreError
+from tornado_records.store import DigestMismatch, PreconditionFailed, RecordNotFound, StorageFull, StoreError
+
+log = logging.getLogger("tornado_records.handlers")
+
+LINGER_SECONDS = 2.0  # how long a refused body is still read and dropped, so that the client sees the answer
 
 # The one place where the store's exceptions become HTTP statuses.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
     RecordNotFound: 404,
+    DigestMismatch: 400,
+    PreconditionFailed: 412,
+    StorageFull: 507,
 }
 
 
 class ApiError(tornado.web.HTTPError):
-    """An error answered to the client as `{"status_code": ..., "detail": ...}`."""
+    """An error answered to the client as `{"status_code": ..., "detail": ...}`, with any extra `headers`."""
 
-    def __init__(self, status_code: int, detail: str) -> None:
+    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(status_code)
         self.detail = detail
+        self.headers = headers or {}
 
 
 def quoted(text: str, limit: int = 80) -> str:
@@ -32,9 +43,11 @@ def quoted(text: str, limit: int = 80) -> str:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    """Base of all handlers: errors as JSON, no automatic ETags, and a count of the body bytes sent."""
+    """Base of all handlers: errors as JSON (also while a body arrives), no automatic ETags, a count of bytes sent."""
 
     bytes_sent = 0
+    refused = False  # an error was answered while the body was still arriving (see refuse_body)
+    _linger: object | None = None
 
     def set_default_headers(self) -> None:
         self.set_header("Server", f"tornado-records/{__version__}")
@@ -44,10 +57,15 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.settings["inflight"].discard(self)
+        if self._linger is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._linger)
+            self._linger = None
 
     def on_connection_close(self) -> None:
         self.settings["inflight"].discard(self)
         super().on_connection_close()
+        if self.refused and not self._finished:
+            self.finish()  # the client left while its refused body was dropped: the request ends (and is logged)
 
     def compute_etag(self) -> str | None:
         return None  # validators are the records' own, never a hash of a JSON answer
@@ -56,6 +74,32 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.request.method != "HEAD":
             self.bytes_sent += sum(len(part) for part in self._write_buffer)
         return super().flush(include_footers)
+
+    async def refuse_body(self, exc: Exception) -> None:
+        """Answer an error while the client is still sending its body (from `data_received`).
+
+        The answer goes out at once, then what still arrives is dropped for LINGER_SECONDS before the connection is
+        closed (a lingering close, as nginx does): closed at once, the connection would be reset under a client that
+        is still sending, and the client would see the reset instead of the answer. The handler must ignore the rest
+        of the body and must not answer again (`self.refused` tells it).
+        """
+        self.log_exception(type(exc), exc, exc.__traceback__)
+        self.refused = True
+        self.clear()
+        status = exc.status_code if isinstance(exc, tornado.web.HTTPError) else 500
+        body = self._error_body(status, (type(exc), exc, exc.__traceback__))
+        self.set_header("Content-Length", len(body))
+        self.set_header("Connection", "close")
+        self.write(body)
+        self._linger = tornado.ioloop.IOLoop.current().call_later(LINGER_SECONDS, self._end_linger)
+        try:
+            await self.flush()
+        except StreamClosedError:
+            pass  # the client left: on_connection_close ends the request
+
+    def _end_linger(self) -> None:
+        if not self._finished:
+            self.finish()  # the connection is closed once the answer is sent, as the body was not read to its end
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements."""
@@ -66,13 +110,19 @@ class BaseHandler(tornado.web.RequestHandler):
         ]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs["exc_info"][1] if "exc_info" in kwargs else None
+        self.finish(self._error_body(status_code, kwargs.get("exc_info")))
+
+    def _error_body(self, status_code: int, exc_info: Any) -> bytes:
+        """Set the status and headers of an error answer; return its JSON body."""
+        exc = exc_info[1] if exc_info else None
         status_code = _status_of(exc, status_code)
         self.set_status(status_code)
         if isinstance(exc, ApiError):
             detail = exc.detail
+            for name, value in exc.headers.items():
+                self.set_header(name, value)
         elif isinstance(exc, StoreError):
-            detail = str(exc) if status_code < 500 else "Internal server error"
+            detail = str(exc) if _status_of(exc, 500) != 500 else "Internal server error"
         elif status_code == 405:
             detail = f"Method {self.request.method} is not allowed on {self.request.path}"
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
@@ -82,14 +132,19 @@ class BaseHandler(tornado.web.RequestHandler):
         if status_code == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         body: dict[str, Any] = {"status_code": status_code, "detail": detail}
-        if self.settings.get("serve_traceback") and "exc_info" in kwargs and status_code >= 500:
-            body["traceback"] = "".join(traceback.format_exception(*kwargs["exc_info"]))
+        if self.settings.get("serve_traceback") and exc_info and status_code >= 500:
+            body["traceback"] = "".join(traceback.format_exception(*exc_info))
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(body))
+        return json.dumps(body).encode()
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError) or _status_of(value, 500) < 500:
+        status = _status_of(value, 0)
+        if isinstance(value, tornado.web.HTTPError) or 0 < status < 500:
             return  # an answer to the client, already in the access log
+        if status:  # a known condition of the server (a full disk), not a bug: one line, no traceback
+            cause = f" ({value.__cause__})" if value.__cause__ else ""
+            log.warning("%s %s: %s%s", self.request.method, self.request.uri, value, cause)
+            return
         super().log_exception(typ, value, tb)
 
 

@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 import uuid
+
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
-from tornado_records.store import Record, RecordStore, Upload
+from tornado_records.http_semantics import (
+    ByteRange,
+    RangeNotSatisfiable,
+    Validators,
+    has_preconditions,
+    precondition_status,
+    requested_range,
+)
+from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
 
 DOWNLOAD_CHUNK = 1 << 20
+UNLIMITED_BODY = 1 << 62  # Tornado's own limit on an upload's body, above any --max-body-size: this handler counts
 MAX_LIST_LIMIT = 1000
 MAX_OFFSET = (1 << 63) - 1  # SQLite's largest integer
 
@@ -79,30 +91,83 @@ class RecordsHandler(BaseHandler):
 
 @tornado.web.stream_request_body
 class RecordHandler(BaseHandler):
-    """`/records/{event}/{start}`: PUT streams the body to disk; GET, HEAD and DELETE act on the stored record."""
+    """`/records/{event}/{start}`: PUT streams the body to disk; GET, HEAD and DELETE act on the stored record.
+
+    Range, the conditional headers and the digest fields follow RFC 9110 and RFC 9530 (see http_semantics and
+    digest_fields); the body limit is counted here, so that an over-large body is answered 413.
+    """
 
     upload: Upload | None = None
 
     def prepare(self) -> None:
         super().prepare()
+        if self.request.method == "PUT":
+            # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400.
+            self.request.connection.set_max_body_size(UNLIMITED_BODY)
         self.store: RecordStore = self.settings["store"]
         self.event = parse_event(self.path_args[0])
         self.start = parse_start(self.path_args[1])
         if self.request.method == "PUT":
-            content_type = self.request.headers.get("Content-Type", "application/octet-stream")
-            if _CONTROL.search(content_type) or len(content_type) > 1024:
-                raise ApiError(400, "Content-Type must be a media type such as audio/ogg")
-            self.request.connection.set_max_body_size(self.settings["config"].max_body_size)
-            self.upload = self.store.begin_upload(self.event, self.start, content_type)
+            self.upload = self._begin_upload()
+
+    def _begin_upload(self) -> Upload:
+        """The upload of the request's body, once everything that can be refused without the body is checked.
+
+        Answering here (400, 412, 413, 507) means no `100 Continue` is sent and no body byte is stored.
+        """
+        headers = self.request.headers
+        content_type = headers.get("Content-Type", "application/octet-stream")
+        if _CONTROL.search(content_type) or len(content_type) > 1024:
+            raise ApiError(400, "Content-Type must be a media type such as audio/ogg")
+        try:
+            expected = expected_digests(headers)
+        except MalformedDigest as exc:
+            raise ApiError(400, str(exc)) from None
+        length = self._content_length()
+        condition = self._condition("PUT")
+        if condition is not None and not condition(self._current()):
+            raise PreconditionFailed(self.event, self.start)  # checked again at commit
+        limit = self.settings["config"].max_body_size
+        if length is not None and length > limit:
+            raise ApiError(413, f"The body of {length} bytes is over the limit of {limit} bytes")
+        if length is not None:
+            self.store.ensure_space(length)
+        return self.store.begin_upload(self.event, self.start, content_type, expected)
+
+    def _content_length(self) -> int | None:
+        """The announced body size, or None for a chunked body."""
+        text = self.request.headers.get("Content-Length")
+        if text is None:
+            return None
+        if not _DIGITS.fullmatch(text.strip()):
+            raise ApiError(400, f"Content-Length must be a number of bytes, not {quoted(text)}")
+        return int(text)
+
+    def _current(self) -> Record | None:
+        """The record's current version, or None."""
+        try:
+            return self.store.get(self.event, self.start)
+        except RecordNotFound:
+            return None
 
     async def data_received(self, chunk: bytes) -> None:
-        if self.upload is not None:
+        if self.upload is None:
+            return
+        try:
+            limit = self.settings["config"].max_body_size
+            if self.upload.size + len(chunk) > limit:
+                raise ApiError(413, f"The body is over the limit of {limit} bytes")
             self.upload.write(chunk)
+        except Exception as exc:
+            self._discard_upload()
+            await self.refuse_body(exc)
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
-        assert upload is not None
-        record, _created = await self.store.commit(upload)
+        if upload is None:
+            assert self.refused
+            return  # the body arrived to its end after it was refused, and the answer was sent
+        record, _created = await self.store.commit(upload, self._condition("PUT"))
         self.set_status(204)
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
@@ -110,27 +175,67 @@ class RecordHandler(BaseHandler):
     async def get(self, *_: str) -> None:
         blob = self.store.open(self.event, self.start)
         try:
-            self._set_record_headers(blob.record)
-            while chunk := blob.file.read(DOWNLOAD_CHUNK):
-                self.write(chunk)
-                await self.flush()
+            part = self._start_answer(blob.record)
+            if part is not None:
+                await self._send(blob, part)
         except StreamClosedError:
             return  # the client left; nothing to answer
         finally:
             blob.close()
 
     def head(self, *_: str) -> None:
-        self._set_record_headers(self.store.get(self.event, self.start))
+        self._start_answer(self.store.get(self.event, self.start))
 
     async def delete(self, *_: str) -> None:
-        await self.store.delete(self.event, self.start)
+        await self.store.delete(self.event, self.start, self._condition("DELETE"))
         self.set_status(204)
 
-    def _set_record_headers(self, record: Record) -> None:
-        self.set_header("Content-Type", record.type)
-        self.set_header("Content-Length", record.size)
+    def _condition(self, method: str) -> Condition | None:
+        """The request's preconditions as a check the store makes when it commits the change (None: none)."""
+        headers = self.request.headers
+        if not has_preconditions(headers):
+            return None
+        return lambda current: precondition_status(method, headers, validators_of(current)) is None
+
+    def _start_answer(self, record: Record) -> ByteRange | None:
+        """Set the status and headers of a GET or HEAD of the record; return the bytes to send (None: no body)."""
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
+        self.set_header("Accept-Ranges", "bytes")
+        status = precondition_status(self.request.method, self.request.headers, validators_of(record))
+        if status == 412:
+            raise PreconditionFailed(self.event, self.start)
+        if status == 304:
+            self.set_status(304)
+            return None
+        self.set_header("Content-Type", record.type)
+        self.set_header("Repr-Digest", repr_digest(record.sha256))
+        part = self._requested_range(record)
+        if part is None:
+            self.set_header("Content-Length", record.size)
+            return ByteRange(0, record.size, record.size)
+        self.set_status(206)
+        self.set_header("Content-Range", part.content_range)
+        self.set_header("Content-Length", part.length)
+        return part
+
+    def _requested_range(self, record: Record) -> ByteRange | None:
+        """The part of the record a GET asks for (None: all of it); a 416 if it lies past the end."""
+        if self.request.method != "GET":
+            return None
+        try:
+            return requested_range(self.request.headers, validators_of(record), time.time())
+        except RangeNotSatisfiable as exc:
+            raise ApiError(416, str(exc), {"Content-Range": exc.content_range}) from None
+
+    async def _send(self, blob: Blob, part: ByteRange) -> None:
+        """Stream the bytes of `part` from the blob, a chunk at a time."""
+        blob.file.seek(part.start)
+        remaining = part.length
+        while remaining > 0 and (chunk := blob.file.read(min(DOWNLOAD_CHUNK, remaining))):
+            self.write(chunk)
+            await self.flush()
+            remaining -= len(chunk)
 
     def on_connection_close(self) -> None:
         self._discard_upload()
@@ -144,3 +249,8 @@ class RecordHandler(BaseHandler):
         if self.upload is not None:
             self.upload.discard()
             self.upload = None
+
+
+def validators_of(record: Record | None) -> Validators | None:
+    """What the conditions of a request are checked against, for a record's current version (or its absence)."""
+    return None if record is None else Validators(record.etag, record.modified, record.size)

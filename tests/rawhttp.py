@@ -1,0 +1,72 @@
+"""HTTP/1.1 by hand over a real socket, for what a client library hides: when `100 Continue` is (not) sent, what is
+answered before any body byte is sent, a chunked body that stops half-way. Also small upload helpers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from urllib.parse import urlsplit
+
+import tornado.httpclient
+import tornado.iostream
+import tornado.tcpclient
+
+
+class Answer:
+    """What came back on the socket: any interim `100 Continue`, then the final status, headers and body."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.continued = raw.startswith(b"HTTP/1.1 100")
+        if self.continued:
+            raw = raw.split(b"\r\n\r\n", 1)[1]
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin1").split("\r\n")
+        self.status = int(lines[0].split()[1]) if lines[0] else 0
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+
+
+async def open_stream(base_url: str) -> tornado.iostream.IOStream:
+    """A TCP connection to the server at base_url."""
+    url = urlsplit(base_url)
+    return await tornado.tcpclient.TCPClient().connect(url.hostname, url.port)
+
+
+def request_head(method: str, path: str, headers: dict[str, str]) -> bytes:
+    """The request line and headers of a request, ready to send."""
+    lines = [f"{method} {path} HTTP/1.1", "Host: localhost", *(f"{k}: {v}" for k, v in headers.items()), "", ""]
+    return "\r\n".join(lines).encode("latin1")
+
+
+async def exchange(base_url: str, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> Answer:
+    """Send a request (only its head, and `body` as is, which may be less than announced) and read the answer."""
+    stream = await open_stream(base_url)
+    try:
+        await stream.write(request_head(method, path, {**headers, "Connection": "close"}) + body)
+        return await read_answer(stream)
+    finally:
+        stream.close()
+
+
+async def read_answer(stream: tornado.iostream.IOStream) -> Answer:
+    """The next answer on the stream (after any `100 Continue`), its body read by its Content-Length."""
+    raw = await stream.read_until(b"\r\n\r\n")
+    if raw.startswith(b"HTTP/1.1 100"):
+        raw += await stream.read_until(b"\r\n\r\n")
+    length = int(Answer(raw).headers.get("content-length", "0"))
+    return Answer(raw + await stream.read_bytes(length))
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of a chunked body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def sha256_field(body: bytes) -> str:
+    """A Content-Digest / Repr-Digest value for the body."""
+    return f"sha-256=:{base64.b64encode(hashlib.sha256(body).digest()).decode()}:"
+
+
+async def upload(fetch, path: str, body: bytes, **headers: str) -> tornado.httpclient.HTTPResponse:  # noqa: ANN001
+    """PUT the body; header names are given with underscores (If_Match=...)."""
+    return await fetch(path, method="PUT", body=body, headers={k.replace("_", "-"): v for k, v in headers.items()})

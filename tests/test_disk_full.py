@@ -1,0 +1,153 @@
+"""A full disk (ENOSPC) against a real `tornado-records` process: 507, nothing stored, the service keeps serving.
+
+The disk is a small tmpfs the test mounts, so the test that fills it needs root; CI runs as root (.ci/run) and sets
+RECORDS_TEST_REQUIRE_ALL, which turns a skip into a failure. A full index (SQLite) at commit is made without root.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import select
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import EVENT, files_in, record_url
+from rawhttp import request_head
+
+EARLIER = os.urandom(1 << 20)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """An 8 MiB tmpfs mounted under tmp_path (root only), unmounted at the end."""
+    if os.geteuid() != 0:
+        message = "mounting a tmpfs needs root"
+        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
+            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
+        pytest.skip(message)
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
+    yield mount
+    if subprocess.run(["umount", str(mount)]).returncode != 0:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):  # noqa: ANN201
+    """One request with the standard library's client; returns (status, headers, body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=30)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def upload_until_answered(url: str, path: str, total: int) -> bytes:
+    """A chunked upload of up to `total` bytes, 256 KiB at a time, that stops sending as soon as the server answers
+    (as curl does); returns the answer."""
+    piece = os.urandom(256 * 1024)
+    with connect(url) as sock:
+        sock.sendall(request_head("PUT", path, {"Transfer-Encoding": "chunked", "Connection": "close"}))
+        for _ in range(total // len(piece)):
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+            sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+        else:
+            sock.sendall(b"0\r\n\r\n")
+        return read_answer(sock)
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_disk_full(small_disk: Path, service) -> None:
+    data = small_disk / "data"
+    svc = service(data_dir=data)
+    assert request(svc.url, "PUT", record_url(start="2024-01-01T00:00:00"), EARLIER)[0] == 204
+
+    # A Content-Length over the free space is refused at once: no 100 Continue, no body read.
+    with connect(svc.url) as sock:
+        headers = {"Content-Length": str(9 << 20), "Expect": "100-continue", "Connection": "close"}
+        sock.sendall(request_head("PUT", record_url(start="2024-01-02T00:00:00"), headers))
+        answer = read_answer(sock)
+    assert answer.startswith(b"HTTP/1.1 507"), answer[:200]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status_code"] == 507
+
+    # A chunked upload fills the disk: 507, and nothing of it is left.
+    answer = upload_until_answered(svc.url, record_url(start="2024-01-03T00:00:00"), 16 << 20)
+    assert status_of(answer) == 507, answer[:300]
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["status_code"] == 507
+    assert files_in(data / "tmp") == []
+    assert request(svc.url, "GET", record_url(start="2024-01-03T00:00:00"))[0] == 404
+
+    # The service keeps serving, the earlier record is whole, and the space is back.
+    assert svc.proc.poll() is None
+    assert request(svc.url, "GET", "/ping")[0] == 204
+    status, _, body = request(svc.url, "GET", record_url(start="2024-01-01T00:00:00"))
+    assert status == 200 and body == EARLIER
+    later = os.urandom(2 << 20)
+    assert request(svc.url, "PUT", record_url(start="2024-01-04T00:00:00"), later)[0] == 204
+    assert request(svc.url, "GET", record_url(start="2024-01-04T00:00:00"))[2] == later
+    assert "Traceback" not in svc.log
+
+
+def test_content_length_over_the_free_space_is_507_up_front(service) -> None:
+    # No root needed: no disk has a pebibyte free, and the body limit is raised above that.
+    svc = service("--max-body-size", "4096T")
+    with connect(svc.url) as sock:
+        sock.sendall(request_head("PUT", record_url(), {"Content-Length": str(1 << 50), "Connection": "close"}))
+        answer = read_answer(sock)
+    assert status_of(answer) == 507
+    assert b"100 Continue" not in answer
+    assert request(svc.url, "GET", record_url())[0] == 404
+
+
+@pytest.mark.gen_test
+async def test_index_full_at_commit_is_507_and_leaves_no_blob(app, fetch, data_dir: Path) -> None:
+    # SQLite's max_page_count makes the index itself full (SQLITE_FULL, as a full disk does) at the commit step,
+    # after the body was written, synced and renamed: no root needed.
+    for day in range(1, 31):
+        assert (await fetch(record_url(start=f"2024-01-{day:02}T00:00:00"), method="PUT", body=b"x")).code == 204
+    index = app.settings["store"]._wconn  # the writer's connection: the pragma holds for it only
+    (pages,) = index.execute("PRAGMA page_count").fetchone()
+    index.execute(f"PRAGMA max_page_count = {pages}")
+    statuses = []
+    for minute in range(200):  # until a new row needs a page more
+        url = record_url(start=f"2024-02-01T{minute // 60:02}:{minute % 60:02}:00")
+        response = await fetch(url, method="PUT", body=b"y")
+        statuses.append(response.code)
+        if response.code != 204:
+            break
+    assert statuses[-1] == 507, statuses
+    assert json.loads(response.body)["status_code"] == 507
+    assert (await fetch(url)).code == 404
+    listed = json.loads((await fetch(f"/records/{EVENT}?limit=1000")).body)["count"]
+    assert len(files_in(data_dir / "blobs")) == listed  # the renamed blob was removed again
+    assert files_in(data_dir / "tmp") == []
+    index.execute("PRAGMA max_page_count = 1073741823")
+    assert (await fetch(record_url(start="2024-03-01T00:00:00"), method="PUT", body=b"z")).code == 204
+    assert (await fetch(record_url(start="2024-01-01T00:00:00"))).body == b"x"
