@@ -124,6 +124,7 @@ class Service:
         command: list[str] = COMMAND,
     ) -> None:
         self.lines: list[str] = []
+        self.data_dir = data_dir
         self.proc = subprocess.Popen(
             [*command, "--host", "127.0.0.1", "--port", "0", "--data-dir", str(data_dir), *args],
             stderr=subprocess.PIPE,
@@ -242,7 +243,7 @@ def nginx(tmp_path: Path) -> Iterator:
     started: list[Nginx] = []
 
     def start(upstream: Service) -> Nginx:
-        started.append(Nginx(tmp_path / f"nginx{len(started)}", upstream.port, tmp_path / "data"))
+        started.append(Nginx(tmp_path / f"nginx{len(started)}", upstream.port, upstream.data_dir))
         return started[-1]
 
     yield start

@@ -1,8 +1,14 @@
 """The shipped nginx configuration, as nginx itself reads it."""
 
+import json
+import os
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
-from conftest import REPO, require
+from conftest import EVENT, REPO, files_in, record_url, require
 
 
 def test_nginx_accepts_the_shipped_configuration():
@@ -11,3 +17,59 @@ def test_nginx_accepts_the_shipped_configuration():
     )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def test_service_with_accel_redirect_answers_headers_without_body(service):
+    proc = service("--accel-redirect", "/_blobs/")
+    urllib.request.urlopen(urllib.request.Request(f"{proc.url}{record_url()}", data=b"abc", method="PUT"))
+    status, headers, body = get(f"{proc.url}{record_url()}")
+    blob = files_in(Path(proc.data_dir) / "blobs")[0]
+    assert status == 200 and body == b""
+    assert headers["X-Accel-Redirect"] == f"/_blobs/{blob}"
+    assert headers["ETag"] and headers["Repr-Digest"]
+    head = urllib.request.urlopen(urllib.request.Request(f"{proc.url}{record_url()}", method="HEAD"))
+    assert "X-Accel-Redirect" not in head.headers and head.headers["Content-Length"] == "3"
+    assert get(f"{proc.url}/records/{EVENT}/2020-01-01T00:00:00")[0] == 404
+
+
+def test_downloads_through_nginx_with_accel_redirect_match_direct_ones(service, nginx):
+    proc = service("--accel-redirect", "/_blobs/")
+    front = nginx(proc)
+    data = os.urandom(3 << 20)
+    put = urllib.request.Request(f"{front.url}{record_url()}", data=data, method="PUT",
+                                 headers={"Content-Type": "audio/ogg"})
+    assert urllib.request.urlopen(put).status == 204
+    time.sleep(1.1)  # so that Last-Modified is a strong validator for If-Range by date
+
+    direct = urllib.request.urlopen(urllib.request.Request(f"{proc.url}{record_url()}", method="HEAD")).headers
+    status, headers, body = get(f"{front.url}{record_url()}")
+    assert status == 200 and body == data
+    for name in ("ETag", "Content-Type", "Repr-Digest", "Last-Modified", "Content-Length"):
+        assert headers[name] == direct[name], name
+    assert "X-Accel-Redirect" not in headers
+
+    status, headers, body = get(f"{front.url}{record_url()}", {"Range": "bytes=100-199"})
+    assert status == 206 and body == data[100:200]
+    assert headers["Content-Range"] == f"bytes 100-199/{len(data)}"
+    assert headers["ETag"] == direct["ETag"]
+
+    status, _, body = get(f"{front.url}{record_url()}", {"Range": "bytes=100-199",
+                                                          "If-Range": direct["Last-Modified"]})
+    assert status == 206 and body == data[100:200]
+
+    for conditional in ({"If-None-Match": direct["ETag"]}, {"If-Modified-Since": direct["Last-Modified"]}):
+        status, headers, body = get(f"{front.url}{record_url()}", conditional)
+        assert status == 304 and body == b"", conditional
+        assert headers["ETag"] == direct["ETag"]
+
+    status, headers, body = get(f"{front.url}/records/{EVENT}/2020-01-01T00:00:00")
+    assert status == 404 and json.loads(body)["status_code"] == 404

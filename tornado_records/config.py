@@ -41,6 +41,14 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_accel_prefix(text: str) -> str:
+    """An nginx internal location such as /_blobs/, or empty for none."""
+    text = text.strip()
+    if text and not (text.startswith("/") and text.endswith("/")):
+        raise ValueError(f"{text!r} is not a location prefix (it starts and ends with /, such as /_blobs/)")
+    return text
+
+
 def parse_bool(text: str) -> bool:
     """True or false from 1/0, true/false, yes/no, on/off."""
     value = text.strip().lower()
@@ -81,6 +89,13 @@ SETTINGS: tuple[Setting, ...] = (
         "largest upload accepted, with units (K, M, G, T; binary); the default holds a day of 24-bit 48 kHz stereo WAV",
         parse_size,
     ),
+    Setting(
+        "accel_redirect",
+        "",
+        "nginx internal location of the data directory's blobs/ (such as /_blobs/): downloads are answered with "
+        "X-Accel-Redirect for nginx to send; empty: the service sends them",
+        parse_accel_prefix,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -94,6 +109,7 @@ class Config:
     port: int
     data_dir: Path
     max_body_size: int
+    accel_redirect: str
     log_level: str
     debug: bool
 

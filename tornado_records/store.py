@@ -306,6 +306,8 @@ class RecordStore:
                 if condition is not None and not condition(old):
                     raise PreconditionFailed(upload.event, upload.start)
                 os.rename(upload.path, self.blobs / blob)
+                # The file's mtime is the record's Last-Modified, so nginx sending it itself (X-Accel-Redirect) agrees.
+                os.utime(self.blobs / blob, (record.modified, record.modified))
                 _fsync_dir(self.blobs)
                 self._wconn.execute(
                     f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
