@@ -73,3 +73,27 @@ def test_downloads_through_nginx_with_accel_redirect_match_direct_ones(service, 
 
     status, headers, body = get(f"{front.url}/records/{EVENT}/2020-01-01T00:00:00")
     assert status == 404 and json.loads(body)["status_code"] == 404
+
+
+def peak_rss_kib(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
+
+
+def test_2gib_upload_through_nginx_keeps_service_memory_flat(service, nginx):
+    require("curl")
+    proc = service()
+    front = nginx(proc)
+    before = peak_rss_kib(proc.proc.pid)
+    size = 2 << 30
+    upload = subprocess.run(
+        f"head -c {size} /dev/zero | curl -sf -T - -H 'Content-Type: audio/wav' "
+        f"-w '%{{http_code}}' {front.url}{record_url()}",
+        shell=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert upload.stdout == "204", upload.stderr
+    after = peak_rss_kib(proc.proc.pid)
+    listed = json.loads(urllib.request.urlopen(f"{proc.url}/records/{EVENT}").read())
+    assert listed["records"][0]["size"] == size
+    # A 2 GiB body moved through a service whose peak memory grew by less than 20 MiB.
+    assert after - before < 20 * 1024, (before, after)
