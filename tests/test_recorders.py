@@ -1,11 +1,12 @@
 """A real live encoder records into the service: ffmpeg streams Opus with chunked PUT, directly and through nginx."""
 
 import json
+import re
 import subprocess
 
 import pytest
 
-from conftest import EVENT, START, files_in, require, wait_until
+from conftest import EVENT, REPO, START, files_in, require, wait_until
 
 SECONDS = 4
 
@@ -52,3 +53,25 @@ def test_ffmpeg_records_live_opus(service, nginx, tmp_path, through_nginx):
     assert abs(float(info["format"]["duration"]) - SECONDS) < 0.1
     listed = json.loads(subprocess.run(["curl", "-sf", f"{proc.url}/records/{EVENT}"], capture_output=True).stdout)
     assert listed["records"][0]["type"] == "audio/ogg"
+
+
+def test_liquidsoap_records_through_curl_as_the_readme_shows(service, tmp_path):
+    require("curl")
+    proc = service()
+    readme = (REPO / "README.md").read_text()
+    output = re.search(r"^output\.external\(.*\)$", readme, re.MULTILINE).group(0)
+    script = tmp_path / "record.liq"
+    script.write_text(
+        "settings.init.allow_root.set(true)\n"  # CI runs as root; liquidsoap refuses that unless told
+        f"radio = once(sine(duration={float(SECONDS)}, 440.))\n"
+        "clock.assign_new(sync='none', [radio])\n"
+        + output.replace("localhost:10700", f"127.0.0.1:{proc.port}").replace(
+            "output.external(", "output.external(on_stop=shutdown, "
+        )
+        + "\n"
+    )
+    result = subprocess.run([require("liquidsoap"), str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    info = probe(f"{proc.url}/records/{EVENT}/{START}", tmp_path)
+    assert [stream["codec_name"] for stream in info["streams"]] == ["opus"]
+    assert abs(float(info["format"]["duration"]) - SECONDS) < 0.1
