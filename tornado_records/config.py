@@ -41,6 +41,17 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_seconds(text: str) -> float:
+    """A positive number of seconds, fractions allowed: `15`, `0.2`."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def parse_bool(text: str) -> bool:
     """True or false from 1/0, true/false, yes/no, on/off."""
     value = text.strip().lower()
@@ -81,6 +92,7 @@ SETTINGS: tuple[Setting, ...] = (
         "largest upload accepted, with units (K, M, G, T; binary); the default holds a day of 24-bit 48 kHz stereo WAV",
         parse_size,
     ),
+    Setting("sse_keepalive", "15", "seconds between keepalive comments on /sse event streams", parse_seconds),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -94,6 +106,7 @@ class Config:
     port: int
     data_dir: Path
     max_body_size: int
+    sse_keepalive: float
     log_level: str
     debug: bool
 

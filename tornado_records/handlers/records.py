@@ -5,10 +5,13 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
+from typing import Any
+
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from tornado_records.handlers.base import ApiError, BaseHandler, quoted
+from tornado_records.events import UploadEvents, publish_deleted
+from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
 from tornado_records.store import Record, RecordStore, Upload
 
 DOWNLOAD_CHUNK = 1 << 20
@@ -82,6 +85,7 @@ class RecordHandler(BaseHandler):
     """`/records/{event}/{start}`: PUT streams the body to disk; GET, HEAD and DELETE act on the stored record."""
 
     upload: Upload | None = None
+    upload_events: UploadEvents | None = None
 
     def prepare(self) -> None:
         super().prepare()
@@ -94,15 +98,20 @@ class RecordHandler(BaseHandler):
                 raise ApiError(400, "Content-Type must be a media type such as audio/ogg")
             self.request.connection.set_max_body_size(self.settings["config"].max_body_size)
             self.upload = self.store.begin_upload(self.event, self.start, content_type)
+            self.upload_events = UploadEvents(
+                self.settings["hub"], str(self.event), self.start.isoformat(), content_type
+            )
 
     async def data_received(self, chunk: bytes) -> None:
         if self.upload is not None:
             self.upload.write(chunk)
+            self.upload_events.progress(self.upload.size)
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
         assert upload is not None
-        record, _created = await self.store.commit(upload)
+        record, created = await self.store.commit(upload)
+        self.upload_events.committed(record.to_json(), created)
         self.set_status(204)
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
@@ -123,7 +132,8 @@ class RecordHandler(BaseHandler):
         self._set_record_headers(self.store.get(self.event, self.start))
 
     async def delete(self, *_: str) -> None:
-        await self.store.delete(self.event, self.start)
+        record = await self.store.delete(self.event, self.start)
+        publish_deleted(self.settings["hub"], record.event, record.start)
         self.set_status(204)
 
     def _set_record_headers(self, record: Record) -> None:
@@ -132,7 +142,14 @@ class RecordHandler(BaseHandler):
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.upload_events is not None:
+            self.upload_events.aborted(abort_reason(kwargs.get("exc_info", (None, None))[1], status_code))
+        super().write_error(status_code, **kwargs)
+
     def on_connection_close(self) -> None:
+        if self.upload is not None:  # the body was still arriving
+            self.upload_events.aborted("client-gone")
         self._discard_upload()
         super().on_connection_close()
 
