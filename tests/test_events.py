@@ -6,6 +6,7 @@ import asyncio
 import datetime
 import json
 import re
+import time
 
 import pytest
 
@@ -182,10 +183,12 @@ async def test_close_ends_every_stream_and_drops_those_that_stay() -> None:
 async def test_upload_events_started_throttled_progress_and_one_ending() -> None:
     hub = EventHub(first_id=1, progress_interval=0.1)
     subscriber = hub.subscribe()
+    began = time.monotonic()
     upload = UploadEvents(hub, EVENT, START, "audio/ogg")
     for size in range(1, 11):
         upload.progress(size * 100)
         await asyncio.sleep(0.03)
+    uploading = time.monotonic() - began
     upload.aborted("client-gone")
     upload.aborted("error")  # only the first ending counts
     upload.committed({"event": EVENT}, created=True)
@@ -193,7 +196,7 @@ async def test_upload_events_started_throttled_progress_and_one_ending() -> None
     assert events[0]["type"] == "upload-started"
     assert events[0]["data"] == {"event": EVENT, "start": START, "type": "audio/ogg"}
     progress = [e["data"] for e in events if e["type"] == "upload-progress"]
-    assert 1 <= len(progress) <= 4, progress  # 0.3 s of uploading, one at most every 0.1 s
+    assert 1 <= len(progress) <= uploading / 0.1, progress  # at least 0.3 s of uploading, one at most every 0.1 s
     assert all(p.keys() == {"event", "start", "bytes"} for p in progress)
     assert events[-2]["type"] == "upload-aborted"
     assert events[-2]["data"] == {"event": EVENT, "start": START, "bytes": 1000, "reason": "client-gone"}
