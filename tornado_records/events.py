@@ -1,9 +1,9 @@
 """EventHub: the live events (records and uploads) fanned out to subscribers, with a replay buffer. Knows no HTTP.
 
 Each event is serialized once, in `EventHub.publish`, to its Server-Sent Events wire form (an `id:` line and one
-`data:` line of JSON); every subscriber's queue then holds a reference to that same bytes object. A subscriber
-costs nothing while no event comes: its reader waits on a future that only `publish`, the hub-wide keepalive timer
-or `close` wakes.
+`data:` line of JSON), and that same bytes object is handed to every subscriber. A subscriber costs nothing while
+no event comes (nothing of its own wakes up: one hub-wide timer sends the keepalives), and little when one comes:
+`publish` writes to each client directly; only a client that is behind has a queue, bounded by `max_unsent`.
 """
 
 from __future__ import annotations
@@ -39,52 +39,63 @@ def event_bytes(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
 
 
 class Subscriber:
-    """One subscriber's queue of wire bytes, and what it has not yet sent."""
+    """One subscriber: writes go straight to its client while it keeps up, and queue behind a write in flight.
 
-    __slots__ = ("queue", "unsent", "closed", "on_drop", "_taken", "_waiter")
+    `send(batch)` writes a list of byte strings to the client and returns a future that is done once they are
+    sent; only one is in flight at a time. A client that keeps up costs one `send` per event and no task switch.
+    """
 
-    def __init__(self, on_drop: Callable[[], None]) -> None:
-        self.queue: list[bytes] = []
-        self.unsent = 0  # bytes queued, plus those of the batch last taken by next() (in flight until next call)
-        self.closed = False
+    __slots__ = ("send", "on_drop", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
+
+    def __init__(self, send: Callable[[list[bytes]], asyncio.Future], on_drop: Callable[[], None]) -> None:
+        self.send = send
         self.on_drop = on_drop
-        self._taken = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self.queue: list[bytes] = []
+        self.unsent = 0  # bytes queued or in flight
+        self.closed = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # closed, nothing in flight
+        self._busy = True  # until start(): the stream's own first bytes go out first
+        self._in_flight = 0
 
     def put(self, data: bytes) -> None:
-        """Queue bytes to send, and wake the reader."""
+        """Send bytes to the client now, or queue them behind the write in flight."""
         if self.closed:
             return
-        self.queue.append(data)
         self.unsent += len(data)
-        self._wake()
+        if self._busy:
+            self.queue.append(data)
+        else:
+            self._write([data])
 
-    async def next(self) -> list[bytes]:
-        """The bytes queued since the last call, waiting for some; empty once the subscriber is closed.
-
-        Calling it again means the previous batch was sent: it no longer counts as unsent.
-        """
-        self.unsent -= self._taken
-        while not self.queue and not self.closed:
-            self._waiter = asyncio.get_running_loop().create_future()
-            await self._waiter
-        if self.closed:
-            self._taken = 0
-            return []
-        batch, self.queue = self.queue, []
-        self._taken = self.unsent
-        return batch
+    def start(self) -> None:
+        """Begin sending: what was queued until now goes first."""
+        self._sent(None)
 
     def close(self) -> None:
-        """End the subscription: next() returns an empty batch from now on."""
+        """End the subscription: nothing more is sent, and `done` resolves once no write is in flight."""
         self.closed = True
         self.queue = []
-        self._wake()
+        if not self._busy and not self.done.done():
+            self.done.set_result(None)
 
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        self._waiter = None
+    def _write(self, batch: list[bytes]) -> None:
+        self._busy = True
+        self._in_flight = sum(map(len, batch))
+        future = self.send(batch)
+        if future.done():
+            self._sent(future)
+        else:
+            future.add_done_callback(self._sent)
+
+    def _sent(self, future: asyncio.Future | None) -> None:
+        self._busy = False
+        self.unsent -= self._in_flight
+        self._in_flight = 0
+        if self.closed or (future is not None and future.exception() is not None):
+            self.close()  # closed meanwhile, or the client is gone: `done` resolves now that nothing is in flight
+        elif self.queue:
+            batch, self.queue = self.queue, []
+            self._write(batch)
 
 
 class EventHub:
@@ -117,13 +128,19 @@ class EventHub:
         self._send(wire)
         return self.last_id
 
-    def subscribe(self, last_id: int | None = None, on_drop: Callable[[], None] = lambda: None) -> Subscriber:
-        """A new subscriber, its queue holding the buffered events after `last_id` (none if it is None).
+    def subscribe(
+        self,
+        send: Callable[[list[bytes]], asyncio.Future],
+        last_id: int | None = None,
+        on_drop: Callable[[], None] = lambda: None,
+    ) -> Subscriber:
+        """A new subscriber that sends through `send`, its queue holding the buffered events after `last_id` (none
+        if it is None); it sends nothing until its `start()`.
 
         A `last_id` beyond the newest event comes from an earlier run of the service: every buffered event is new
         to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
         """
-        subscriber = Subscriber(on_drop)
+        subscriber = Subscriber(send, on_drop)
         if self.closed:
             subscriber.close()
             return subscriber
@@ -162,7 +179,7 @@ class EventHub:
 
     def _send(self, wire: bytes) -> None:
         behind = []
-        for subscriber in self.subscribers:
+        for subscriber in tuple(self.subscribers):
             subscriber.put(wire)
             if subscriber.unsent > self.max_unsent:
                 behind.append(subscriber)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from asyncio import Future
 
 from tornado.iostream import StreamClosedError
 
@@ -29,16 +30,20 @@ class EventStreamHandler(BaseHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        self.subscriber = hub.subscribe(self.last_event_id(), on_drop=self.request.connection.close)
         self.write(f"retry: {RETRY_MS}\n\n")
+        self.subscriber = hub.subscribe(self.send, self.last_event_id(), on_drop=self.request.connection.close)
         try:
-            await self.flush()
-            while batch := await self.subscriber.next():
-                for data in batch:
-                    self.write(data)
-                await self.flush()
+            await self.flush()  # the headers and the retry line; events published meanwhile wait in the queue
         except StreamClosedError:
-            pass  # the client left, or the hub dropped it
+            return
+        self.subscriber.start()
+        await self.subscriber.done
+
+    def send(self, batch: list[bytes]) -> Future[None]:
+        """Write the hub's bytes to the client; the future is done once they are sent."""
+        for data in batch:
+            self.write(data)
+        return self.flush()
 
     def last_event_id(self) -> int | None:
         """The id of the last event the client saw: the `Last-Event-ID` header, or a `lastEventId` query argument
