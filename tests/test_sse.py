@@ -21,7 +21,7 @@ import pytest
 import tornado.web
 import yaml
 
-from conftest import EVENT, START, record_url, require, wait_until
+from conftest import EVENT, START, record_url, require
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import ApiError, abort_reason
 

@@ -1,4 +1,4 @@
-"""make_app(config): the Tornado application with its routes, its store and its settings."""
+"""make_app(config): the Tornado application with its routes, its store, its event hub and its settings."""
 
 from __future__ import annotations
 
