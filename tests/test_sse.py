@@ -21,7 +21,8 @@ import pytest
 import tornado.web
 import yaml
 
-from conftest import EVENT, START, record_url, require
+from conftest import COMMAND, EVENT, START, record_url, require
+from tornado_records.config import build_config
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import ApiError, abort_reason
 
@@ -361,6 +362,24 @@ async def test_closing_the_hub_ends_every_stream_cleanly(port: int, hub: EventHu
     assert await late.line() is None
 
 
+# -- the keepalive setting ---------------------------------------------------------------------------------------
+
+
+def test_sse_keepalive_setting_from_flag_then_environment_then_default() -> None:
+    assert build_config({"sse_keepalive": "0.5"}, {"RECORDS_SSE_KEEPALIVE": "2"}).sse_keepalive == 0.5
+    assert build_config({}, {"RECORDS_SSE_KEEPALIVE": "2"}).sse_keepalive == 2.0
+    assert build_config({}, {}).sse_keepalive == 15.0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+def test_a_bad_sse_keepalive_fails_at_start_with_one_line(value: str, tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*COMMAND, "--sse-keepalive", value, "--data-dir", str(tmp_path)], capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--sse-keepalive" in result.stderr, result.stderr
+
+
 # -- real clients and a real process -----------------------------------------------------------------------------
 
 
@@ -386,7 +405,7 @@ class LineReader:
 
 def test_curl_no_buffer_shows_events_as_they_happen(service: Any) -> None:
     curl = require("curl")
-    server = service("--sse-keepalive", "0.2")
+    server = service(env={"RECORDS_SSE_KEEPALIVE": "0.2"})
     proc = subprocess.Popen(
         [curl, "--request", "GET", "--no-buffer", "--silent", "--show-error", server.url + "/sse"],
         stdout=subprocess.PIPE,
