@@ -147,6 +147,20 @@ def conforms(event: dict) -> dict:
     return event
 
 
+@pytest.mark.gen_test
+async def test_the_served_openapi_document_describes_the_stream(fetch: Any) -> None:
+    document = json.loads((await fetch("/openapi/openapi.json")).body)
+    operation = document["paths"]["/sse"]["get"]
+    assert {"200", "503"} <= operation["responses"].keys()
+    assert "text/event-stream" in operation["responses"]["200"]["content"]
+    assert {"Cache-Control", "X-Accel-Buffering"} <= operation["responses"]["200"]["headers"].keys()
+    assert any(p["name"] == "Last-Event-ID" and p["in"] == "header" for p in operation["parameters"])
+    event_types = {resolve(s)["properties"]["type"]["const"] for s in document["components"]["schemas"]["Event"]["oneOf"]}
+    assert event_types == {
+        "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted"
+    }
+
+
 # -- the stream ---------------------------------------------------------------------------------------------------
 
 
