@@ -1,4 +1,4 @@
-"""make_app(config): the Tornado application with its routes, its store and its settings."""
+"""make_app(config): the Tornado application with its routes, its store, its event hub and its settings."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import tornado.web
 import yaml
 
 from tornado_records.config import Config
+from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
+from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")
@@ -48,6 +50,7 @@ def make_app(config: Config) -> tornado.web.Application:
         [
             (rf"/records/{_EVENT}", RecordsHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
+            (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
             (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8"}),
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
@@ -59,6 +62,7 @@ def make_app(config: Config) -> tornado.web.Application:
         serve_traceback=config.debug,
         config=config,
         store=store,
+        hub=EventHub(keepalive=config.sse_keepalive),
         inflight=set(),
     )
 

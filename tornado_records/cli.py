@@ -101,6 +101,7 @@ async def serve(config: Config) -> None:
     await stopping.wait()
 
     server.stop()
+    await app.settings["hub"].close()  # end every event stream first: they never end by themselves
     inflight: set = app.settings["inflight"]
     deadline = loop.time() + SHUTDOWN_GRACE
     while inflight and loop.time() < deadline:

@@ -49,6 +49,17 @@ def parse_accel_prefix(text: str) -> str:
     return text
 
 
+def parse_seconds(text: str) -> float:
+    """A positive number of seconds, fractions allowed: `15`, `0.2`."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
 def parse_bool(text: str) -> bool:
     """True or false from 1/0, true/false, yes/no, on/off."""
     value = text.strip().lower()
@@ -96,6 +107,7 @@ SETTINGS: tuple[Setting, ...] = (
         "X-Accel-Redirect for nginx to send; empty: the service sends them",
         parse_accel_prefix,
     ),
+    Setting("sse_keepalive", "15", "seconds between keepalive comments on /sse event streams", parse_seconds),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -110,6 +122,7 @@ class Config:
     data_dir: Path
     max_body_size: int
     accel_redirect: str
+    sse_keepalive: float
     log_level: str
     debug: bool
 

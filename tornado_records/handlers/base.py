@@ -162,6 +162,20 @@ def _status_of(exc: BaseException | None, default: int) -> int:
     return default
 
 
+# Why an upload stopped, as its `upload-aborted` event says: by the error's class first, else by the status it
+# answers with (a store error's status comes from STATUS_OF_ERROR).
+ABORT_REASON_OF_ERROR: dict[type[Exception], str] = {DigestMismatch: "digest-mismatch"}
+ABORT_REASON_OF_STATUS: dict[int, str] = {412: "precondition-failed", 413: "too-large", 507: "disk-full"}
+
+
+def abort_reason(exc: BaseException | None, status: int) -> str:
+    """The short reason an upload stopped with `exc` (answered with `status`): too-large, disk-full, ... or error."""
+    for error, reason in ABORT_REASON_OF_ERROR.items():
+        if isinstance(exc, error):
+            return reason
+    return ABORT_REASON_OF_STATUS.get(_status_of(exc, status), "error")
+
+
 class NotFoundHandler(BaseHandler):
     """Any path no route matches: 404 for every method."""
 

@@ -6,12 +6,14 @@ import datetime
 import re
 import time
 import uuid
+from typing import Any
 
 import tornado.web
 from tornado.iostream import StreamClosedError
 
 from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
-from tornado_records.handlers.base import ApiError, BaseHandler, quoted
+from tornado_records.events import UploadEvents, publish_deleted
+from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
 from tornado_records.http_semantics import (
     ByteRange,
     RangeNotSatisfiable,
@@ -98,6 +100,7 @@ class RecordHandler(BaseHandler):
     """
 
     upload: Upload | None = None
+    upload_events: UploadEvents | None = None
 
     def prepare(self) -> None:
         super().prepare()
@@ -109,6 +112,9 @@ class RecordHandler(BaseHandler):
         self.start = parse_start(self.path_args[1])
         if self.request.method == "PUT":
             self.upload = self._begin_upload()
+            self.upload_events = UploadEvents(
+                self.settings["hub"], str(self.event), self.start.isoformat(), self.upload.content_type
+            )
 
     def _begin_upload(self) -> Upload:
         """The upload of the request's body, once everything that can be refused without the body is checked.
@@ -158,8 +164,10 @@ class RecordHandler(BaseHandler):
             if self.upload.size + len(chunk) > limit:
                 raise ApiError(413, f"The body is over the limit of {limit} bytes")
             self.upload.write(chunk)
+            self.upload_events.progress(self.upload.size)
         except Exception as exc:
             self._discard_upload()
+            self.upload_events.aborted(abort_reason(exc, 500))
             await self.refuse_body(exc)
 
     async def put(self, *_: str) -> None:
@@ -167,7 +175,8 @@ class RecordHandler(BaseHandler):
         if upload is None:
             assert self.refused
             return  # the body arrived to its end after it was refused, and the answer was sent
-        record, _created = await self.store.commit(upload, self._condition("PUT"))
+        record, created = await self.store.commit(upload, self._condition("PUT"))
+        self.upload_events.committed(record.to_json(), created)
         self.set_status(204)
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
@@ -187,7 +196,8 @@ class RecordHandler(BaseHandler):
         self._start_answer(self.store.get(self.event, self.start))
 
     async def delete(self, *_: str) -> None:
-        await self.store.delete(self.event, self.start, self._condition("DELETE"))
+        record = await self.store.delete(self.event, self.start, self._condition("DELETE"))
+        publish_deleted(self.settings["hub"], record.event, record.start)
         self.set_status(204)
 
     def _condition(self, method: str) -> Condition | None:
@@ -242,7 +252,14 @@ class RecordHandler(BaseHandler):
             await self.flush()
             remaining -= len(chunk)
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if self.upload_events is not None:
+            self.upload_events.aborted(abort_reason(kwargs.get("exc_info", (None, None))[1], status_code))
+        super().write_error(status_code, **kwargs)
+
     def on_connection_close(self) -> None:
+        if self.upload is not None:  # the body was still arriving
+            self.upload_events.aborted("client-gone")
         self._discard_upload()
         super().on_connection_close()
 

@@ -1,0 +1,239 @@
+"""EventHub: the live events (records and uploads) fanned out to subscribers, with a replay buffer. Knows no HTTP.
+
+Each event is serialized once, in `EventHub.publish`, to its Server-Sent Events wire form (an `id:` line and one
+`data:` line of JSON), and that same bytes object is handed to every subscriber. A subscriber costs nothing while
+no event comes (nothing of its own wakes up: one hub-wide timer sends the keepalives), and little when one comes:
+`publish` writes to each client directly; only a client that is behind has a queue, bounded by `max_unsent`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime
+import json
+import logging
+import time
+from typing import Any, Callable
+
+log = logging.getLogger("tornado_records.events")
+
+REPLAY_EVENTS = 1000  # events kept for subscribers that reconnect with Last-Event-ID
+MAX_UNSENT = 1 << 20  # bytes a subscriber may have queued and unsent before it is dropped
+KEEPALIVE = 15.0  # seconds between keepalive comments
+PROGRESS_INTERVAL = 3.0  # seconds: at most one upload-progress event per upload in this time
+CLOSE_TIMEOUT = 1.0  # seconds that streams get to end by themselves at close(), before they are cut off
+
+KEEPALIVE_LINE = b": keepalive\n\n"
+
+
+def utc_now() -> str:
+    """The current time, UTC, as ISO 8601 with microseconds and a Z."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_bytes(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
+    """One unnamed Server-Sent Event: its id line and a data line holding `{"type", "created_at", "data"}`."""
+    body = json.dumps({"type": event_type, "created_at": utc_now(), "data": data}, separators=(",", ":"))
+    return f"id: {event_id}\ndata: {body}\n\n".encode()
+
+
+class Subscriber:
+    """One subscriber: writes go straight to its client while it keeps up, and queue behind a write in flight.
+
+    `send(batch)` writes a list of byte strings to the client and returns a future that is done once they are
+    sent; only one is in flight at a time. A client that keeps up costs one `send` per event and no task switch.
+    """
+
+    __slots__ = ("send", "on_drop", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
+
+    def __init__(self, send: Callable[[list[bytes]], asyncio.Future], on_drop: Callable[[], None]) -> None:
+        self.send = send
+        self.on_drop = on_drop
+        self.queue: list[bytes] = []
+        self.unsent = 0  # bytes queued or in flight
+        self.closed = False
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()  # closed, nothing in flight
+        self._busy = True  # until start(): the stream's own first bytes go out first
+        self._in_flight = 0
+
+    def put(self, data: bytes) -> None:
+        """Send bytes to the client now, or queue them behind the write in flight."""
+        if self.closed:
+            return
+        self.unsent += len(data)
+        if self._busy:
+            self.queue.append(data)
+        else:
+            self._write([data])
+
+    def start(self) -> None:
+        """Begin sending: what was queued until now goes first."""
+        self._sent(None)
+
+    def close(self) -> None:
+        """End the subscription: nothing more is sent, and `done` resolves once no write is in flight."""
+        self.closed = True
+        self.queue = []
+        if not self._busy and not self.done.done():
+            self.done.set_result(None)
+
+    def _write(self, batch: list[bytes]) -> None:
+        self._busy = True
+        self._in_flight = sum(map(len, batch))
+        future = self.send(batch)
+        if future.done():
+            self._sent(future)
+        else:
+            future.add_done_callback(self._sent)
+
+    def _sent(self, future: asyncio.Future | None) -> None:
+        self._busy = False
+        self.unsent -= self._in_flight
+        self._in_flight = 0
+        if self.closed or (future is not None and future.exception() is not None):
+            self.close()  # closed meanwhile, or the client is gone: `done` resolves now that nothing is in flight
+        elif self.queue:
+            batch, self.queue = self.queue, []
+            self._write(batch)
+
+
+class EventHub:
+    """The subscribers, a bounded buffer of recent events for replay, and publish()."""
+
+    def __init__(
+        self,
+        *,
+        replay: int = REPLAY_EVENTS,
+        max_unsent: int = MAX_UNSENT,
+        keepalive: float = KEEPALIVE,
+        progress_interval: float = PROGRESS_INTERVAL,
+        first_id: int | None = None,
+    ) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.max_unsent = max_unsent
+        self.keepalive = keepalive
+        self.progress_interval = progress_interval
+        self.closed = False
+        # Ids start from the time in microseconds, so they keep increasing across restarts of the service.
+        self.last_id = (time.time_ns() // 1000 if first_id is None else first_id) - 1
+        self._replay: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=replay)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def publish(self, event_type: str, data: dict[str, Any]) -> int:
+        """Send an event to every subscriber and keep it for replay; returns its id."""
+        self.last_id += 1
+        wire = event_bytes(self.last_id, event_type, data)
+        self._replay.append((self.last_id, wire))
+        self._send(wire)
+        return self.last_id
+
+    def subscribe(
+        self,
+        send: Callable[[list[bytes]], asyncio.Future],
+        last_id: int | None = None,
+        on_drop: Callable[[], None] = lambda: None,
+    ) -> Subscriber:
+        """A new subscriber that sends through `send`, its queue holding the buffered events after `last_id` (none
+        if it is None); it sends nothing until its `start()`.
+
+        A `last_id` beyond the newest event comes from an earlier run of the service: every buffered event is new
+        to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
+        """
+        subscriber = Subscriber(send, on_drop)
+        if self.closed:
+            subscriber.close()
+            return subscriber
+        if last_id is not None:
+            missed = last_id > self.last_id
+            for event_id, wire in self._replay:
+                if missed or event_id > last_id:
+                    subscriber.put(wire)
+        self.subscribers.add(subscriber)
+        if self._timer is None:
+            self._schedule_keepalive()
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Forget a subscriber (it left). Safe to call more than once."""
+        self.subscribers.discard(subscriber)
+        subscriber.close()
+
+    def replay_ids(self) -> list[int]:
+        """The ids of the events kept for replay, oldest first."""
+        return [event_id for event_id, _ in self._replay]
+
+    async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """End every stream: each subscriber is closed at once; those still there after `timeout` are dropped."""
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for subscriber in self.subscribers:
+            subscriber.close()
+        deadline = time.monotonic() + timeout
+        while self.subscribers and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for subscriber in list(self.subscribers):
+            self._drop(subscriber)
+
+    def _send(self, wire: bytes) -> None:
+        behind = []
+        for subscriber in tuple(self.subscribers):
+            subscriber.put(wire)
+            if subscriber.unsent > self.max_unsent:
+                behind.append(subscriber)
+        for subscriber in behind:
+            log.warning("dropping an event-stream subscriber %d bytes behind", subscriber.unsent)
+            self._drop(subscriber)
+
+    def _drop(self, subscriber: Subscriber) -> None:
+        self.unsubscribe(subscriber)
+        subscriber.on_drop()
+
+    def _schedule_keepalive(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.keepalive, self._keep_alive)
+
+    def _keep_alive(self) -> None:
+        """Send the keepalive comment to every subscriber; the timer runs only while there are subscribers."""
+        self._timer = None
+        if self.subscribers and not self.closed:
+            self._send(KEEPALIVE_LINE)
+            self._schedule_keepalive()
+
+
+class UploadEvents:
+    """The events of one upload in flight: upload-started at once, then upload-progress at most every
+    `hub.progress_interval` seconds, and in the end either record-created/updated or upload-aborted (once)."""
+
+    def __init__(self, hub: EventHub, event: str, start: str, content_type: str) -> None:
+        self.hub = hub
+        self.key = {"event": event, "start": start}
+        self.size = 0
+        self.ended = False
+        self._last_report = time.monotonic()
+        hub.publish("upload-started", {**self.key, "type": content_type})
+
+    def progress(self, size: int) -> None:
+        """The upload has received `size` bytes so far."""
+        self.size = size
+        now = time.monotonic()
+        if now - self._last_report >= self.hub.progress_interval and not self.ended:
+            self._last_report = now
+            self.hub.publish("upload-progress", {**self.key, "bytes": size})
+
+    def committed(self, record: dict[str, Any], created: bool) -> None:
+        """The upload became the record's current version (`record` as the API shows it)."""
+        self.ended = True
+        self.hub.publish("record-created" if created else "record-updated", {"record": record})
+
+    def aborted(self, reason: str) -> None:
+        """The upload stopped and left nothing (`reason`: client-gone, too-large, disk-full, ...); once at most."""
+        if not self.ended:
+            self.ended = True
+            self.hub.publish("upload-aborted", {**self.key, "bytes": self.size, "reason": reason})
+
+
+def publish_deleted(hub: EventHub, event: str, start: str) -> None:
+    """Announce that the record (event, start) was deleted."""
+    hub.publish("record-deleted", {"record": {"event": event, "start": start}})
