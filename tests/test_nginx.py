@@ -1,7 +1,9 @@
 """The shipped nginx configuration, as nginx itself reads it."""
 
+import http.client
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -97,3 +99,32 @@ def test_2gib_upload_through_nginx_keeps_service_memory_flat(service, nginx):
     assert listed["records"][0]["size"] == size
     # A 2 GiB body moved through a service whose peak memory grew by less than 20 MiB.
     assert after - before < 20 * 1024, (before, after)
+
+
+def test_upload_started_arrives_through_nginx_while_the_body_is_still_being_sent(service, nginx):
+    proc = service()
+    front = nginx(proc)
+    events = http.client.HTTPConnection("127.0.0.1", front.port, timeout=30)
+    events.request("GET", "/sse")
+    stream = events.getresponse()
+    assert stream.status == 200 and stream.getheader("Content-Type").startswith("text/event-stream")
+
+    def next_event() -> dict:
+        while True:
+            line = stream.fp.readline().decode()
+            if line.startswith("data:"):
+                return json.loads(line[5:])
+
+    upload = socket.create_connection(("127.0.0.1", front.port), timeout=30)
+    upload.sendall(
+        f"PUT {record_url()} HTTP/1.1\r\nHost: x\r\nContent-Type: audio/ogg\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nfirst\r\n".encode()
+    )
+    started = next_event()  # neither direction is buffered: the event comes while the upload is still open
+    assert started["type"] == "upload-started" and started["data"]["start"] == "2024-01-01T00:00:00"
+    upload.sendall(b"6\r\nsecond\r\n0\r\n\r\n")
+    assert upload.recv(4096).startswith(b"HTTP/1.1 204")
+    created = next_event()
+    assert created["type"] == "record-created" and created["data"]["record"]["size"] == 11
+    upload.close()
+    events.close()

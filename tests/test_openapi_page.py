@@ -21,6 +21,7 @@ OPERATIONS = [
     "Download a record",
     "Delete a record",
     "Check that the service is up",
+    "Live events of records and uploads",
 ]
 
 

@@ -79,5 +79,22 @@ def run_usage_commands(port: int, tmp_path) -> None:
     document = curl(commands["openapi:GET"])
     assert document.returncode == 0 and json.loads(document.stdout)["openapi"].startswith("3.1")
 
-    # The /sse command is checked by the event-stream tests.
-    assert "sse:GET" in commands
+    # The event stream, watched while a record is uploaded and deleted: curl shows each event as it happens.
+    watcher = subprocess.Popen(
+        ["bash", "-c", commands["sse:GET"].replace("localhost:10700", f"localhost:{port}")],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout.readline().startswith("retry:")
+        assert curl(commands["records:PUT"]).returncode == 0
+        assert curl(commands["records:DELETE"]).returncode == 0
+        types = []
+        while "record-deleted" not in types:
+            line = watcher.stdout.readline()
+            if line.startswith("data:"):
+                types.append(json.loads(line[5:])["type"])
+        assert types == ["upload-started", "record-created", "record-deleted"]
+    finally:
+        watcher.kill()
