@@ -380,6 +380,8 @@ def wrk(url: str, threads: int, connections: int, seconds: int) -> Load:
         raise BenchError(f"unexpected wrk output:\n{out}")
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
     errors += sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
+    if errors:
+        print(f"  wrk {url}: {errors} errors or timeouts (10 s) besides the latencies it counts", file=sys.stderr)
     return Load(float(rps.group(1)), float(p99.group(1)) * _UNIT_SECONDS[p99.group(2)], errors)
 
 
@@ -593,7 +595,9 @@ def figure_upload(bench: Bench) -> list[Row]:
             }
 
         m = repeat(bench.options.runs, measure)
-    return [compare(f"upload {mib(bench.options.size)}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0))]
+    return [
+        compare(f"upload {mib(bench.options.size)}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0))
+    ]
 
 
 def figure_download(bench: Bench) -> list[Row]:
@@ -619,7 +623,9 @@ def figure_download(bench: Bench) -> list[Row]:
         if not bench.supports("--accel-redirect"):
             rows.append(Row(figure, "n/a (no --accel-redirect yet)"))
         else:
-            with bench.service(data_dir, "--accel-redirect", "/_blobs/") as service, bench.accel(service, data_dir) as front:
+            with bench.service(data_dir, "--accel-redirect", "/_blobs/") as service, bench.accel(
+                service, data_dir
+            ) as front:
                 accel = repeat(bench.options.runs, lambda: {"ours": fetch(front.url(record_path()), size).mb_per_s})
             rows.append(compare(figure, accel["ours"], m["nginx"], "{:.0f}", Target(">=", 0.9)))
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -649,7 +655,9 @@ def figure_concurrent(bench: Bench) -> list[Row]:
             return {"ours": at_once(ours_up, ours_down), "nginx": at_once(nginx_up, nginx_down)}
 
         m = repeat(bench.options.runs, measure)
-    return [compare(f"8 uploads + 8 downloads of {mib(size)} (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 0.7))]
+    return [
+        compare(f"8 uploads + 8 downloads of {mib(size)} (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 0.7))
+    ]
 
 
 def figure_ping(bench: Bench) -> list[Row]:
@@ -712,7 +720,9 @@ async def populate(data_dir: Path, counts: dict[str, int]) -> None:
             for first in range(0, count, 500):
                 uploads = []
                 for i in range(first, min(count, first + 500)):
-                    uploads.append(store.begin_upload(uuid.UUID(event), START + datetime.timedelta(hours=i), "audio/ogg"))
+                    uploads.append(
+                        store.begin_upload(uuid.UUID(event), START + datetime.timedelta(hours=i), "audio/ogg")
+                    )
                     uploads[-1].write(b"x")
                 await asyncio.gather(*(store.commit(u) for u in uploads))
     finally:
@@ -851,7 +861,7 @@ def subscribers(port: int, count: int, processes: int = 4) -> Iterator[list[mult
 
 
 def figure_sse(bench: Bench) -> list[Row]:
-    """7. One event to many /sse subscribers: delay after the upload's answer (p50/p99/max), server RSS per subscriber."""
+    """7. One event to many /sse subscribers: its delay after the upload's answer, the server's RSS per subscriber."""
     n = bench.options.subscribers
     figure = f"SSE: 1 event to {n:,} subscribers, p50 / p99 / max (ms)"
     rss_figure = "SSE: server RSS per subscriber (KB)"
@@ -951,7 +961,9 @@ def raise_open_files_limit() -> None:
 def describe(options: Options) -> str:
     """A line saying what was measured, with what, where."""
     version = subprocess.run([str(options.service), "--version"], capture_output=True, text=True).stdout.strip()
-    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().removeprefix("nginx version: ")
+    nginx = (
+        subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip().removeprefix("nginx version: ")
+    )
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"{when}; {version or 'tornado-records'} vs {nginx}; {os.cpu_count()} CPUs; "
