@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import re
 import time
@@ -159,12 +160,13 @@ class RecordHandler(BaseHandler):
     async def data_received(self, chunk: bytes) -> None:
         if self.upload is None:
             return
+        upload = self.upload
         try:
             limit = self.settings["config"].max_body_size
-            if self.upload.size + len(chunk) > limit:
+            if upload.size + len(chunk) > limit:
                 raise ApiError(413, f"The body is over the limit of {limit} bytes")
-            self.upload.write(chunk)
-            self.upload_events.progress(self.upload.size)
+            upload.write(chunk)
+            self.upload_events.progress(upload.size)
         except Exception as exc:
             self._discard_upload()
             self.upload_events.aborted(abort_reason(exc, 500))
@@ -250,6 +252,9 @@ class RecordHandler(BaseHandler):
         while remaining > 0 and (chunk := blob.file.read(min(DOWNLOAD_CHUNK, remaining))):
             self.write(chunk)
             await self.flush()
+            # flush() is already done when the socket took the chunk at once (a fast client): yield anyway, so that
+            # one big download does not keep the event loop from everyone else.
+            await asyncio.sleep(0)
             remaining -= len(chunk)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
