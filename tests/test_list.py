@@ -2,6 +2,7 @@
 
 import datetime
 import json
+import random
 import uuid
 
 import pytest
@@ -109,3 +110,29 @@ async def test_head_of_a_listing(fetch):
     response = await fetch(f"/records/{EVENT}", method="HEAD")
     assert response.code == 200 and response.body == b""
     assert int(response.headers["Content-Length"]) == len((await fetch(f"/records/{EVENT}")).body)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_listings_match_a_model_after_random_uploads_and_deletes(fetch):
+    """Random pages (bounds, offsets, both orders) against the same records kept in a plain sorted list."""
+    rng = random.Random(8)
+    starts = sorted({datetime.datetime(2024, 1, 1) + datetime.timedelta(minutes=rng.randrange(600)) for _ in range(40)})
+    for start in starts:
+        assert (await fetch(record_url(EVENT, start.isoformat()), method="PUT", body=b"x")).code == 204
+    for start in rng.sample(starts, 10):
+        assert (await fetch(record_url(EVENT, start.isoformat()), method="DELETE")).code == 204
+        starts.remove(start)
+    for _ in range(150):
+        after, before = sorted(rng.sample(range(-10, 620), 2))
+        bounds = {
+            "after": datetime.datetime(2024, 1, 1) + datetime.timedelta(minutes=after),
+            "before": datetime.datetime(2024, 1, 1) + datetime.timedelta(minutes=before),
+        }
+        used = {name: value for name, value in bounds.items() if rng.random() < 0.7}
+        limit, offset, order = rng.randrange(0, 12), rng.randrange(0, 35), rng.choice(["asc", "desc"])
+        query = "&".join([f"{k}={v.isoformat()}" for k, v in used.items()] + [f"limit={limit}&offset={offset}&order={order}"])
+        expected = [s for s in starts if ("after" not in used or s > used["after"]) and ("before" not in used or s < used["before"])]
+        page = (expected[::-1] if order == "desc" else expected)[offset : offset + limit]
+        body = await listing(fetch, "?" + query)
+        assert body["count"] == len(expected), query
+        assert [r["start"] for r in body["records"]] == [s.isoformat() for s in page], query

@@ -12,6 +12,8 @@ whole, and at worst a file that `RecordStore.open` removes at the next start.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -22,10 +24,11 @@ import hmac
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 log = logging.getLogger("tornado_records.store")
 
@@ -207,6 +210,7 @@ class RecordStore:
         self._wconn.execute("PRAGMA synchronous=FULL")
         self._wconn.executescript(_SCHEMA)
         self._rconn = sqlite3.connect(index, isolation_level=None)
+        self._starts = StartIndex(self._wconn.execute("SELECT event, start FROM records"))
         self._recover()
 
     def close(self) -> None:
@@ -226,17 +230,25 @@ class RecordStore:
         offset: int = 0,
         descending: bool = False,
     ) -> Page:
-        """The records of an event with after < start < before, ordered by start, paged by limit and offset."""
-        where, args = "event = ?", [str(event)]
-        if after is not None:
-            where, args = where + " AND start > ?", args + [after.isoformat()]
-        if before is not None:
-            where, args = where + " AND start < ?", args + [before.isoformat()]
-        (count,) = self._rconn.execute(f"SELECT count(*) FROM records WHERE {where}", args).fetchone()
+        """The records of an event with after < start < before, ordered by start, paged by limit and offset.
+
+        The count and the page's bounds come from the in-memory index of starts (a deep offset costs no scan); the
+        rows from one indexed range query.
+        """
+        count, starts = self._starts.page(
+            str(event),
+            None if after is None else after.isoformat(),
+            None if before is None else before.isoformat(),
+            limit,
+            offset,
+            descending,
+        )
+        if not starts:
+            return Page(count, [])
         rows = self._rconn.execute(
-            f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY start {'DESC' if descending else 'ASC'}"
-            " LIMIT ? OFFSET ?",
-            args + [limit, offset],
+            f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start BETWEEN ? AND ?"
+            f" ORDER BY start {'DESC' if descending else 'ASC'} LIMIT ?",
+            (str(event), min(starts), max(starts), limit),
         ).fetchall()
         return Page(count, [Record(*row) for row in rows])
 
@@ -316,6 +328,7 @@ class RecordStore:
         except BaseException:
             (self.blobs / blob).unlink(missing_ok=True)
             raise
+        self._starts.add(record.event, record.start)
         if old is not None:
             (self.blobs / old.blob).unlink(missing_ok=True)
         return record, old is None
@@ -337,6 +350,7 @@ class RecordStore:
             if record is None:
                 raise RecordNotFound(event, start)
             self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
+        self._starts.remove(record.event, record.start)
         (self.blobs / record.blob).unlink(missing_ok=True)
         return record
 
@@ -365,6 +379,51 @@ class RecordStore:
 
 
 _COLUMNS = "event, start, type, size, sha256, modified, blob"
+
+
+class StartIndex:
+    """The starts of each event's records, sorted, in memory: a listing's count and its page at any offset are found
+    by bisection, where SQLite would scan every row before them. Changed by the writer thread, read by the event
+    loop; a lock keeps each change and each read whole."""
+
+    def __init__(self, rows: Iterable[tuple[str, str]]) -> None:
+        self._starts: dict[str, list[str]] = collections.defaultdict(list)
+        for event, start in rows:
+            self._starts[event].append(start)
+        for starts in self._starts.values():
+            starts.sort()  # canonical isoformat strings sort as the times they name
+        self._lock = threading.Lock()
+
+    def add(self, event: str, start: str) -> None:
+        with self._lock:
+            starts = self._starts[event]
+            at = bisect.bisect_left(starts, start)
+            if at == len(starts) or starts[at] != start:
+                starts.insert(at, start)
+
+    def remove(self, event: str, start: str) -> None:
+        with self._lock:
+            starts = self._starts.get(event, [])
+            at = bisect.bisect_left(starts, start)
+            if at < len(starts) and starts[at] == start:
+                del starts[at]
+            if not starts:
+                self._starts.pop(event, None)
+
+    def page(
+        self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool
+    ) -> tuple[int, list[str]]:
+        """How many starts lie strictly between after and before, and those of the page asked for."""
+        with self._lock:
+            starts = self._starts.get(event, [])
+            low = 0 if after is None else bisect.bisect_right(starts, after)
+            high = len(starts) if before is None else bisect.bisect_left(starts, before)
+            count = max(0, high - low)
+            if descending:
+                last = max(low, high - offset)
+                return count, starts[max(low, last - limit) : last]
+            first = min(high, low + offset)
+            return count, starts[first : min(high, first + limit)]
 
 
 @contextlib.contextmanager
