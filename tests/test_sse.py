@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -536,3 +537,21 @@ async def test_chromium_event_source_receives_record_created(
     assert report["event"]["data"]["record"]["event"] == EVENT
     assert report["event"]["data"]["record"]["size"] == len(b"browser")
     assert int(report["id"]) == hub.last_id
+
+
+def test_an_http_1_0_client_gets_the_events_unframed(service: Any) -> None:
+    """An HTTP/1.0 answer is not chunked: the events come as they are, and the stream ends at the close."""
+    proc = service()
+    with socket.create_connection(("127.0.0.1", proc.port), timeout=10) as sock:
+        sock.sendall(b"GET /sse HTTP/1.0\r\n\r\n")
+        received = b""
+        while b"retry:" not in received:
+            received += sock.recv(4096)
+        put = urllib.request.Request(f"{proc.url}{record_url()}", data=b"abc", method="PUT")
+        assert urllib.request.urlopen(put).status == 204
+        while b'"record-created"' not in received:
+            received += sock.recv(4096)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding" not in head
+    assert body.startswith(b"retry: 3000\n\nid: ")
+    assert b"\ndata: {" in body and b"\r\n" not in body

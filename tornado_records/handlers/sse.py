@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from asyncio import Future
 
@@ -31,6 +32,8 @@ class EventStreamHandler(BaseHandler):
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
         self.write(f"retry: {RETRY_MS}\n\n")
+        self.sent: Future[None] = asyncio.get_running_loop().create_future()  # what send() returns when done at once
+        self.sent.set_result(None)
         self.subscriber = hub.subscribe(self.send, self.last_event_id(), on_drop=self.request.connection.close)
         try:
             await self.flush()  # the headers and the retry line; events published meanwhile wait in the queue
@@ -40,10 +43,30 @@ class EventStreamHandler(BaseHandler):
         await self.subscriber.done
 
     def send(self, batch: list[bytes]) -> Future[None]:
-        """Write the hub's bytes to the client; the future is done once they are sent."""
-        for data in batch:
-            self.write(data)
-        return self.flush()
+        """Write the hub's bytes to the client; the future is done once they are sent.
+
+        The hot path of the fan-out (10,000 subscribers cost 10,000 calls per event): the bytes are framed here as
+        Tornado frames the response (HTTP/1.1 chunks), and given to the socket at once when nothing is waiting
+        before them. Only a client that does not take them at once goes through the stream's buffer and futures.
+        """
+        if self.request.version == "HTTP/1.1":  # Tornado answers it chunked; an HTTP/1.0 answer ends at the close
+            frame = b"".join(b"%x\r\n%s\r\n" % (len(data), data) for data in batch)
+        else:
+            frame = b"".join(batch)
+        stream = self.request.connection.stream
+        if stream.closed():
+            return self.sent  # the client left: on_connection_close unsubscribes
+        if not stream.writing():
+            try:
+                taken = stream.socket.send(frame)
+            except (BlockingIOError, InterruptedError):
+                taken = 0
+            except OSError:
+                return self.sent  # the connection broke: the stream notices and closes
+            if taken == len(frame):
+                return self.sent
+            frame = frame[taken:]
+        return stream.write(frame)
 
     def last_event_id(self) -> int | None:
         """The id of the last event the client saw: the `Last-Event-ID` header, or a `lastEventId` query argument
