@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -19,6 +20,9 @@ from tornado_records.config import SETTINGS, Config, ConfigError, build_config
 log = logging.getLogger("tornado_records")
 
 SHUTDOWN_GRACE = 30.0  # seconds that requests in flight get to finish after SIGTERM/SIGINT
+
+
+GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,6 +81,10 @@ async def serve(config: Config) -> None:
         raise OSError(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}") from None
     server = make_server(app)
     server.add_sockets(sockets)
+    # What start-up made lives as long as the process: keep the collector from walking it again and again, and let
+    # it run less often (thousands of subscribers and connections make many young objects that are not garbage).
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     port = sockets[0].getsockname()[1]
     log.info(
         "tornado-records %s serving on http://%s:%d, data in %s",
