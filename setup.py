@@ -37,7 +37,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=["tornado_records", "tornado_records.handlers"],
-    install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7"],
+    install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19"],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-tornado==0.8.1", "schemathesis>=4.3,<5", "openapi-spec-validator>=0.7,<1"]
     },

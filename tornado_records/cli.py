@@ -12,6 +12,7 @@ import sys
 from typing import NoReturn
 
 import tornado.netutil
+import uvloop
 
 from tornado_records import __version__
 from tornado_records.app import make_app, make_server
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         level=config.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     try:
-        asyncio.run(serve(config))
+        uvloop.run(serve(config))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
     except OSError as exc:
         _fail(str(exc))
 
