@@ -1,10 +1,11 @@
-"""The shipped nginx configuration, as nginx itself reads it."""
+"""The shipped deployment files (deploy/), as nginx and systemd read them, and nginx in front of the service."""
 
 import http.client
 import json
 import os
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -128,3 +129,19 @@ def test_upload_started_arrives_through_nginx_while_the_body_is_still_being_sent
     assert created["type"] == "record-created" and created["data"]["record"]["size"] == 11
     upload.close()
     events.close()
+
+
+def test_systemd_accepts_the_shipped_unit(tmp_path):
+    """systemd's own check of deploy/tornado-records.service, with ExecStart pointed at this installation."""
+    command = Path(sys.executable).with_name("tornado-records")
+    unit = (REPO / "deploy" / "tornado-records.service").read_text()
+    assert "/opt/tornado-records/.venv/bin/tornado-records" in unit
+    (tmp_path / "tornado-records.service").write_text(
+        unit.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command))
+    )
+    result = subprocess.run(
+        [require("systemd-analyze"), "verify", str(tmp_path / "tornado-records.service")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and result.stderr == "", result.stderr
