@@ -16,6 +16,7 @@ from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
 from tornado_records.handlers.sse import EventStreamHandler
+from tornado_records.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")
@@ -74,8 +75,8 @@ def scalar_cdn_url() -> str:
 
 
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
-    """The HTTP server for the application, with the limits the service runs with."""
-    return tornado.httpserver.HTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
+    """The HTTP server for the application, with the limits the service runs with (its own refusals are JSON)."""
+    return RecordsHTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:

@@ -44,6 +44,8 @@ def parse_event(text: str) -> uuid.UUID:
 def parse_start(text: str, name: str = "start") -> datetime.datetime:
     """A naive date-time (the event's own timezone) as `datetime.fromisoformat` reads it."""
     try:
+        if _CONTROL.search(text):  # CPython's fromisoformat stops at a NUL: 2024-01-01\x0000 would be midnight
+            raise ValueError(text)
         value = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise ApiError(
