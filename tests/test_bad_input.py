@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import socket
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EVENT, START, Service, record_url, wait_until
+from conftest import EVENT, START, Service, files_in, record_url, wait_until
 from rawsocket import Reply, assert_json_error, assert_no_server_error, parse_reply, send, stored_state
 
 OLD = b"the earlier version, which must stay whole"
@@ -257,5 +258,16 @@ def test_the_fuzz_can_see_a_stored_record(target) -> None:
     try:
         with pytest.raises(AssertionError):
             check(target, request("GET", "/ping"))  # waits its 5 s for the state to come back
+    finally:
+        assert send(target.port, request("DELETE", path)).status == 204
+
+
+def test_names_on_disk_never_come_from_the_request(target) -> None:
+    """Blobs are named by uuid4 whatever the request said (here a start and a Content-Type full of path)."""
+    path = f"/records/{EVENT}/2031-01-01T00:00:00.000001"
+    assert send(target.port, put_request(path, b"x", [("Content-Type", "../../etc/passwd")])).status == 204
+    try:
+        names = [*files_in(target.data_dir / "blobs"), *files_in(target.data_dir / "tmp")]
+        assert len(names) == 2 and all(re.fullmatch(r"[0-9a-f]{32}", name) for name in names), names
     finally:
         assert send(target.port, request("DELETE", path)).status == 204

@@ -106,6 +106,8 @@ class RecordHandler(BaseHandler):
 
     def prepare(self) -> None:
         super().prepare()
+        if self.request.method in ("PUT", "DELETE"):
+            self.require_writer()  # before anything of the body is read or anything is said about the record
         if self.request.method == "PUT":
             # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400.
             self.request.connection.set_max_body_size(UNLIMITED_BODY)
