@@ -115,6 +115,7 @@ CORPUS: list[tuple[str, bytes, int | None]] = [
     ("chunk size not hex", request("PUT", REC, [("Transfer-Encoding", "chunked")], b"zz\r\nhello\r\n0\r\n\r\n"), 400),
     ("chunk size line too long", request("PUT", REC, [("Transfer-Encoding", "chunked")], b"1" * 100 + b"\r\n"), 400),
     ("chunk not terminated", request("PUT", REC, [("Transfer-Encoding", "chunked")], b"5\r\nhelloXX0\r\n\r\n"), 400),
+    ("bad chunk after 100 Continue", request("PUT", REC, [("Transfer-Encoding", "chunked"), ("Expect", "100-continue")], b"zz\r\n"), 400),
     ("chunked body on a small route", request("GET", "/ping", [("Transfer-Encoding", "chunked")], b"zz\r\n"), 400),
 ]
 

@@ -27,7 +27,7 @@ soak = load_soak()
 
 def test_a_short_soak_passes_its_bounds() -> None:
     result = subprocess.run(
-        [sys.executable, str(SOAK), "--seconds", "10", "--concurrency", "20"], capture_output=True, text=True, timeout=120
+        [sys.executable, str(SOAK), "--seconds", "10", "--concurrency", "20", "--warm-up", "2"], capture_output=True, text=True, timeout=120
     )
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -39,7 +39,7 @@ def test_a_short_soak_passes_its_bounds() -> None:
 
 def figures(**changes) -> "soak.Figures":  # noqa: ANN003
     tally = soak.Tally(collections.Counter(ping=10), events=5)
-    values = dict(seconds=10, concurrency=2, tally=tally, rss_peaks=[100, 100, 100, 110], fds_before=9, fds_after=9,
+    values = dict(seconds=10, warm_up=1, concurrency=2, tally=tally, rss_peaks=[100, 100, 100, 110], fds_before=9, fds_after=9,
                   fds_left=collections.Counter(), log_errors=[])  # fmt: skip
     return soak.Figures(**{**values, **changes})
 

@@ -26,6 +26,7 @@ import tornado.iostream
 from tornado_records import __version__
 
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
+INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
 MAX_HEADER_SIZE = 64 * 1024  # the request line and headers together (Tornado's default, made explicit)
 DRAIN_LIMIT = 1 << 20  # bytes of an over-large head read and dropped before the 431, so the client sees the answer
 
@@ -72,7 +73,7 @@ class _Guard:
             if self.answered:  # the handler has answered already (a refused upload): say nothing more
                 return _done()
             data = raw_error(*self._diagnosis())
-        else:
+        elif not data.startswith(INTERIM):
             self.answered = True
         return type(self.stream).write(self.stream, data, *args, **kwargs)
 
