@@ -177,7 +177,8 @@ FUZZ = settings(
 
 path_text = st.text(st.characters(codec="utf-8", exclude_characters="\r\n ?#"), max_size=80)
 raw_bytes = st.binary(max_size=120)
-token_chars = st.sampled_from(list("abcXYZ019-_.~%/:;,=*\"'\\ \t\x00\x7f\x80\xff"))
+# \udc80 and \udcff become the raw bytes 0x80 and 0xff (invalid UTF-8) when the request is encoded
+token_chars = st.sampled_from(list("abcXYZ019-_.~%/:;,=*\"'\\ \t\x00\x7f\x80\xff\udc80\udcff"))
 header_value = st.text(token_chars, max_size=60) | st.sampled_from(
     ["", "-1", "0x10", "1e3", "9" * 40, "5, 6", "chunked", "gzip", "chunked, gzip", "identity", "bytes=abc",
      "bytes=9-5", "bytes=-", "bytes=0-0,0-0,0-0", "*", '"x"', "W/", "Bearer", "sha-256=:x:"]
@@ -218,10 +219,16 @@ def test_fuzzed_query_strings(target, args: list[tuple[str, str]]) -> None:
 
 
 @FUZZ
-@given(method=method, headers=st.lists(st.tuples(header_name, header_value), max_size=8))
-def test_fuzzed_headers(target, method: str, headers: list[tuple[str, str]]) -> None:
+@given(
+    method=method,
+    headers=st.lists(st.tuples(header_name, header_value), max_size=8),  # names repeat: duplicated headers
+    pad=st.sampled_from([0, 0, 0, 1000, 65_000, 66_000, 200_000]),  # around the 64 KiB limit of the head
+)
+def test_fuzzed_headers(target, method: str, headers: list[tuple[str, str]], pad: int) -> None:
     # A PUT must not store: a wrong digest comes last, so that a request the fuzz happens to make valid is refused.
     extra = [("Content-Digest", WRONG_DIGEST)] if method == "PUT" else []
+    if pad:
+        headers = [*headers, ("X-Pad", "p" * pad)]
     path = REC if method != "DELETE" else f"/records/{EVENT}/1999-01-01T00:00:00"
     check(target, request(method, path, headers + extra, b"body"))
 
