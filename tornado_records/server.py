@@ -73,7 +73,7 @@ class _Guard:
             if self.answered:  # the handler has answered already (a refused upload): say nothing more
                 return _done()
             data = raw_error(*self._diagnosis())
-        elif not data.startswith(INTERIM):
+        elif bytes(data[: len(INTERIM)]) != INTERIM:  # data may be a memoryview
             self.answered = True
         return type(self.stream).write(self.stream, data, *args, **kwargs)
 
