@@ -39,7 +39,13 @@ setup(
     packages=["tornado_records", "tornado_records.handlers"],
     install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19"],
     extras_require={
-        "test": ["pytest>=8,<10", "pytest-tornado==0.8.1", "schemathesis>=4.3,<5", "openapi-spec-validator>=0.7,<1"]
+        "test": [
+            "pytest>=8,<10",
+            "pytest-tornado==0.8.1",
+            "schemathesis>=4.3,<5",
+            "openapi-spec-validator>=0.7,<1",
+            "hypothesis>=6.100,<7",
+        ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},
     cmdclass={"build_py": BuildWithData},

@@ -18,7 +18,9 @@ def test_records_yaml_is_valid_openapi_3_1():
 
 
 def test_live_service_conforms_to_its_document(service, tmp_path):
-    proc = service()
+    # With a token, so that Schemathesis also checks that PUT and DELETE refuse requests without it (ignored_auth).
+    (tmp_path / "token").write_text("schemathesis-secret\n")
+    proc = service("--token-file", str(tmp_path / "token"))
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("schemathesis")),
@@ -34,7 +36,12 @@ def test_live_service_conforms_to_its_document(service, tmp_path):
         text=True,
         timeout=900,
         cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(TESTS)},
+        env={
+            **os.environ,
+            "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+            "PYTHONPATH": str(TESTS),
+            "RECORDS_TEST_TOKEN": "schemathesis-secret",  # schemathesis.toml gives it as the bearerAuth token
+        },
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
     assert "No issues found" in result.stdout or " passed" in result.stdout

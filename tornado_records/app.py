@@ -10,12 +10,14 @@ import tornado.httpserver
 import tornado.web
 import yaml
 
+from tornado_records.access import client_address
 from tornado_records.config import Config
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
 from tornado_records.handlers.sse import EventStreamHandler
+from tornado_records.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")
@@ -74,14 +76,22 @@ def scalar_cdn_url() -> str:
 
 
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
-    """The HTTP server for the application, with the limits the service runs with."""
-    return tornado.httpserver.HTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
+    """The HTTP server for the application, with the limits the service runs with (its own refusals are JSON)."""
+    return RecordsHTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """One access-log line per request: method, path, status, body bytes sent, duration, client."""
+    """One access-log line per request: method, path, status, body bytes sent, duration, client (the one behind a
+    trusted proxy)."""
     request = handler.request
     status = handler.get_status()
+    headers = request.headers
+    client = client_address(
+        request.remote_ip,
+        headers.get_list("X-Forwarded-For"),
+        headers.get("X-Real-IP"),
+        handler.settings["config"].trusted_proxies,
+    )
     access_log.log(
         logging.WARNING if status >= 500 else logging.INFO,
         "%s %s %d %dB %.1fms %s",
@@ -90,5 +100,5 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         status,
         handler.bytes_sent if isinstance(handler, BaseHandler) else 0,
         1000.0 * request.request_time(),
-        request.remote_ip,
+        client,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import ipaddress
 import logging
 import re
 from pathlib import Path
@@ -70,6 +72,61 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"{text!r} is not a boolean (use 1/0, true/false, yes/no)")
 
 
+def parse_count(text: str) -> int:
+    """A whole number of at least 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str) -> tuple[Network, ...]:
+    """Addresses and CIDR networks, comma-separated (`127.0.0.1, 10.0.0.0/8, ::1`); empty for none."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or a network such as 10.0.0.0/8") from None
+    return tuple(networks)
+
+
+_BEARER_TOKEN = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1 b64token
+
+
+@dataclasses.dataclass(frozen=True)
+class Secret:
+    """A secret read from a file: never shown (not even by repr), compared in constant time."""
+
+    value: bytes = dataclasses.field(repr=False)
+    source: Path
+
+    def matches(self, given: bytes) -> bool:
+        """Whether `given` is the secret (in a time that does not depend on where they differ)."""
+        return hmac.compare_digest(self.value, given)
+
+
+def parse_token_file(text: str) -> Secret | None:
+    """The secret held by the file at this path (its one line); None for an empty path (no token needed)."""
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {str(path)!r}: {exc.strerror}") from None
+    if not secret:
+        raise ValueError(f"the token file {str(path)!r} is empty")
+    if not _BEARER_TOKEN.fullmatch(secret):
+        raise ValueError(
+            f"the token file {str(path)!r} must hold one line of a Bearer token's characters (letters, digits, "
+            "-._~+/ and trailing =)"
+        )
+    return Secret(secret, path)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its flag, its environment variable, its default (as text) and what it means."""
@@ -108,6 +165,26 @@ SETTINGS: tuple[Setting, ...] = (
         parse_accel_prefix,
     ),
     Setting("sse_keepalive", "15", "seconds between keepalive comments on /sse event streams", parse_seconds),
+    Setting(
+        "max_subscribers",
+        "20000",
+        "most /sse event streams open at once; past it, 503 with Retry-After",
+        parse_count,
+    ),
+    Setting(
+        "token_file",
+        "",
+        "file holding a secret (read once at start): PUT and DELETE then need `Authorization: Bearer <secret>`; "
+        "empty: anyone may write",
+        parse_token_file,
+    ),
+    Setting(
+        "trusted_proxies",
+        "",
+        "comma-separated addresses or networks (CIDR) of proxies whose X-Forwarded-For and X-Real-IP are believed "
+        "for the client address in the log; empty: none",
+        parse_networks,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -123,6 +200,9 @@ class Config:
     max_body_size: int
     accel_redirect: str
     sse_keepalive: float
+    max_subscribers: int
+    token_file: Secret | None
+    trusted_proxies: tuple[Network, ...]
     log_level: str
     debug: bool
 

@@ -5,7 +5,6 @@ and the Repr-Digest of a stored record. Pure functions over header values.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from typing import Mapping
 
@@ -65,7 +64,7 @@ def _base64(what: str, text: str, length: int) -> bytes:
     """The `length` bytes that `text` encodes in base64; MalformedDigest if it does not."""
     try:
         digest = base64.b64decode(text, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or a character that is not ASCII at all
         digest = b""
     if len(digest) != length:
         raise MalformedDigest(f"{what} must be the base64 of a {length}-byte digest, not {text[:80]!r}")

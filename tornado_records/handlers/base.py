@@ -13,10 +13,12 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from tornado_records import __version__
+from tornado_records.access import bearer_token
 from tornado_records.store import DigestMismatch, PreconditionFailed, RecordNotFound, StorageFull, StoreError
 
 log = logging.getLogger("tornado_records.handlers")
 
+CHALLENGE = 'Bearer realm="tornado-records"'  # the WWW-Authenticate of a 401 (RFC 6750 §3)
 LINGER_SECONDS = 2.0  # how long a refused body is still read and dropped, so that the client sees the answer
 
 # The one place where the store's exceptions become HTTP statuses.
@@ -66,6 +68,19 @@ class BaseHandler(tornado.web.RequestHandler):
         super().on_connection_close()
         if self.refused and not self._finished:
             self.finish()  # the client left while its refused body was dropped: the request ends (and is logged)
+
+    def require_writer(self) -> None:
+        """Refuse the request (401) unless it carries the service's bearer token, when the service has one."""
+        secret = self.settings["config"].token_file
+        if secret is None:
+            return
+        token = bearer_token(self.request.headers.get("Authorization"))
+        if token is None:
+            raise ApiError(401, "This needs an Authorization: Bearer token", {"WWW-Authenticate": CHALLENGE})
+        if not secret.matches(token):
+            raise ApiError(
+                401, "The bearer token is not valid", {"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'}
+            )
 
     def compute_etag(self) -> str | None:
         return None  # validators are the records' own, never a hash of a JSON answer

@@ -45,6 +45,8 @@ def parse_event(text: str) -> uuid.UUID:
 def parse_start(text: str, name: str = "start") -> datetime.datetime:
     """A naive date-time (the event's own timezone) as `datetime.fromisoformat` reads it."""
     try:
+        if _CONTROL.search(text):  # CPython's fromisoformat stops at a NUL: 2024-01-01\x0000 would be midnight
+            raise ValueError(text)
         value = datetime.datetime.fromisoformat(text)
     except ValueError:
         raise ApiError(
@@ -105,6 +107,8 @@ class RecordHandler(BaseHandler):
 
     def prepare(self) -> None:
         super().prepare()
+        if self.request.method in ("PUT", "DELETE"):
+            self.require_writer()  # before anything of the body is read or anything is said about the record
         if self.request.method == "PUT":
             # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400.
             self.request.connection.set_max_body_size(UNLIMITED_BODY)

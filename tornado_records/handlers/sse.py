@@ -9,9 +9,10 @@ from asyncio import Future
 from tornado.iostream import StreamClosedError
 
 from tornado_records.events import EventHub, Subscriber
-from tornado_records.handlers.base import BaseHandler
+from tornado_records.handlers.base import ApiError, BaseHandler
 
 RETRY_MS = 3000  # how long a client waits before it reconnects, as the stream's first line tells it
+RETRY_AFTER_FULL = 10  # seconds a client refused for too many subscribers is asked to wait
 
 _EVENT_ID = re.compile(r"[0-9]{1,30}")
 
@@ -28,6 +29,12 @@ class EventStreamHandler(BaseHandler):
 
     async def get(self) -> None:
         hub: EventHub = self.settings["hub"]
+        limit = self.settings["config"].max_subscribers
+        if len(hub.subscribers) >= limit:
+            raise ApiError(
+                503, f"The event stream has its most subscribers ({limit}); retry later",
+                {"Retry-After": str(RETRY_AFTER_FULL)},
+            )  # fmt: skip
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")

@@ -1,0 +1,58 @@
+"""Who is asking, and who may write: the bearer token of a request, and its client behind trusted proxies.
+Pure functions of header values; they know nothing of Tornado."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from tornado_records.config import Network
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def bearer_token(authorization: str | None) -> bytes | None:
+    """The token of an `Authorization: Bearer <token>` header (RFC 6750 §2.1), as the bytes sent; None if the
+    header is absent or of another scheme."""
+    if authorization is None:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip().encode("latin1")  # header values reach Python decoded as latin1: these are the bytes sent
+
+
+def client_address(peer: str, forwarded_for: list[str], real_ip: str | None, trusted: tuple[Network, ...]) -> str:
+    """The client a request comes from: the peer, unless the peer is a trusted proxy; then the rightmost address of
+    X-Forwarded-For that is not a trusted proxy (as nginx's realip module does with `real_ip_recursive on`), or
+    else X-Real-IP. `forwarded_for` holds each X-Forwarded-For header's value.
+
+    Walking X-Forwarded-For from the right stops at an entry that is not an address; the client is then the last
+    address walked past, since only trusted proxies vouched for it."""
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
+    if not hops:
+        return real_ip.strip() if real_ip and _address(real_ip.strip()) else peer
+    client = peer
+    for hop in reversed(hops):
+        if _address(hop) is None:
+            break
+        client = hop
+        if not _within(hop, trusted):
+            break
+    return client
+
+
+def _address(text: str) -> Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped  # a dual-stack socket shows IPv4 peers as ::ffff:a.b.c.d
+    return address
+
+
+def _within(text: str, networks: tuple[Network, ...]) -> bool:
+    address = _address(text)
+    return address is not None and any(address in network for network in networks)

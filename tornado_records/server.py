@@ -1,0 +1,176 @@
+"""The HTTP server: Tornado's HTTPServer, with the refusals Tornado makes on its own, before any handler runs, answered
+as JSON errors like every other error of the service.
+
+Tornado's HTTP/1.1 connection answers a request it cannot parse (a malformed request line or header, a bad
+Content-Length or Transfer-Encoding, a malformed chunk, a body over the connection's limit) with a bare
+`HTTP/1.1 400 Bad Request` and no body, and it simply closes the connection on headers over the size limit. A
+`_Guard` per connection watches only while a request is being read (from its first byte until its body has arrived):
+it replaces that bare answer with a JSON one (400, or 413 for a Content-Length over the limit) and answers 431 for
+headers over the limit. Once the request is read, the stream is Tornado's own again, so writing an answer (a
+download, an event stream) costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import http
+import json
+import socket
+import sys
+from typing import Any, Awaitable
+
+import tornado.concurrent
+import tornado.httpserver
+import tornado.httputil
+import tornado.iostream
+
+from tornado_records import __version__
+
+BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
+INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
+MAX_HEADER_SIZE = 64 * 1024  # the request line and headers together (Tornado's default, made explicit)
+DRAIN_LIMIT = 1 << 20  # bytes of an over-large head read and dropped before the 431, so the client sees the answer
+
+
+def raw_error(status: int, detail: str) -> bytes:
+    """A whole HTTP/1.1 error answer with a JSON body, which closes the connection."""
+    body = json.dumps({"status_code": status, "detail": detail}).encode()
+    head = (
+        f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+        f"Server: tornado-records/{__version__}\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode("latin1") + body
+
+
+class _Guard:
+    """Watches one connection while a request is read: Tornado's bare refusals become JSON errors."""
+
+    def __init__(self, stream: tornado.iostream.IOStream, body_limit: int) -> None:
+        self.stream = stream
+        self.body_limit = body_limit
+        self.headers: tornado.httputil.HTTPHeaders | None = None
+        self.answered = False  # the handler began its answer while the request was still being read
+        self.armed = False
+        self._close = stream.close
+        stream.close = self._closing  # type: ignore[method-assign]  # called once per connection
+
+    def arm(self) -> None:
+        """A new request begins: watch what is written until its body has arrived."""
+        self.headers = None
+        self.answered = False
+        self.armed = True
+        self.stream.write = self._write  # type: ignore[method-assign]
+
+    def disarm(self) -> None:
+        """The request is read: writes go straight to Tornado's stream again."""
+        self.armed = False
+        self.stream.__dict__.pop("write", None)
+
+    def _write(self, data: Any, *args: Any, **kwargs: Any) -> Awaitable[None]:
+        if data == BARE_400:
+            if self.answered:  # the handler has answered already (a refused upload): say nothing more
+                return _done()
+            data = raw_error(*self._diagnosis())
+        elif bytes(data[: len(INTERIM)]) != INTERIM:  # data may be a memoryview
+            self.answered = True
+        return type(self.stream).write(self.stream, data, *args, **kwargs)
+
+    def _diagnosis(self) -> tuple[int, str]:
+        """The status and detail of a request Tornado refused while reading it."""
+        if self.headers is None:
+            return 400, "The request line or a header is malformed (or the Host header is missing)"
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) > self.body_limit and "Transfer-Encoding" not in self.headers:
+            return 413, f"The body of {int(length)} bytes is over the limit of {self.body_limit} bytes for this route"
+        return 400, (
+            "The body's framing is malformed (Content-Length, Transfer-Encoding or a chunk), or a chunked body is "
+            f"over the limit of {self.body_limit} bytes for this route"
+        )
+
+    def _closing(self, exc_info: Any = False) -> None:
+        error = sys.exc_info()[1] if exc_info is True else exc_info
+        if isinstance(error, tuple):
+            error = error[1]
+        if isinstance(error, tornado.iostream.UnsatisfiableReadError) and self.armed and not self.answered:
+            if self.headers is None:
+                self._answer_now(raw_error(431, f"The request line and headers are over {MAX_HEADER_SIZE} bytes"))
+            else:
+                self._answer_now(raw_error(400, "A chunk size line of the body is malformed"))
+        self.stream.__dict__.pop("close", None)
+        self.disarm()
+        self._close(exc_info)
+
+    def _answer_now(self, answer: bytes) -> None:
+        """Send an answer on a stream that Tornado is closing: drop what the client sent that is still unread, so
+        that closing does not reset the connection under the answer; best effort, never blocking."""
+        sock = self.stream.socket
+        try:
+            for _ in range(DRAIN_LIMIT // 65536):
+                if not sock.recv(65536):
+                    break
+        except OSError:
+            pass  # nothing more to read now (or the client is gone)
+        try:
+            sock.send(answer)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the client is gone
+
+
+def _done() -> Awaitable[None]:
+    future: Any = tornado.concurrent.Future()
+    future.set_result(None)
+    return future
+
+
+class _Reading(tornado.httputil.HTTPMessageDelegate):
+    """Tornado's delegate for one request, with the connection's guard armed until the body has arrived."""
+
+    def __init__(self, inner: tornado.httputil.HTTPMessageDelegate, guard: _Guard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self.data_received = inner.data_received  # type: ignore[method-assign]  # no extra call per chunk
+        guard.arm()
+
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        answer = self.inner.headers_received(start_line, headers)  # may refuse them (no Host header)
+        self.guard.headers = headers
+        return answer
+
+    def finish(self) -> None:
+        self.guard.disarm()
+        self.inner.finish()
+
+    def on_connection_close(self) -> None:
+        self.guard.disarm()
+        self.inner.on_connection_close()
+
+
+class RecordsHTTPServer(tornado.httpserver.HTTPServer):
+    """Tornado's HTTPServer, whose own refusals of unparseable or over-large requests are JSON errors."""
+
+    def initialize(self, *args: Any, max_body_size: int | None = None, **kwargs: Any) -> None:
+        super().initialize(*args, max_body_size=max_body_size, max_header_size=MAX_HEADER_SIZE, **kwargs)
+        self.body_limit = max_body_size or 100 * 1024 * 1024  # Tornado's default buffer size
+        self._guards: dict[object, _Guard] = {}
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        self._guards[stream] = _Guard(stream, self.body_limit)
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        guard = self._guards.get(getattr(server_conn, "stream", None))
+        return delegate if guard is None else _Reading(delegate, guard)
+
+    def on_close(self, server_conn: object) -> None:
+        self._guards.pop(getattr(server_conn, "stream", None), None)
+        super().on_close(server_conn)
