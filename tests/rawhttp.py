@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import socket
 from urllib.parse import urlsplit
 
 import tornado.httpclient
@@ -70,3 +72,41 @@ def sha256_field(body: bytes) -> str:
 async def upload(fetch, path: str, body: bytes, **headers: str) -> tornado.httpclient.HTTPResponse:  # noqa: ANN001
     """PUT the body; header names are given with underscores (If_Match=...)."""
     return await fetch(path, method="PUT", body=body, headers={k.replace("_", "-"): v for k, v in headers.items()})
+
+
+# -- blocking helpers, for tests against real processes ------------------------------------------------------------
+
+
+def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):  # noqa: ANN201
+    """One request with the standard library's client; returns (status, headers (any case), body)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def connect(url: str, receive_buffer: int | None = None) -> socket.socket:
+    """A TCP connection to the server at url; `receive_buffer` sets SO_RCVBUF (bytes) before connecting."""
+    parts = urlsplit(url)
+    sock = socket.socket()
+    sock.settimeout(30)
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect((parts.hostname, parts.port))
+    return sock
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -18,8 +18,6 @@ from tornado_records.config import SETTINGS, Config, ConfigError, build_config
 
 log = logging.getLogger("tornado_records")
 
-SHUTDOWN_GRACE = 30.0  # seconds that requests in flight get to finish after SIGTERM/SIGINT
-
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -103,11 +101,11 @@ async def serve(config: Config) -> None:
     server.stop()
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
     inflight: set = app.settings["inflight"]
-    deadline = loop.time() + SHUTDOWN_GRACE
+    deadline = loop.time() + config.shutdown_grace
     while inflight and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if inflight:
-        log.warning("closing %d request(s) still in flight after %.0f s", len(inflight), SHUTDOWN_GRACE)
+        log.warning("closing %d request(s) still in flight after %g s", len(inflight), config.shutdown_grace)
     await server.close_all_connections()
     app.settings["store"].close()
     log.info("stopped")

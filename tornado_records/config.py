@@ -108,6 +108,12 @@ SETTINGS: tuple[Setting, ...] = (
         parse_accel_prefix,
     ),
     Setting("sse_keepalive", "15", "seconds between keepalive comments on /sse event streams", parse_seconds),
+    Setting(
+        "shutdown_grace",
+        "30",
+        "seconds that uploads and downloads in flight get to finish after SIGTERM or SIGINT, before they are cut off",
+        parse_seconds,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -123,6 +129,7 @@ class Config:
     max_body_size: int
     accel_redirect: str
     sse_keepalive: float
+    shutdown_grace: float
     log_level: str
     debug: bool
 
