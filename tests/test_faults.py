@@ -221,3 +221,123 @@ def test_kill_9_at_random_moments_leaves_each_record_whole_old_or_new(service, t
     print(f"removed at the restarts: {cleaned[0]} unfinished uploads, {cleaned[1]} orphan blobs")
     assert wrong == []
     assert outcomes["old"] + outcomes["new"] > 0, "no kill landed during a change"
+
+
+# -- racing uploads, downloads during changes --------------------------------------------------------------------
+
+
+def in_parallel(work: Callable[[int], object], count: int) -> list:
+    """Run work(0) ... work(count - 1) in threads released at the same moment; returns their results in order."""
+    gate = threading.Barrier(count)
+    results: list = [None] * count
+
+    def run(i: int) -> None:
+        gate.wait()
+        results[i] = work(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+def test_racing_uploads_to_one_record_leave_exactly_one_of_them_whole(service) -> None:
+    svc = service()
+    for _ in range(3):
+        bodies = [os.urandom(4 << 20) for _ in range(6)]
+        statuses = in_parallel(lambda i: send_upload(svc.url, record_url(), bodies[i], chunked=i % 2 == 0), 6)
+        assert statuses == [204] * 6
+        status, headers, body = request(svc.url, "GET", record_url())
+        assert status == 200 and body in bodies and headers["ETag"] == etag_of(body)
+        assert len(files_in(svc.data_dir / "blobs")) == 1 and files_in(svc.data_dir / "tmp") == []
+
+
+class Download:
+    """A GET whose body the test reads at its own pace, through a small receive buffer."""
+
+    def __init__(self, url: str, path: str, receive_buffer: int = 256 * 1024) -> None:
+        self.sock = connect(url, receive_buffer=receive_buffer)
+        self.sock.sendall(request_head("GET", path, {"Connection": "close"}))
+        self.body = b""
+        while b"\r\n\r\n" not in self.body:
+            self.body += self.sock.recv(16 * 1024)
+        head, self.body = self.body.split(b"\r\n\r\n", 1)
+        self.status = int(head.split(b" ", 2)[1])
+        lines = head.decode("latin-1").split("\r\n")[1:]
+        self.headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+
+    def read(self, size: int) -> int:
+        """Read up to `size` bytes more of the body; returns how many came (0: the body is complete)."""
+        data = self.sock.recv(size)
+        self.body += data
+        return len(data)
+
+    def read_at_least(self, size: int) -> None:
+        while len(self.body) < size and self.read(64 * 1024):
+            pass
+
+    def finish(self) -> bytes:
+        """The whole body, once the server has sent it."""
+        while self.read(1 << 20):
+            pass
+        self.sock.close()
+        return self.body
+
+
+def test_a_download_keeps_its_version_through_a_replacement_and_a_delete(service) -> None:
+    svc = service()
+    first, second = os.urandom(16 << 20), os.urandom(16 << 20)
+    assert request(svc.url, "PUT", record_url(), first)[0] == 204
+    before_replacement = Download(svc.url, record_url())
+    before_replacement.read_at_least(1 << 20)
+    assert request(svc.url, "PUT", record_url(), second)[0] == 204
+    before_delete = Download(svc.url, record_url())
+    before_delete.read_at_least(1 << 20)
+    assert request(svc.url, "DELETE", record_url())[0] == 204
+    assert request(svc.url, "GET", record_url())[0] == 404
+
+    assert before_replacement.finish() == first and before_replacement.headers["etag"] == etag_of(first)
+    assert before_delete.finish() == second and before_delete.headers["etag"] == etag_of(second)
+    assert files_in(svc.data_dir / "blobs") == [] and files_in(svc.data_dir / "tmp") == []
+
+
+def read_while(url: str, running: threading.Event, versions: set[str], seen: list[str]) -> None:
+    """Download the record again and again while `running`; note each answer: its version, 404, or what is wrong."""
+    while running.is_set():
+        try:
+            status, headers, body = request(url, "GET", record_url())
+        except (OSError, http.client.HTTPException) as exc:
+            seen.append(f"wrong: {exc!r}")
+            continue
+        if status == 404:
+            seen.append(ABSENT)
+        elif status != 200 or headers["ETag"] != etag_of(body) or sha256_hex(body) not in versions:
+            seen.append(f"wrong: {status}, {len(body)} bytes, ETag {headers['ETag']} but {etag_of(body)}")
+        else:
+            seen.append(sha256_hex(body))
+
+
+def test_concurrent_downloads_during_replacements_and_a_delete_each_get_one_whole_version(service) -> None:
+    svc = service()
+    bodies = [os.urandom(4 << 20) for _ in range(12)]
+    versions = {sha256_hex(body) for body in bodies}
+    running, seen = threading.Event(), [[] for _ in range(4)]
+    running.set()
+    assert request(svc.url, "PUT", record_url(), bodies[0])[0] == 204
+    readers = [threading.Thread(target=read_while, args=(svc.url, running, versions, answers)) for answers in seen]
+    for reader in readers:
+        reader.start()
+    for body in bodies[1:]:
+        assert request(svc.url, "PUT", record_url(), body)[0] == 204
+    assert request(svc.url, "DELETE", record_url())[0] == 204
+    time.sleep(0.3)
+    running.clear()
+    for reader in readers:
+        reader.join(timeout=30)
+    answers = [answer for reader in seen for answer in reader]
+    print(f"{len(answers)} downloads saw {len(set(answers) - {ABSENT})} versions, then the deletion")
+    assert [answer for answer in answers if answer.startswith("wrong")] == []
+    assert len(set(answers) - {ABSENT}) >= 2, "no download overlapped a replacement"
+    assert all(reader[-1] == ABSENT for reader in seen), "a download after the deletion found the record"
