@@ -4,7 +4,9 @@ descriptor left behind, and nobody else slowed down."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import http.client
 import os
 import random
@@ -17,8 +19,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
-
-import pytest
 
 from conftest import EVENT, files_in, record_url, wait_until
 from rawhttp import chunk, connect, read_to_end, request, request_head, sha256_hex
@@ -341,3 +341,82 @@ def test_concurrent_downloads_during_replacements_and_a_delete_each_get_one_whol
     assert [answer for answer in answers if answer.startswith("wrong")] == []
     assert len(set(answers) - {ABSENT}) >= 2, "no download overlapped a replacement"
     assert all(reader[-1] == ABSENT for reader in seen), "a download after the deletion found the record"
+
+
+# -- slow clients ------------------------------------------------------------------------------------------------
+
+
+def latencies(url: str, paths: list[str], until: Callable[[], bool] = lambda: True, least: int = 50) -> list[float]:
+    """Seconds that GETs took, cycling through `paths`, each on a new connection, 20 ms apart: at least `least` of
+    them, and more until `until()` is true (for 30 s at most)."""
+    times: list[float] = []
+    deadline = time.monotonic() + 30
+    while len(times) < least or not (until() or time.monotonic() > deadline):
+        began = time.perf_counter()
+        status = request(url, "GET", paths[len(times) % len(paths)])[0]
+        times.append(time.perf_counter() - began)
+        assert status in (200, 204)
+        time.sleep(0.02)
+    return times
+
+
+WORDY_TYPE = "audio/ogg; comment=" + "x" * 900  # every event about the upload carries it: 2.5 KB of events an upload
+
+
+def upload_while(url: str, running: threading.Event) -> None:
+    """Replace a small record again and again while `running`, so that events flow to /sse subscribers."""
+    while running.is_set():
+        request(url, "PUT", record_url(start="2024-06-01T00:00:00"), os.urandom(100), {"Content-Type": WORDY_TYPE})
+
+
+def read_slowly(download: Download, running: threading.Event) -> None:
+    """Read 4 KiB of the download every 100 ms while `running`."""
+    while running.is_set() and download.read(4096):
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def in_background(*work: Callable[[threading.Event], None]) -> Iterator[None]:
+    """Run each `work(running)` in a thread during the block; then clear `running` and wait for the threads."""
+    running = threading.Event()
+    running.set()
+    threads = [threading.Thread(target=job, args=(running,)) for job in work]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        running.clear()
+        for thread in threads:
+            thread.join(timeout=30)
+
+
+def test_a_slow_downloader_and_a_slow_subscriber_do_not_slow_anyone_else(service) -> None:
+    svc = service()
+    large, small = record_url(start="2024-05-01T00:00:00"), record_url(start="2024-05-02T00:00:00")
+    assert send_upload(svc.url, large, os.urandom(1 << 20) * 200, chunked=False) == 204
+    assert request(svc.url, "PUT", small, os.urandom(16 * 1024))[0] == 204
+    events = functools.partial(upload_while, svc.url)
+    with in_background(events, events):
+        baseline = latencies(svc.url, ["/ping", small])
+
+    download = Download(svc.url, large, receive_buffer=4096)
+    subscriber = connect(svc.url, receive_buffer=4096)
+    subscriber.sendall(request_head("GET", "/sse", {}))  # and never reads
+    # The kernel takes up to 4 MiB the subscriber does not read (net.ipv4.tcp_wmem), then the hub queues 1 MiB more
+    # before it drops the subscriber: that takes 10 s or so.
+    dropped = "dropping an event-stream subscriber"
+    with in_background(events, events, functools.partial(read_slowly, download)):
+        slowed = latencies(svc.url, ["/ping", small], until=lambda: dropped in svc.log)
+
+    print(
+        f"latency without slow clients: median {statistics.median(baseline) * 1000:.1f} ms, "
+        f"max {max(baseline) * 1000:.1f} ms; with them: median {statistics.median(slowed) * 1000:.1f} ms, "
+        f"max {max(slowed) * 1000:.1f} ms; the slow download got {len(download.body)} bytes"
+    )
+    assert max(slowed) < 0.5 and statistics.median(slowed) < 0.05
+    assert statistics.median(slowed) < 3 * statistics.median(baseline) + 0.005
+    assert download.status == 200 and 0 < len(download.body) < 200 << 20  # still downloading
+    assert dropped in svc.log, "the subscriber never fell behind by the hub's bound"
+    subscriber.close()
+    download.sock.close()
