@@ -103,9 +103,39 @@ def connect(url: str, receive_buffer: int | None = None) -> socket.socket:
 def read_to_end(sock: socket.socket) -> bytes:
     """Everything the server sends until it closes the connection."""
     data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
+    while received := sock.recv(65536):
+        data += received
     return data
+
+
+class Download:
+    """A GET whose body the test reads at its own pace, through a small receive buffer."""
+
+    def __init__(self, url: str, path: str, receive_buffer: int = 256 * 1024) -> None:
+        self.sock = connect(url, receive_buffer=receive_buffer)
+        self.sock.sendall(request_head("GET", path, {"Connection": "close"}))
+        raw = b""
+        while b"\r\n\r\n" not in raw:
+            raw += self.sock.recv(16 * 1024)
+        head = Answer(raw)
+        self.status, self.headers, self.body = head.status, head.headers, head.body
+
+    def read(self, size: int) -> int:
+        """Read up to `size` bytes more of the body; returns how many came (0: the body is complete)."""
+        data = self.sock.recv(size)
+        self.body += data
+        return len(data)
+
+    def read_at_least(self, size: int) -> None:
+        while len(self.body) < size and self.read(64 * 1024):
+            pass
+
+    def finish(self) -> bytes:
+        """The whole body, once the server has sent it."""
+        while self.read(1 << 20):
+            pass
+        self.sock.close()
+        return self.body
 
 
 def sha256_hex(data: bytes) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from conftest import EVENT, files_in, record_url, wait_until
-from rawhttp import chunk, connect, read_to_end, request, request_head, sha256_hex
+from rawhttp import Download, chunk, connect, read_to_end, request, request_head, sha256_hex
 
 PIECE = 64 * 1024
 
@@ -252,38 +252,6 @@ def test_racing_uploads_to_one_record_leave_exactly_one_of_them_whole(service) -
         status, headers, body = request(svc.url, "GET", record_url())
         assert status == 200 and body in bodies and headers["ETag"] == etag_of(body)
         assert len(files_in(svc.data_dir / "blobs")) == 1 and files_in(svc.data_dir / "tmp") == []
-
-
-class Download:
-    """A GET whose body the test reads at its own pace, through a small receive buffer."""
-
-    def __init__(self, url: str, path: str, receive_buffer: int = 256 * 1024) -> None:
-        self.sock = connect(url, receive_buffer=receive_buffer)
-        self.sock.sendall(request_head("GET", path, {"Connection": "close"}))
-        self.body = b""
-        while b"\r\n\r\n" not in self.body:
-            self.body += self.sock.recv(16 * 1024)
-        head, self.body = self.body.split(b"\r\n\r\n", 1)
-        self.status = int(head.split(b" ", 2)[1])
-        lines = head.decode("latin-1").split("\r\n")[1:]
-        self.headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-
-    def read(self, size: int) -> int:
-        """Read up to `size` bytes more of the body; returns how many came (0: the body is complete)."""
-        data = self.sock.recv(size)
-        self.body += data
-        return len(data)
-
-    def read_at_least(self, size: int) -> None:
-        while len(self.body) < size and self.read(64 * 1024):
-            pass
-
-    def finish(self) -> bytes:
-        """The whole body, once the server has sent it."""
-        while self.read(1 << 20):
-            pass
-        self.sock.close()
-        return self.body
 
 
 def test_a_download_keeps_its_version_through_a_replacement_and_a_delete(service) -> None:

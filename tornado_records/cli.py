@@ -99,6 +99,10 @@ async def serve(config: Config) -> None:
     await stopping.wait()
 
     server.stop()
+    # Kept-alive connections (nginx keeps some open) would bring new requests: each answer from now on closes its
+    # connection, and a request that still comes is refused (503) rather than begun and then cut off.
+    server.conn_params.no_keep_alive = True
+    app.settings["stopping"] = True
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
     inflight: set = app.settings["inflight"]
     deadline = loop.time() + config.shutdown_grace
