@@ -127,6 +127,7 @@ class Download:
         return len(data)
 
     def read_at_least(self, size: int) -> None:
+        """Read until `size` bytes of the body have come (or all of it)."""
         while len(self.body) < size and self.read(64 * 1024):
             pass
 
@@ -139,4 +140,5 @@ class Download:
 
 
 def sha256_hex(data: bytes) -> str:
+    """The SHA-256 of the data, in hex (as ETags hold it)."""
     return hashlib.sha256(data).hexdigest()

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,8 @@ def read_until(sock: socket.socket, end: bytes, timeout: float = 10) -> bytes:
     return received
 
 
-def uploads_in_flight(data_dir) -> int:  # noqa: ANN001
+def uploads_in_flight(data_dir: Path) -> int:
+    """How many uploads have a file in the data directory's tmp/."""
     return len(files_in(data_dir / "tmp"))
 
 
