@@ -108,6 +108,23 @@ def read_to_end(sock: socket.socket) -> bytes:
     return data
 
 
+def open_event_stream(url: str) -> socket.socket:
+    """A subscriber of /sse that has read the response head and the retry line."""
+    sock = connect(url)
+    sock.sendall(request_head("GET", "/sse", {}))
+    read_until(sock, b"retry:")
+    return sock
+
+
+def read_until(sock: socket.socket, end: bytes, timeout: float = 10) -> bytes:
+    """What the server sends until `end` (the connection may stay open: it is keep-alive)."""
+    sock.settimeout(timeout)
+    received = b""
+    while end not in received and (data := sock.recv(4096)):
+        received += data
+    return received
+
+
 class Download:
     """A GET whose body the test reads at its own pace, through a small receive buffer."""
 

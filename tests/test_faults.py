@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import functools
 import http.client
+import json
 import os
 import random
 import re
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from conftest import EVENT, files_in, record_url, wait_until
-from rawhttp import Download, chunk, connect, read_to_end, request, request_head, sha256_hex
+from rawhttp import Download, chunk, connect, open_event_stream, read_to_end, request, request_head, sha256_hex
 
 PIECE = 64 * 1024
 
@@ -248,8 +249,19 @@ def in_parallel(work: Callable[[int], object], count: int) -> list:
     return results
 
 
+def committed_etags(stream: socket.socket, count: int) -> list[str]:
+    """The ETags of the next `count` record-created or record-updated events of an /sse stream, in order."""
+    received, etags = b"", []
+    while len(etags) < count:
+        received += stream.recv(65536)
+        events = [json.loads(line) for line in re.findall(rb"^data: (.*)$", received, re.MULTILINE)]
+        etags = [e["data"]["record"]["etag"] for e in events if e["type"] in ("record-created", "record-updated")]
+    return etags
+
+
 def test_racing_uploads_to_one_record_leave_exactly_one_of_them_whole(service) -> None:
     svc = service()
+    stream = open_event_stream(svc.url)
     for _ in range(3):
         bodies = [os.urandom(4 << 20) for _ in range(6)]
         statuses = in_parallel(lambda i: send_upload(svc.url, record_url(), bodies[i], chunked=i % 2 == 0), 6)
@@ -257,6 +269,10 @@ def test_racing_uploads_to_one_record_leave_exactly_one_of_them_whole(service) -
         status, headers, body = request(svc.url, "GET", record_url())
         assert status == 200 and body in bodies and headers["ETag"] == etag_of(body)
         assert len(files_in(svc.data_dir / "blobs")) == 1 and files_in(svc.data_dir / "tmp") == []
+        committed = committed_etags(stream, 6)
+        assert sorted(committed) == sorted(map(etag_of, bodies))
+        assert committed[-1] == headers["ETag"]  # the last to finish won
+    stream.close()
 
 
 def test_a_download_keeps_its_version_through_a_replacement_and_a_delete(service) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import files_in, record_url, wait_until
-from rawhttp import Answer, Download, chunk, connect, read_to_end, request, request_head
+from rawhttp import Answer, Download, chunk, connect, open_event_stream, read_to_end, read_until, request, request_head
 from tornado_records.config import build_config
 
 FIRST, SECOND = record_url(start="2024-07-01T06:00:00"), record_url(start="2024-07-01T07:00:00")
@@ -28,23 +28,6 @@ def start_upload(url: str, path: str, framing: dict[str, str], part: bytes) -> s
     sock = connect(url)
     sock.sendall(request_head("PUT", path, {**framing, "Connection": "close"}) + part)
     return sock
-
-
-def open_event_stream(url: str) -> socket.socket:
-    """A subscriber of /sse that has read the response head and the retry line."""
-    sock = connect(url)
-    sock.sendall(request_head("GET", "/sse", {}))
-    read_until(sock, b"retry:")
-    return sock
-
-
-def read_until(sock: socket.socket, end: bytes, timeout: float = 10) -> bytes:
-    """What the server sends until `end` (the connection may stay open: it is keep-alive)."""
-    sock.settimeout(timeout)
-    received = b""
-    while end not in received and (data := sock.recv(4096)):
-        received += data
-    return received
 
 
 def uploads_in_flight(data_dir: Path) -> int:
