@@ -6,20 +6,17 @@ RECORDS_TEST_REQUIRE_ALL, which turns a skip into a failure. A full index (SQLit
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import select
-import socket
 import subprocess
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import EVENT, files_in, record_url
-from rawhttp import request_head
+from conftest import EVENT, files_in, record_url, wait_until
+from rawhttp import connect, read_to_end, request, request_head
 
 EARLIER = os.urandom(1 << 20)
 
@@ -40,31 +37,6 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
-def request(url: str, method: str, path: str, body: bytes | None = None, headers: dict | None = None):  # noqa: ANN201
-    """One request with the standard library's client; returns (status, headers, body)."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def connect(url: str) -> socket.socket:
-    parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=30)
-
-
-def read_answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
-
-
 def upload_until_answered(url: str, path: str, total: int) -> bytes:
     """A chunked upload of up to `total` bytes, 256 KiB at a time, that stops sending as soon as the server answers
     (as curl does); returns the answer."""
@@ -77,7 +49,7 @@ def upload_until_answered(url: str, path: str, total: int) -> bytes:
             sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         else:
             sock.sendall(b"0\r\n\r\n")
-        return read_answer(sock)
+        return read_to_end(sock)
 
 
 def status_of(answer: bytes) -> int:
@@ -93,7 +65,7 @@ def test_disk_full(small_disk: Path, service) -> None:
     with connect(svc.url) as sock:
         headers = {"Content-Length": str(9 << 20), "Expect": "100-continue", "Connection": "close"}
         sock.sendall(request_head("PUT", record_url(start="2024-01-02T00:00:00"), headers))
-        answer = read_answer(sock)
+        answer = read_to_end(sock)
     assert answer.startswith(b"HTTP/1.1 507"), answer[:200]
     assert json.loads(answer.partition(b"\r\n\r\n")[2])["status_code"] == 507
 
@@ -120,7 +92,7 @@ def test_content_length_over_the_free_space_is_507_up_front(service) -> None:
     svc = service("--max-body-size", "4096T")
     with connect(svc.url) as sock:
         sock.sendall(request_head("PUT", record_url(), {"Content-Length": str(1 << 50), "Connection": "close"}))
-        answer = read_answer(sock)
+        answer = read_to_end(sock)
     assert status_of(answer) == 507
     assert b"100 Continue" not in answer
     assert request(svc.url, "GET", record_url())[0] == 404
@@ -151,3 +123,30 @@ async def test_index_full_at_commit_is_507_and_leaves_no_blob(app, fetch, data_d
     index.execute("PRAGMA max_page_count = 1073741823")
     assert (await fetch(record_url(start="2024-03-01T00:00:00"), method="PUT", body=b"z")).code == 204
     assert (await fetch(record_url(start="2024-01-01T00:00:00"))).body == b"x"
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes still free for an unprivileged writer on the disk holding path."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def test_a_replacement_that_fills_the_disk_keeps_the_earlier_version_and_gives_the_space_back(
+    small_disk: Path, service
+) -> None:
+    data = small_disk / "data"
+    svc = service(data_dir=data)
+    status, stored, _ = request(svc.url, "PUT", record_url(), EARLIER)
+    assert status == 204
+    free = free_bytes(small_disk)
+
+    answer = upload_until_answered(svc.url, record_url(), 16 << 20)
+    assert status_of(answer) == 507, answer[:300]
+    status, headers, body = request(svc.url, "GET", record_url())
+    assert status == 200 and body == EARLIER and headers["ETag"] == stored["ETag"]
+    assert files_in(data / "tmp") == [] and len(files_in(data / "blobs")) == 1
+    assert wait_until(lambda: free_bytes(small_disk) == free), (free_bytes(small_disk), free)
+
+    smaller = os.urandom(3 << 20)  # fits only once the refused upload's space is back
+    assert request(svc.url, "PUT", record_url(), smaller)[0] == 204
+    assert request(svc.url, "GET", record_url())[2] == smaller

@@ -54,6 +54,8 @@ def test_version_and_module_entry_point():
         ([], {"RECORDS_PORT": "ten"}, "RECORDS_PORT"),
         ([], {"RECORDS_MAX_BODY_SIZE": "-1"}, "RECORDS_MAX_BODY_SIZE"),
         ([], {"RECORDS_DEBUG": "maybe"}, "RECORDS_DEBUG"),
+        (["--shutdown-grace", "0"], {}, "--shutdown-grace"),
+        ([], {"RECORDS_SHUTDOWN_GRACE": "soon"}, "RECORDS_SHUTDOWN_GRACE"),
         (["--no-such-flag"], {}, "--no-such-flag"),
     ],
 )

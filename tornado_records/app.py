@@ -65,7 +65,8 @@ def make_app(config: Config) -> tornado.web.Application:
         config=config,
         store=store,
         hub=EventHub(keepalive=config.sse_keepalive),
-        inflight=set(),
+        inflight=set(),  # the requests in flight, that a shutdown waits for
+        stopping=False,  # set at shutdown: new requests are refused
     )
 
 

@@ -20,8 +20,6 @@ from tornado_records.config import SETTINGS, Config, ConfigError, build_config
 
 log = logging.getLogger("tornado_records")
 
-SHUTDOWN_GRACE = 30.0  # seconds that requests in flight get to finish after SIGTERM/SIGINT
-
 
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
 
@@ -110,13 +108,17 @@ async def serve(config: Config) -> None:
     await stopping.wait()
 
     server.stop()
+    # Kept-alive connections (nginx keeps some open) would bring new requests: each answer from now on closes its
+    # connection, and a request that still comes is refused (503) rather than begun and then cut off.
+    server.conn_params.no_keep_alive = True
+    app.settings["stopping"] = True
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
     inflight: set = app.settings["inflight"]
-    deadline = loop.time() + SHUTDOWN_GRACE
+    deadline = loop.time() + config.shutdown_grace
     while inflight and loop.time() < deadline:
         await asyncio.sleep(0.05)
     if inflight:
-        log.warning("closing %d request(s) still in flight after %.0f s", len(inflight), SHUTDOWN_GRACE)
+        log.warning("closing %d request(s) still in flight after %g s", len(inflight), config.shutdown_grace)
     await server.close_all_connections()
     app.settings["store"].close()
     log.info("stopped")

@@ -185,6 +185,12 @@ SETTINGS: tuple[Setting, ...] = (
         "for the client address in the log; empty: none",
         parse_networks,
     ),
+    Setting(
+        "shutdown_grace",
+        "30",
+        "seconds that uploads and downloads in flight get to finish after SIGTERM or SIGINT, before they are cut off",
+        parse_seconds,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -203,6 +209,7 @@ class Config:
     max_subscribers: int
     token_file: Secret | None
     trusted_proxies: tuple[Network, ...]
+    shutdown_grace: float
     log_level: str
     debug: bool
 

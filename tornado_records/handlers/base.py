@@ -55,6 +55,8 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Server", f"tornado-records/{__version__}")
 
     def prepare(self) -> Any:
+        if self.settings["stopping"]:  # a request on a kept-alive connection, after SIGTERM: begin nothing new
+            raise ApiError(503, "The service is shutting down")
         self.settings["inflight"].add(self)
 
     def on_finish(self) -> None:
