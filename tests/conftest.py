@@ -87,6 +87,23 @@ def wait_until(condition, timeout: float = 10.0) -> bool:  # noqa: ANN001
     return value
 
 
+def headless_chromium(profile: Path) -> list[str]:
+    """The command line start of a headless Chromium as root on a machine with no internet: a fresh profile, and
+    none of the background connections that a closed network refuses."""
+    return [
+        require("chromium"),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+    ]
+
+
 def require(program: str) -> str:
     """The path of a real component (curl, nginx, ffmpeg, chromium); skips the test where it is missing, but
     fails it when RECORDS_TEST_REQUIRE_ALL is set (as .ci/run sets it), so CI never skips one silently."""

@@ -11,7 +11,7 @@ from shutil import ignore_patterns
 
 import tornado_records
 
-from conftest import Service, require
+from conftest import Service, headless_chromium
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -29,16 +29,7 @@ def chromium(url: str, profile: Path, *args: str) -> subprocess.CompletedProcess
     """Headless Chromium on `url`; no name outside loopback resolves, so nothing is fetched from the internet."""
     return subprocess.run(
         [
-            require("chromium"),
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            f"--user-data-dir={profile}",
+            *headless_chromium(profile),
             "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
             "--virtual-time-budget=20000",
             *args,

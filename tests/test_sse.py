@@ -22,7 +22,7 @@ import pytest
 import tornado.web
 import yaml
 
-from conftest import COMMAND, EVENT, START, record_url, require
+from conftest import COMMAND, EVENT, START, headless_chromium, record_url, require
 from tornado_records.config import build_config
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import ApiError, abort_reason
@@ -504,22 +504,12 @@ class ReportHandler(tornado.web.RequestHandler):
 async def test_chromium_event_source_receives_record_created(
     app: tornado.web.Application, port: int, hub: EventHub, fetch: Any, tmp_path: Path
 ) -> None:
-    chromium = require("chromium")
     reports: list[dict] = []
     app.add_handlers(r".*", [(r"/test/page", PageHandler), (r"/test/report", ReportHandler, {"reports": reports})])
     browser = subprocess.Popen(
         [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *headless_chromium(tmp_path / "chromium"),
             "--remote-debugging-port=0",  # keeps the headless browser running after the page has loaded
-            f"--user-data-dir={tmp_path / 'chromium'}",
             f"http://127.0.0.1:{port}/test/page",
         ],
         stdout=subprocess.DEVNULL,
