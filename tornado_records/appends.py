@@ -27,6 +27,7 @@ from tornado_records.store import Record, RecordStore, StorageFull, storage_erro
 log = logging.getLogger("tornado_records.appends")
 
 JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the record at least this often
+RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
 
 
 class Piece:
@@ -60,17 +61,20 @@ class Piece:
         return self.store.appends.setdefault((self.event, self.start), [])
 
     def write(self, chunk: bytes) -> bool:
-        """Add received bytes to the file (StorageFull once the disk is full: what was written stays counted);
-        returns whether they were its first."""
+        """Add received bytes to the file; returns whether they were its first. StorageFull once the disk is full
+        but for RESERVE bytes (what was written up to there stays counted, and the index has room to keep it)."""
         first = self._file is None
         if first:
             self._open()
-        view = memoryview(chunk)
+        room = self.store.free_space() - RESERVE
+        view = memoryview(chunk)[: max(0, room)]
         with storage_errors():
             while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
                 written = self._file.write(view)
                 self.size += written
                 view = view[written:]
+        if room < len(chunk):
+            raise StorageFull()
         return first
 
     def _open(self) -> None:

@@ -582,7 +582,7 @@ class RecordStore:
         for path in leftovers:
             path.unlink()
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
-        orphans = [path for path in self.blobs.iterdir() if path.name not in known]
+        orphans = [path for path in self.blobs.iterdir() if path.name not in known | self.writing]
         for path in orphans:
             path.unlink()
         if leftovers or orphans:
@@ -598,15 +598,20 @@ class RecordStore:
         for name, event, start, content_type, committed in rows:
             path = self.blobs / name
             size = path.stat().st_size if path.exists() else 0
-            if size > committed:
-                current = self._current(event, start)
-                digest = hashlib.sha256() if current is None else self.content_hash(current)
-                record, _ = self._append(name, event, start, content_type, committed, size, current, digest)
-                log.warning(
-                    "joined %d byte(s) that an append request had received before the stop to event %s at %s "
-                    "(now %d bytes)", size - committed, event, start, record.size,
-                )  # fmt: skip
-            self._execute("DELETE FROM appends WHERE blob = ?", (name,))
+            try:
+                if size > committed:
+                    current = self._current(event, start)
+                    digest = hashlib.sha256() if current is None else self.content_hash(current)
+                    record, _ = self._append(name, event, start, content_type, committed, size, current, digest)
+                    log.warning(
+                        "joined %d byte(s) that an append request had received before the stop to event %s at %s "
+                        "(now %d bytes)", size - committed, event, start, record.size,
+                    )  # fmt: skip
+                self._execute("DELETE FROM appends WHERE blob = ?", (name,))
+            except StorageFull:
+                self.writing.add(name)  # kept for the next start: the sweep of orphans leaves it
+                log.warning("the disk is full: %d byte(s) of event %s at %s wait for the next start", size - committed,
+                            event, start)  # fmt: skip
 
 
 _COLUMNS = "event, start, type, size, sha256, modified, blob"
