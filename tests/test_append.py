@@ -19,6 +19,7 @@ from pathlib import Path
 from conftest import EVENT, files_in, record_url, wait_until
 from rawhttp import Answer, chunk, connect, open_event_stream, read_until, request, request_head, sha256_field
 from test_disk_full import small_disk  # noqa: F401 (a fixture)
+from test_sse import conforms
 
 APPEND = record_url() + "?append=true"
 
@@ -130,7 +131,7 @@ def test_what_arrived_before_the_client_left_is_kept(service) -> None:
     seen = b""
     while seen.count(b'"upload-interrupted"') < 2:
         seen += events.recv(65536)
-    interrupted = [json.loads(line[6:]) for line in seen.split(b"\n") if b"upload-interrupted" in line]
+    interrupted = [conforms(json.loads(line[6:])) for line in seen.split(b"\n") if b"upload-interrupted" in line]
     assert [(e["data"]["bytes"], e["data"]["reason"]) for e in interrupted] == [(100_000, "client-gone")] * 2
     assert interrupted[-1]["data"]["size"] == 200_000
     on_disk, named = stored_files(svc.data_dir)
@@ -206,7 +207,9 @@ def test_readers_during_appends_get_one_whole_version(service) -> None:
         rng = random.Random()
         while running.is_set():
             ranged = rng.random() < 0.5
-            status, headers, body = request(svc.url, "GET", record_url(), headers={"Range": "bytes=1000-"} if ranged else {})
+            status, headers, body = request(
+                svc.url, "GET", record_url(), headers={"Range": "bytes=1000-"} if ranged else {}
+            )
             if status == 404:
                 continue
             reads[0] += 1

@@ -10,6 +10,8 @@ the README's examples as written there (only the source and the address changed)
 from __future__ import annotations
 
 import array
+import base64
+import hashlib
 import json
 import re
 import signal
@@ -23,6 +25,7 @@ import pytest
 
 from breaking_proxy import BreakingProxy
 from conftest import EVENT, REPO, free_port, require, wait_until
+from test_sse import conforms
 
 SECONDS = 14  # the broadcast's length
 BASE_HZ = 300
@@ -75,6 +78,9 @@ def assert_broadcast_kept(url: str, lost_at_most: float) -> float:
     `lost_at_most` seconds short; returns how many seconds it holds."""
     with urllib.request.urlopen(url) as answer:
         audio = answer.read()
+        etag, digest = answer.headers["ETag"], answer.headers["Repr-Digest"]
+    assert etag == f'"{hashlib.sha256(audio).hexdigest()}"', "the validators are not those of the bytes sent"
+    assert digest == f"sha-256=:{base64.b64encode(hashlib.sha256(audio).digest()).decode()}:"
     duration, heard = seconds_heard(audio)
     print(f"kept {duration:.2f} s of a {SECONDS} s broadcast ({len(audio)} bytes); seconds heard: {heard}")
     assert heard, "no tone of the broadcast in the record"
@@ -179,6 +185,8 @@ def test_liquidsoap_output_url_through_breaks_keeps_all_that_arrived(service, tm
     # the dashboard saw each break, what was kept, the recorder coming back, and the record growing
     assert wait_until(lambda: sum(e["type"] == "upload-completed" for e in events) >= 1)
     stop.set()
+    for event in events:
+        conforms(event)  # as records.yaml describes them
     types = [e["type"] for e in events]
     interrupted = [e["data"] for e in events if e["type"] == "upload-interrupted"]
     assert len(interrupted) >= len(breaks), types

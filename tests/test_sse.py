@@ -130,11 +130,13 @@ def check(value: Any, schema: dict, where: str = "event") -> None:
         matching = [s for s in map(resolve, schema["oneOf"]) if s["properties"]["type"]["const"] == value["type"]]
         assert len(matching) == 1, f"{where}: no single schema for {value['type']}"
         return check(value, matching[0], where)
-    kind = {"object": dict, "string": str, "integer": int, "array": list}.get(schema.get("type"), object)
+    types = schema.get("type")
+    kinds = {"object": dict, "string": str, "integer": int, "array": list, "boolean": bool, "null": type(None)}
+    kind = tuple(kinds[t] for t in types) if isinstance(types, list) else kinds.get(types, object)
     assert isinstance(value, kind), f"{where}: {value!r} is not {schema.get('type')}"
     assert schema.get("const", value) == value, f"{where}: {value!r} != {schema['const']!r}"
     assert value in schema.get("enum", [value]), f"{where}: {value!r} not in {schema['enum']}"
-    if kind is dict:
+    if isinstance(value, dict):
         assert set(schema.get("required", [])) <= value.keys(), f"{where}: missing {schema['required']}"
         if schema.get("additionalProperties") is False:
             assert value.keys() <= schema["properties"].keys(), f"{where}: extra keys in {sorted(value)}"
@@ -158,7 +160,8 @@ async def test_the_served_openapi_document_describes_the_stream(fetch: Any) -> N
     assert any(p["name"] == "Last-Event-ID" and p["in"] == "header" for p in operation["parameters"])
     event_types = {resolve(s)["properties"]["type"]["const"] for s in document["components"]["schemas"]["Event"]["oneOf"]}
     assert event_types == {
-        "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted"
+        "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted",
+        "upload-resumed", "upload-completed", "upload-interrupted",
     }
 
 

@@ -88,7 +88,15 @@ class Piece:
         queue.append(self)
         if queue[0] is self:
             self._turn.set_result(None)
-        self._noted = asyncio.ensure_future(self.store.note_append(name, self.event, self.start, self.content_type))
+        self._noted = asyncio.ensure_future(self._note())
+
+    async def _note(self) -> None:
+        """List the piece in the index, so that a crash does not lose it (without it, its bytes still join the
+        record while the process lives)."""
+        try:
+            await self.store.note_append(self.name, self.event, self.start, self.content_type)
+        except Exception as exc:  # noqa: BLE001 (logged: the piece goes on without its row)
+            log.warning("could not list the append %s in the index: %s", self.name, exc)
 
     def join_soon(self) -> None:
         """Join what arrived to the record in the background, if this piece is first in line and not joining."""
@@ -109,7 +117,7 @@ class Piece:
             if upto <= self.joined:
                 return
             if self._noted is not None:
-                await asyncio.shield(self._noted)  # its row comes before the row's update (one writer thread)
+                await asyncio.shield(self._noted)  # its row comes before the row's update
             self.record, created = await self.store.append(
                 self.name, self.event, self.start, self.content_type, self.joined, upto
             )
@@ -125,7 +133,7 @@ class Piece:
         try:
             await self._turn
             await self.join()
-        except (StorageFull, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 (a full disk, or a damaged record: the bytes stay on disk)
             log.warning(
                 "kept %d byte(s) for event %s at %s on disk; they join the record at the next start (%s)",
                 self.size - self.joined, self.event, self.start, exc,
@@ -135,7 +143,7 @@ class Piece:
         self._leave()
         try:
             await self.store.forget_append(self.name)
-        except Exception as exc:  # its row is only read at start-up, where a piece with nothing left is dropped
+        except Exception as exc:  # noqa: BLE001 (the row is read at start-up only: a piece with nothing left goes)
             log.warning("could not remove the finished append %s from the index: %s", self.name, exc)
         self.store.unlink_if_unused(self.name, self.event, self.start)
         return self.record

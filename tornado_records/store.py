@@ -463,7 +463,9 @@ class RecordStore:
             if segment.name not in keep and segment.name not in self.writing:
                 (self.blobs / segment.name).unlink(missing_ok=True)
 
-    async def append(self, name: str, event: str, start: str, content_type: str, at: int, upto: int) -> tuple[Record, bool]:
+    async def append(
+        self, name: str, event: str, start: str, content_type: str, at: int, upto: int
+    ) -> tuple[Record, bool]:
         """Add the bytes at..upto of the blob file `name` after the record's content, durably (creating the record,
         of `content_type`, if there is none); returns the new version and whether the record is new.
 
@@ -474,7 +476,9 @@ class RecordStore:
         await loop.run_in_executor(None, _fsync_file, self.blobs / name, self.blobs)
         while True:
             current = self._current(event, start, self._rconn)
-            digest = hashlib.sha256() if current is None else await loop.run_in_executor(None, self.content_hash, current)
+            digest = hashlib.sha256()
+            if current is not None:
+                digest = await loop.run_in_executor(None, self.content_hash, current)
             try:
                 return await loop.run_in_executor(
                     self._writer, self._append, name, event, start, content_type, at, upto, current, digest
