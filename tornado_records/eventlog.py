@@ -56,6 +56,7 @@ class EventLog:
         self._conn.executescript(_SCHEMA)
         self._trim()
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._write_batches, name="records-eventlog", daemon=True)
         self._thread.start()
 
@@ -83,6 +84,7 @@ class EventLog:
     def close(self) -> None:
         """Write what is queued, then stop. Safe to call more than once."""
         if self._thread.is_alive():
+            self._closing.set()
             self._queue.put(_STOP)
             self._thread.join()
             self._conn.close()
@@ -90,8 +92,7 @@ class EventLog:
     def _write_batches(self) -> None:
         while True:
             batch = [self._queue.get()]
-            if batch[0] is not _STOP:
-                time.sleep(self.flush_delay)  # let the events of a burst gather: one transaction, one fsync
+            self._closing.wait(self.flush_delay)  # let the events of a burst gather: one transaction, one fsync
             while not self._queue.empty():
                 batch.append(self._queue.get())
             events = [event for event in batch if event is not _STOP]
