@@ -9,6 +9,7 @@ fsync). Knows no HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -108,7 +109,7 @@ class EventLog:
             self._trim()
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            if self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # the thread lives on whatever happens: the next batch may work
                 self._conn.execute("ROLLBACK")
             log.warning("could not keep %d event(s) for replay after a restart: %s", len(events), exc)
 
