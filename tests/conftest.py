@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 import tornado.httpclient
 
-from tornado_records.app import make_app, make_server
+from tornado_records.app import close_app, make_app, make_server
 from tornado_records.config import build_config
 
 EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
@@ -44,7 +44,7 @@ def settings() -> dict[str, str]:
 def app(data_dir: Path, settings: dict[str, str]) -> Iterator:
     app = make_app(build_config({"data_dir": str(data_dir), **settings}, {}))
     yield app
-    app.settings["store"].close()
+    close_app(app)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""make_app(config): the Tornado application with its routes, its store, its event hub and its settings."""
+"""make_app(config): the Tornado application with its routes, its store, its event hub and its settings; start_app,
+stop_app and close_app for the work it does besides answering requests (retention) and what it holds open."""
 
 from __future__ import annotations
 
@@ -12,11 +13,14 @@ import yaml
 
 from tornado_records.access import client_address
 from tornado_records.config import Config
+from tornado_records.eventlog import EventLog
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
-from tornado_records.handlers.meta import DocumentHandler, FileHandler, PingHandler
+from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
 from tornado_records.handlers.sse import EventStreamHandler
+from tornado_records.metrics import Metrics
+from tornado_records.retention import Retention
 from tornado_records.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
 
@@ -41,6 +45,8 @@ def resource(name: str) -> Path:
 def make_app(config: Config) -> tornado.web.Application:
     """The application serving the records kept in `config.data_dir`."""
     store = RecordStore(config.data_dir)
+    index = config.data_dir / "records.sqlite3"
+    hub = EventHub(keepalive=config.sse_keepalive, log=EventLog(index))
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()
     bundle = resource(SCALAR_BUNDLE)
@@ -54,6 +60,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
             (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
+            (r"/metrics", MetricsHandler),
             (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8"}),
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
@@ -64,10 +71,45 @@ def make_app(config: Config) -> tornado.web.Application:
         serve_traceback=config.debug,
         config=config,
         store=store,
-        hub=EventHub(keepalive=config.sse_keepalive),
+        hub=hub,
+        metrics=Metrics(hub, config.data_dir, index),
+        retention=None if config.retention is None else Retention(store, hub, index, config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for
         stopping=False,  # set at shutdown: new requests are refused
     )
+
+
+def start_app(app: tornado.web.Application) -> None:
+    """Begin the application's own work (the retention sweeps, if set); call on the event loop."""
+    if app.settings["retention"] is not None:
+        app.settings["retention"].start()
+
+
+async def stop_app(app: tornado.web.Application) -> None:
+    """End the application's own work (a retention sweep stops after the delete in progress)."""
+    if app.settings["retention"] is not None:
+        await app.settings["retention"].stop()
+
+
+def close_app(app: tornado.web.Application) -> None:
+    """Close what the application holds open: the store, the event log (written out first), the index readers."""
+    app.settings["store"].close()
+    app.settings["hub"].log.close()
+    app.settings["metrics"].close()
+    if app.settings["retention"] is not None:
+        app.settings["retention"].close()
+
+
+# The route label of each handler in the metrics: a route's template, never the request's path (unbounded).
+ROUTE_OF_HANDLER: dict[type, str] = {
+    RecordsHandler: "/records/{event}",
+    RecordHandler: "/records/{event}/{start}",
+    EventStreamHandler: "/sse",
+    PingHandler: "/ping",
+    MetricsHandler: "/metrics",
+    DocumentHandler: "/openapi",
+    FileHandler: "/openapi",
+}
 
 
 def scalar_cdn_url() -> str:
@@ -86,6 +128,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     trusted proxy)."""
     request = handler.request
     status = handler.get_status()
+    sent = handler.bytes_sent if isinstance(handler, BaseHandler) else 0
+    handler.settings["metrics"].observe(ROUTE_OF_HANDLER.get(type(handler), "other"), request.method, status, sent)
     headers = request.headers
     client = client_address(
         request.remote_ip,
@@ -99,7 +143,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
         request.method,
         request.uri,
         status,
-        handler.bytes_sent if isinstance(handler, BaseHandler) else 0,
+        sent,
         1000.0 * request.request_time(),
         client,
     )

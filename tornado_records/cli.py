@@ -15,7 +15,7 @@ import tornado.netutil
 import uvloop
 
 from tornado_records import __version__
-from tornado_records.app import make_app, make_server
+from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config
 
 log = logging.getLogger("tornado_records")
@@ -80,6 +80,7 @@ async def serve(config: Config) -> None:
         raise OSError(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}") from None
     server = make_server(app)
     server.add_sockets(sockets)
+    start_app(app)
     # What start-up made lives as long as the process: keep the collector from walking it again and again, and let
     # it run less often (thousands of subscribers and connections make many young objects that are not garbage).
     gc.freeze()
@@ -113,6 +114,7 @@ async def serve(config: Config) -> None:
     server.conn_params.no_keep_alive = True
     app.settings["stopping"] = True
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
+    await stop_app(app)
     inflight: set = app.settings["inflight"]
     deadline = loop.time() + config.shutdown_grace
     while inflight and loop.time() < deadline:
@@ -123,5 +125,5 @@ async def serve(config: Config) -> None:
     store = app.settings["store"]
     if store.ending:  # append requests that were cut off: what they received joins their records first
         await asyncio.wait(store.ending)
-    store.close()
+    close_app(app)
     log.info("stopped")

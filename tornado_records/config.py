@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hmac
 import ipaddress
 import logging
@@ -77,6 +78,24 @@ def parse_count(text: str) -> int:
     if not text.strip().isdigit() or int(text) < 1:
         raise ValueError(f"{text!r} is not a whole number of at least 1")
     return int(text)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+MAX_DURATION_DAYS = 100 * 366
+
+
+def parse_duration(text: str) -> datetime.timedelta | None:
+    """A duration such as `90d`, `12h`, `30m`, `45s` or `2w`; None for an empty text (off)."""
+    text = text.strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d+)\s*([smhdw])", text, re.IGNORECASE)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"{text!r} is not a duration such as 90d, 12h or 30m (units s, m, h, d, w)")
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2).lower()]
+    if seconds > MAX_DURATION_DAYS * 86400:
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return datetime.timedelta(seconds=seconds)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -198,6 +217,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds that uploads and downloads in flight get to finish after SIGTERM or SIGINT, before they are cut off",
         parse_seconds,
     ),
+    Setting(
+        "retention",
+        "",
+        "delete the records whose start is older than this (such as 90d, 12h; units s, m, h, d, w), checked at start "
+        "and then every hundredth of it (at most hourly); empty: keep every record",
+        parse_duration,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -218,6 +244,7 @@ class Config:
     trusted_proxies: tuple[Network, ...]
     upload_idle_timeout: float
     shutdown_grace: float
+    retention: datetime.timedelta | None
     log_level: str
     debug: bool
 

@@ -1,5 +1,8 @@
 """EventHub: the live events (records and uploads) fanned out to subscribers, with a replay buffer. Knows no HTTP.
 
+With an EventLog behind it, the replay buffer starts from the events the log kept and every event goes to the log
+too, so that replay outlives the process; without one it lives in memory only.
+
 Each event is serialized once, in `EventHub.publish`, to its Server-Sent Events wire form (an `id:` line and one
 `data:` line of JSON), and that same bytes object is handed to every subscriber. A subscriber costs nothing while
 no event comes (nothing of its own wakes up: one hub-wide timer sends the keepalives), and little when one comes:
@@ -13,12 +16,15 @@ import collections
 import datetime
 import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
+from tornado_records.eventlog import EventLog
+
 log = logging.getLogger("tornado_records.events")
 
-REPLAY_EVENTS = 1000  # events kept for subscribers that reconnect with Last-Event-ID
+REPLAY_EVENTS = 1000  # events kept for subscribers that reconnect with Last-Event-ID (without an event log)
 MAX_UNSENT = 1 << 20  # bytes a subscriber may have queued and unsent before it is dropped
 KEEPALIVE = 15.0  # seconds between keepalive comments
 PROGRESS_INTERVAL = 3.0  # seconds: at most one upload-progress event per upload in this time
@@ -99,7 +105,11 @@ class Subscriber:
 
 
 class EventHub:
-    """The subscribers, a bounded buffer of recent events for replay, and publish()."""
+    """The subscribers, a bounded buffer of recent events for replay (fed by the event log, if any), and publish().
+
+    It also counts what the service's metrics show: events published by type, bytes handed to subscribers, and
+    the uploads in flight and the bytes they received (kept by UploadEvents).
+    """
 
     def __init__(
         self,
@@ -109,22 +119,39 @@ class EventHub:
         keepalive: float = KEEPALIVE,
         progress_interval: float = PROGRESS_INTERVAL,
         first_id: int | None = None,
+        log: EventLog | None = None,
     ) -> None:
         self.subscribers: set[Subscriber] = set()
         self.max_unsent = max_unsent
         self.keepalive = keepalive
         self.progress_interval = progress_interval
         self.closed = False
-        # Ids start from the time in microseconds, so they keep increasing across restarts of the service.
-        self.last_id = (time.time_ns() // 1000 if first_id is None else first_id) - 1
-        self._replay: collections.deque[tuple[int, bytes]] = collections.deque(maxlen=replay)
+        self.log = log
+        self.published: collections.Counter[str] = collections.Counter()  # events, by type
+        self.sent_bytes = 0  # bytes handed to subscribers (events and keepalives)
+        self.uploads = 0  # uploads in flight
+        self.received_bytes = 0  # bytes the uploads received
+        # Ids start from the time in microseconds, so they keep increasing across restarts of the service, even
+        # when the newest events the log kept were lost (a power cut), and past the log's newest when the clock
+        # went back.
+        first = time.time_ns() // 1000 if first_id is None else first_id
+        if log is not None:
+            first = max(first, log.last_id + 1)
+        self.last_id = first - 1
+        self._replay: collections.deque[tuple[int, bytes, float]] = collections.deque(
+            [] if log is None else log.recent(), maxlen=replay if log is None else log.max_events
+        )
         self._timer: asyncio.TimerHandle | None = None
 
     def publish(self, event_type: str, data: dict[str, Any]) -> int:
         """Send an event to every subscriber and keep it for replay; returns its id."""
         self.last_id += 1
         wire = event_bytes(self.last_id, event_type, data)
-        self._replay.append((self.last_id, wire))
+        created = time.time()
+        self._replay.append((self.last_id, wire, created))
+        if self.log is not None:
+            self.log.append(self.last_id, wire, created)
+        self.published[event_type] += 1
         self._send(wire)
         return self.last_id
 
@@ -146,8 +173,9 @@ class EventHub:
             return subscriber
         if last_id is not None:
             missed = last_id > self.last_id
-            for event_id, wire in self._replay:
-                if missed or event_id > last_id:
+            oldest = -math.inf if self.log is None else self.log.oldest()
+            for event_id, wire, created in self._replay:
+                if (missed or event_id > last_id) and created >= oldest:
                     subscriber.put(wire)
         self.subscribers.add(subscriber)
         if self._timer is None:
@@ -161,7 +189,7 @@ class EventHub:
 
     def replay_ids(self) -> list[int]:
         """The ids of the events kept for replay, oldest first."""
-        return [event_id for event_id, _ in self._replay]
+        return [event_id for event_id, _, _ in self._replay]
 
     async def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """End every stream: each subscriber is closed at once; those still there after `timeout` are dropped."""
@@ -178,6 +206,7 @@ class EventHub:
             self._drop(subscriber)
 
     def _send(self, wire: bytes) -> None:
+        self.sent_bytes += len(wire) * len(self.subscribers)
         behind = []
         for subscriber in tuple(self.subscribers):
             subscriber.put(wire)
@@ -217,10 +246,12 @@ class UploadEvents:
         self.ended = False
         self.append = append
         self._last_report = time.monotonic()
+        hub.uploads += 1
         hub.publish("upload-started", {**self.key, "type": content_type, **({"append": True} if append else {})})
 
     def progress(self, size: int) -> None:
         """The upload has received `size` bytes so far."""
+        self.hub.received_bytes += size - self.size
         self.size = size
         now = time.monotonic()
         if now - self._last_report >= self.hub.progress_interval and not self.ended:
@@ -229,16 +260,20 @@ class UploadEvents:
 
     def committed(self, record: dict[str, Any], created: bool) -> None:
         """The upload became the record's current version (`record` as the API shows it)."""
-        self.ended = True
+        self._end()
         self.hub.publish("record-created" if created else "record-updated", {"record": record})
 
     def aborted(self, reason: str) -> None:
         """The upload stopped and left nothing (`reason`: client-gone, too-large, disk-full, ...); once at most.
         Never in append mode, which keeps what arrived."""
         if not self.ended and not self.append:
-            self.ended = True
+            self._end()
             self.hub.publish("upload-aborted", {**self.key, "bytes": self.size, "reason": reason})
 
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            self.hub.uploads -= 1
 
     def resumed(self) -> None:
         """An append request's first byte arrived after the record's previous one broke off (or while it seems
@@ -252,7 +287,7 @@ class UploadEvents:
     def append_ended(self, received: int, reason: str | None, size: int | None) -> None:
         """An append request ended, all it received (`received` bytes) being in the record, now of `size` bytes
         (None: there is no record); `reason` None if its body arrived to its end, else why it stopped."""
-        self.ended = True
+        self._end()
         data = {**self.key, "bytes": received, "size": size}
         if reason is None:
             self.hub.publish("upload-completed", data)

@@ -1,8 +1,11 @@
-"""About the service: the ping, and the API's own documents."""
+"""About the service: the ping, the metrics, and the API's own documents."""
 
 from __future__ import annotations
 
+import asyncio
+
 import tornado.web
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from tornado_records.handlers.base import BaseHandler
 
@@ -13,6 +16,18 @@ class PingHandler(BaseHandler):
     def get(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_status(204)
+
+    head = get
+
+
+class MetricsHandler(BaseHandler):
+    """`GET|HEAD /metrics`: the service's metrics in the Prometheus text format."""
+
+    async def get(self) -> None:
+        body = await asyncio.get_running_loop().run_in_executor(None, self.settings["metrics"].exposition)
+        self.set_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+        self.set_header("Cache-Control", "no-store")
+        self.write(body)
 
     head = get
 
