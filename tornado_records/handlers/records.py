@@ -106,12 +106,13 @@ class RecordHandler(BaseHandler):
     upload_events: UploadEvents | None = None
 
     def prepare(self) -> None:
+        if self.request.method == "PUT":
+            # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400, also
+            # to a body still arriving after a refusal (401, 503) from here.
+            self.request.connection.set_max_body_size(UNLIMITED_BODY)
         super().prepare()
         if self.request.method in ("PUT", "DELETE"):
             self.require_writer()  # before anything of the body is read or anything is said about the record
-        if self.request.method == "PUT":
-            # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400.
-            self.request.connection.set_max_body_size(UNLIMITED_BODY)
         self.store: RecordStore = self.settings["store"]
         self.event = parse_event(self.path_args[0])
         self.start = parse_start(self.path_args[1])
@@ -174,7 +175,7 @@ class RecordHandler(BaseHandler):
         except Exception as exc:
             self._discard_upload()
             self.upload_events.aborted(abort_reason(exc, 500))
-            await self.refuse_body(exc)
+            self.refuse_body(exc)
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
