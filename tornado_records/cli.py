@@ -130,7 +130,10 @@ async def serve(config: Config) -> None:
     if inflight:
         log.warning("closing %d request(s) still in flight after %g s", len(inflight), config.shutdown_grace)
     await server.close_all_connections()
-    app.settings["store"].close()
+    store = app.settings["store"]
+    if store.ending:  # append requests that were cut off: what they received joins their records first
+        await asyncio.wait(store.ending)
+    store.close()
     log.info("stopped")
 
 

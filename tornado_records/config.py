@@ -186,6 +186,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_networks,
     ),
     Setting(
+        "upload_idle_timeout",
+        "60",
+        "seconds an upload may go without receiving a byte before it is ended as broken (a plain upload is then "
+        "discarded; an append keeps what arrived)",
+        parse_seconds,
+    ),
+    Setting(
         "shutdown_grace",
         "30",
         "seconds that uploads and downloads in flight get to finish after SIGTERM or SIGINT, before they are cut off",
@@ -209,6 +216,7 @@ class Config:
     max_subscribers: int
     token_file: Secret | None
     trusted_proxies: tuple[Network, ...]
+    upload_idle_timeout: float
     shutdown_grace: float
     log_level: str
     debug: bool

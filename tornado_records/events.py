@@ -204,15 +204,20 @@ class EventHub:
 
 class UploadEvents:
     """The events of one upload in flight: upload-started at once, then upload-progress at most every
-    `hub.progress_interval` seconds, and in the end either record-created/updated or upload-aborted (once)."""
+    `hub.progress_interval` seconds, and in the end either record-created/updated or upload-aborted (once).
 
-    def __init__(self, hub: EventHub, event: str, start: str, content_type: str) -> None:
+    In append mode: upload-started says `"append": true`; upload-resumed if the record's recorder had broken off
+    before; record-created/updated each time what arrived joined the record; and in the end upload-completed or,
+    if the body stopped before its end, upload-interrupted (what it received is kept either way)."""
+
+    def __init__(self, hub: EventHub, event: str, start: str, content_type: str, append: bool = False) -> None:
         self.hub = hub
         self.key = {"event": event, "start": start}
         self.size = 0
         self.ended = False
+        self.append = append
         self._last_report = time.monotonic()
-        hub.publish("upload-started", {**self.key, "type": content_type})
+        hub.publish("upload-started", {**self.key, "type": content_type, **({"append": True} if append else {})})
 
     def progress(self, size: int) -> None:
         """The upload has received `size` bytes so far."""
@@ -228,10 +233,31 @@ class UploadEvents:
         self.hub.publish("record-created" if created else "record-updated", {"record": record})
 
     def aborted(self, reason: str) -> None:
-        """The upload stopped and left nothing (`reason`: client-gone, too-large, disk-full, ...); once at most."""
-        if not self.ended:
+        """The upload stopped and left nothing (`reason`: client-gone, too-large, disk-full, ...); once at most.
+        Never in append mode, which keeps what arrived."""
+        if not self.ended and not self.append:
             self.ended = True
             self.hub.publish("upload-aborted", {**self.key, "bytes": self.size, "reason": reason})
+
+
+    def resumed(self) -> None:
+        """An append request's first byte arrived after the record's previous one broke off (or while it seems
+        still open: a dead connection not noticed yet)."""
+        self.hub.publish("upload-resumed", self.key)
+
+    def joined(self, record: dict[str, Any], created: bool) -> None:
+        """What an append request received so far joined the record: `record` is the new version."""
+        self.hub.publish("record-created" if created else "record-updated", {"record": record})
+
+    def append_ended(self, received: int, reason: str | None, size: int | None) -> None:
+        """An append request ended, all it received (`received` bytes) being in the record, now of `size` bytes
+        (None: there is no record); `reason` None if its body arrived to its end, else why it stopped."""
+        self.ended = True
+        data = {**self.key, "bytes": received, "size": size}
+        if reason is None:
+            self.hub.publish("upload-completed", data)
+        else:
+            self.hub.publish("upload-interrupted", {**data, "reason": reason})
 
 
 def publish_deleted(hub: EventHub, event: str, start: str) -> None:

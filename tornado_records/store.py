@@ -7,6 +7,11 @@
 An upload is written to tmp/, fsynced, renamed into blobs/, and only then does one transaction point the record at
 it; the blob it replaced is unlinked last. A crash between any two steps leaves the old version or the new one,
 whole, and at worst a file that `RecordStore.open` removes at the next start.
+
+A record's content is one blob file, or, once appended to (see appends.py), the concatenation of runs of several
+(`Segment`s): each append request writes its own file in blobs/, and a version names the runs it is made of. Files
+never change once a version names them, except the one an append request is still writing, which only grows past
+the runs already named.
 """
 
 from __future__ import annotations
@@ -43,7 +48,19 @@ CREATE TABLE IF NOT EXISTS records (
     modified INTEGER NOT NULL,  -- Unix seconds
     PRIMARY KEY (event, start)
 ) WITHOUT ROWID;
+-- blob: one file name (the whole file is the content), or runs "name:offset:length ..." (appended records).
+
+CREATE TABLE IF NOT EXISTS appends (  -- append requests with bytes on disk: their rest joins the record at start-up
+    blob      TEXT    PRIMARY KEY,
+    event     TEXT    NOT NULL,
+    start     TEXT    NOT NULL,
+    type      TEXT    NOT NULL,
+    seq       INTEGER NOT NULL,  -- the order their first bytes arrived in
+    committed INTEGER NOT NULL   -- bytes of the file from which on nothing is in the record yet
+);
 """
+
+HASH_CACHE = 256  # SHA-256 states of recent contents kept, so that an append hashes only what it adds
 
 
 class StoreError(Exception):
@@ -85,6 +102,24 @@ Condition = Callable[["Record | None"], bool]
 
 
 @dataclasses.dataclass(frozen=True)
+class Segment:
+    """`length` bytes of the file `name` in blobs/, from `offset`."""
+
+    name: str
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def blob_spec(segments: list[Segment]) -> str:
+    """The index's text for a content made of these runs."""
+    return " ".join(f"{s.name}:{s.offset}:{s.length}" for s in segments)
+
+
+@dataclasses.dataclass(frozen=True)
 class Record:
     """One stored version of a record, as the index describes it."""
 
@@ -102,6 +137,13 @@ class Record:
         return f'"{self.sha256}"'
 
     @property
+    def segments(self) -> list[Segment]:
+        """The runs of blob files whose concatenation is the content: one whole file, unless it was appended to."""
+        if ":" not in self.blob:
+            return [Segment(self.blob, 0, self.size)]
+        return [Segment(name, int(at), int(length)) for name, at, length in (p.split(":") for p in self.blob.split())]
+
+    @property
     def modified_at(self) -> datetime.datetime:
         return datetime.datetime.fromtimestamp(self.modified, datetime.timezone.utc)
 
@@ -116,12 +158,39 @@ class Record:
         }
 
 
+class Content:
+    """The bytes of a version, open for reading (seek, read): its runs, read one after the other."""
+
+    def __init__(self, files: list[tuple[BinaryIO, Segment]]) -> None:
+        self._files = files
+        self._at = 0
+
+    def seek(self, position: int) -> None:
+        self._at = position
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the position (fewer at the end of a run; empty at the end)."""
+        base = 0
+        for file, segment in self._files:
+            if self._at < base + segment.length:
+                skip = self._at - base
+                data = os.pread(file.fileno(), min(size, segment.length - skip), segment.offset + skip)
+                self._at += len(data)
+                return data
+            base += segment.length
+        return b""
+
+    def close(self) -> None:
+        for file, _ in self._files:
+            file.close()
+
+
 @dataclasses.dataclass
 class Blob:
     """A record and its content, open for reading; it stays readable even if the record is replaced meanwhile."""
 
     record: Record
-    file: BinaryIO
+    file: Content
 
     def close(self) -> None:
         self.file.close()
@@ -157,14 +226,14 @@ class Upload:
         self.size = 0
         self.expected = dict(expected or {})
         self._hashes = {name: hashlib.new(name) for name in {"sha256", *self.expected}}
-        with _storage_errors():
+        with storage_errors():
             self._file: BinaryIO | None = open(path, "xb", buffering=0)
 
     def write(self, chunk: bytes) -> None:
         """Append a chunk to the file; StorageFull if the disk is full."""
         assert self._file is not None, "upload already sealed or discarded"
         view = memoryview(chunk)
-        with _storage_errors():
+        with storage_errors():
             while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
                 view = view[self._file.write(view) :]
         for digest in self._hashes.values():
@@ -180,11 +249,16 @@ class Upload:
         for name, digest in self.expected.items():
             if not hmac.compare_digest(self._hashes[name].digest(), digest):
                 raise DigestMismatch(name)
-        with _storage_errors():
+        with storage_errors():
             os.fsync(self._file.fileno())
             self._file.close()
         self._file = None
-        return self._hashes["sha256"].hexdigest()
+        return self.sha256.hexdigest()
+
+    @property
+    def sha256(self) -> "hashlib._Hash":
+        """The SHA-256 of what was written so far, as a hash object."""
+        return self._hashes["sha256"]
 
     def discard(self) -> None:
         """Forget the upload: close and remove its file. Safe to call more than once."""
@@ -210,6 +284,11 @@ class RecordStore:
         self._wconn.execute("PRAGMA synchronous=FULL")
         self._wconn.executescript(_SCHEMA)
         self._rconn = sqlite3.connect(index, isolation_level=None)
+        self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
+        self.writing: set[str] = set()  # blob files that append requests are still writing (see appends.py)
+        self.appends: dict[tuple[str, str], list] = {}  # each record's append requests with bytes, in order
+        self.ending: set[asyncio.Future] = set()  # append requests that ended and are joining their records
+        self.interrupted: set[tuple[str, str]] = set()  # records whose last append request broke off
         self._starts = StartIndex(self._wconn.execute("SELECT event, start FROM records"))
         self._recover()
 
@@ -265,11 +344,52 @@ class RecordStore:
         """The current version of a record, open for reading; RecordNotFound if there is none."""
         for _ in range(3):
             record = self.get(event, start)
+            files: list[tuple[BinaryIO, Segment]] = []
             try:
-                return Blob(record, open(self.blobs / record.blob, "rb"))
+                for segment in record.segments:
+                    files.append((open(self.blobs / segment.name, "rb"), segment))
+                return Blob(record, Content(files))
             except FileNotFoundError:
+                Content(files).close()
                 continue  # replaced or deleted between the query and the open: look again
         raise StoreError(f"the content of event {event} starting at {start.isoformat()} is missing from the disk")
+
+    def sealed_file(self, record: Record) -> str | None:
+        """The one blob file that holds exactly the record's content and will not change, or None (an appended
+        record made of several runs, or one whose file an append request is still writing)."""
+        segments = record.segments
+        if len(segments) == 1 and segments[0].offset == 0 and segments[0].name not in self.writing:
+            return segments[0].name
+        return None
+
+    def content_hash(self, record: Record) -> "hashlib._Hash":
+        """A SHA-256 hash object that has hashed the record's content: a copy of the one kept since the content
+        was written, or else made by reading it (blocks: run it in a thread)."""
+        cached = self._hashes.get(record.sha256)
+        if cached is not None:
+            return cached.copy()
+        digest = hashlib.sha256()
+        blob = self._open_version(record)
+        try:
+            while data := blob.file.read(DOWNLOAD_BLOCK):
+                digest.update(data)
+        finally:
+            blob.close()
+        if digest.hexdigest() != record.sha256:
+            raise StoreError(f"the content of event {record.event} starting at {record.start} is damaged on the disk")
+        self.keep_hash(digest)
+        return digest.copy()
+
+    def keep_hash(self, digest: "hashlib._Hash") -> None:
+        """Remember the state of a hash of some content, for appends to it."""
+        self._hashes[digest.hexdigest()] = digest.copy()
+        self._hashes.move_to_end(digest.hexdigest())
+        while len(self._hashes) > HASH_CACHE:
+            self._hashes.popitem(last=False)
+
+    def _open_version(self, record: Record) -> Blob:
+        files = [(open(self.blobs / s.name, "rb"), s) for s in record.segments]
+        return Blob(record, Content(files))
 
     # -- writing -------------------------------------------------------------------------------------------------
 
@@ -313,7 +433,7 @@ class RecordStore:
             str(upload.event), upload.start.isoformat(), upload.content_type, upload.size, sha256, int(time.time()), blob
         )
         try:
-            with _storage_errors(), _transaction(self._wconn):
+            with storage_errors(), _transaction(self._wconn):
                 old = self._current(upload.event, upload.start)
                 if condition is not None and not condition(old):
                     raise PreconditionFailed(upload.event, upload.start)
@@ -329,9 +449,96 @@ class RecordStore:
             (self.blobs / blob).unlink(missing_ok=True)
             raise
         self._starts.add(record.event, record.start)
-        if old is not None:
-            (self.blobs / old.blob).unlink(missing_ok=True)
+        self.keep_hash(upload.sha256)
+        self.unlink_unused(old, record)
         return record, old is None
+
+    def unlink_unused(self, old: Record | None, new: Record | None) -> None:
+        """Remove the files of a replaced or deleted version that the new one does not use (nor an append request
+        that still writes one)."""
+        if old is None:
+            return
+        keep = {s.name for s in new.segments} if new is not None else set()
+        for segment in old.segments:
+            if segment.name not in keep and segment.name not in self.writing:
+                (self.blobs / segment.name).unlink(missing_ok=True)
+
+    async def append(self, name: str, event: str, start: str, content_type: str, at: int, upto: int) -> tuple[Record, bool]:
+        """Add the bytes at..upto of the blob file `name` after the record's content, durably (creating the record,
+        of `content_type`, if there is none); returns the new version and whether the record is new.
+
+        The record is not rewritten: the version names one more run of the file (or a longer one), and its SHA-256
+        continues from the state of the content it extends (content_hash).
+        """
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, _fsync_file, self.blobs / name, self.blobs)
+        while True:
+            current = self._current(event, start, self._rconn)
+            digest = hashlib.sha256() if current is None else await loop.run_in_executor(None, self.content_hash, current)
+            try:
+                return await loop.run_in_executor(
+                    self._writer, self._append, name, event, start, content_type, at, upto, current, digest
+                )
+            except _Changed:
+                continue  # another change came first: extend that one
+
+    def _append(
+        self,
+        name: str,
+        event: str,
+        start: str,
+        content_type: str,
+        at: int,
+        upto: int,
+        expected: Record | None,
+        digest: "hashlib._Hash",
+    ) -> tuple[Record, bool]:
+        """append() in the writer thread (or at start-up), given the version it extends and that version's hash;
+        _Changed if the record is no longer that version."""
+        path = self.blobs / name
+        with storage_errors(), _transaction(self._wconn):
+            old = self._current(event, start)
+            if old != expected:
+                raise _Changed()
+            segments = old.segments if old is not None else []
+            if segments and segments[-1].name == name and segments[-1].end == at:
+                segments[-1] = Segment(name, segments[-1].offset, upto - segments[-1].offset)
+            else:
+                segments.append(Segment(name, at, upto - at))
+            _hash_file(digest, path, at, upto)
+            size = (old.size if old is not None else 0) + upto - at
+            content_type = old.type if old is not None else content_type
+            record = Record(event, start, content_type, size, digest.hexdigest(), int(time.time()), blob_spec(segments))
+            os.utime(path, (record.modified, record.modified))  # Last-Modified, when nginx sends the file itself
+            self._wconn.execute(
+                f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", dataclasses.astuple(record)
+            )
+            self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
+        self._starts.add(event, start)
+        self.keep_hash(digest)
+        return record, old is None
+
+    def unlink_if_unused(self, name: str, event: str, start: str) -> None:
+        """Remove the blob file `name`, which an append request wrote for the record (event, start), unless the
+        record's current version uses it."""
+        current = self._current(event, start, self._rconn)
+        if current is None or name not in {s.name for s in current.segments}:
+            (self.blobs / name).unlink(missing_ok=True)
+
+    async def note_append(self, name: str, event: str, start: str, content_type: str) -> None:
+        """List the blob file `name` as an append request's, so that a crash does not lose what it received."""
+        row = (name, event, start, content_type, time.time_ns())
+        sql = "INSERT INTO appends (blob, event, start, type, seq, committed) VALUES (?, ?, ?, ?, ?, 0)"
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, row)
+
+    async def forget_append(self, name: str) -> None:
+        """The append request writing `name` has ended and all it received is in its record."""
+        sql = "DELETE FROM appends WHERE blob = ?"
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, (name,))
+
+    def _execute(self, sql: str, parameters: tuple) -> None:
+        with storage_errors(), _transaction(self._wconn):
+            self._wconn.execute(sql, parameters)
 
     async def delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None = None) -> Record:
         """Remove a record and its content; returns what was removed.
@@ -343,7 +550,7 @@ class RecordStore:
         return await loop.run_in_executor(self._writer, self._delete, event, start, condition)
 
     def _delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None) -> Record:
-        with _storage_errors(), _transaction(self._wconn):
+        with storage_errors(), _transaction(self._wconn):
             record = self._current(event, start)
             if condition is not None and not condition(record):
                 raise PreconditionFailed(event, start)
@@ -351,25 +558,31 @@ class RecordStore:
                 raise RecordNotFound(event, start)
             self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
         self._starts.remove(record.event, record.start)
-        (self.blobs / record.blob).unlink(missing_ok=True)
+        self.unlink_unused(record, None)
         return record
 
-    def _current(self, event: uuid.UUID, start: datetime.datetime) -> Record | None:
-        """The current version of a record as the writer sees it (call inside a writer transaction)."""
-        row = self._wconn.execute(
-            f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?", (str(event), start.isoformat())
+    def _current(
+        self, event: uuid.UUID | str, start: datetime.datetime | str, conn: sqlite3.Connection | None = None
+    ) -> Record | None:
+        """The current version of a record as the writer sees it (call inside a writer transaction), or as `conn`
+        sees it."""
+        start = start if isinstance(start, str) else start.isoformat()
+        row = (conn or self._wconn).execute(
+            f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?", (str(event), start)
         ).fetchone()
         return None if row is None else Record(*row)
 
     # -- start-up ------------------------------------------------------------------------------------------------
 
     def _recover(self) -> None:
-        """Remove what a stopped or crashed process left behind: uploads in flight and blobs no record points to."""
+        """Tidy what a stopped or crashed process left behind: the bytes that append requests had received join
+        their records; uploads in flight and blobs no record points to are removed."""
+        self._recover_appends()
         leftovers = list(self.tmp.iterdir())
         for path in leftovers:
             path.unlink()
-        known = {blob for (blob,) in self._wconn.execute("SELECT blob FROM records")}
-        orphans = [path for path in self.blobs.iterdir() if path.name not in known]
+        known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
+        orphans = [path for path in self.blobs.iterdir() if path.name not in known | self.writing]
         for path in orphans:
             path.unlink()
         if leftovers or orphans:
@@ -378,7 +591,36 @@ class RecordStore:
             )
 
 
+    def _recover_appends(self) -> None:
+        """Join to their records the bytes that append requests had received and that were not in them yet, in the
+        order the requests began (a crash, or a disk too full for the last transaction)."""
+        rows = self._wconn.execute("SELECT blob, event, start, type, committed FROM appends ORDER BY seq").fetchall()
+        for name, event, start, content_type, committed in rows:
+            path = self.blobs / name
+            size = path.stat().st_size if path.exists() else 0
+            try:
+                if size > committed:
+                    current = self._current(event, start)
+                    digest = hashlib.sha256() if current is None else self.content_hash(current)
+                    record, _ = self._append(name, event, start, content_type, committed, size, current, digest)
+                    log.warning(
+                        "joined %d byte(s) that an append request had received before the stop to event %s at %s "
+                        "(now %d bytes)", size - committed, event, start, record.size,
+                    )  # fmt: skip
+                self._execute("DELETE FROM appends WHERE blob = ?", (name,))
+            except StorageFull:
+                self.writing.add(name)  # kept for the next start: the sweep of orphans leaves it
+                log.warning("the disk is full: %d byte(s) of event %s at %s wait for the next start", size - committed,
+                            event, start)  # fmt: skip
+
+
 _COLUMNS = "event, start, type, size, sha256, modified, blob"
+DOWNLOAD_BLOCK = 1 << 20
+
+
+def _runs(blob: str) -> list[Segment]:
+    """The runs a blob column names (their lengths do not matter to the caller)."""
+    return Record("", "", "", 0, "", 0, blob).segments
 
 
 class StartIndex:
@@ -440,7 +682,7 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _storage_errors() -> Iterator[None]:
+def storage_errors() -> Iterator[None]:
     """Turn "no space left on the disk" (from the file system or from SQLite) into StorageFull."""
     try:
         yield
@@ -452,6 +694,31 @@ def _storage_errors() -> Iterator[None]:
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             raise StorageFull() from exc
         raise
+
+
+class _Changed(Exception):
+    """The record changed between reading its version and the transaction that was to extend it."""
+
+
+def _hash_file(digest: "hashlib._Hash", path: Path, at: int, upto: int) -> None:
+    """Feed the bytes at..upto of a file to a hash."""
+    with open(path, "rb") as file:
+        while at < upto:
+            data = os.pread(file.fileno(), min(DOWNLOAD_BLOCK, upto - at), at)
+            if not data:
+                raise StoreError(f"the blob file {path.name} is shorter than its record says")
+            digest.update(data)
+            at += len(data)
+
+
+def _fsync_file(path: Path, directory: Path) -> None:
+    """Make a file's content and its name in `directory` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _fsync_dir(directory)
 
 
 def _fsync_dir(path: Path) -> None:

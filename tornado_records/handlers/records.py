@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import Any, Awaitable
 
+import tornado.ioloop
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from tornado_records.appends import JOIN_INTERVAL, Piece
 from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
 from tornado_records.events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
@@ -24,6 +27,8 @@ from tornado_records.http_semantics import (
     requested_range,
 )
 from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
+
+log = logging.getLogger("tornado_records.handlers")
 
 DOWNLOAD_CHUNK = 1 << 20
 UNLIMITED_BODY = 1 << 62  # Tornado's own limit on an upload's body, above any --max-body-size: this handler counts
@@ -98,12 +103,18 @@ class RecordsHandler(BaseHandler):
 class RecordHandler(BaseHandler):
     """`/records/{event}/{start}`: PUT streams the body to disk; GET, HEAD and DELETE act on the stored record.
 
-    Range, the conditional headers and the digest fields follow RFC 9110 and RFC 9530 (see http_semantics and
-    digest_fields); the body limit is counted here, so that an over-large body is answered 413.
+    A plain PUT replaces the record once its whole body is durable; `PUT ...?append=true` adds its body after the
+    record's content and keeps whatever arrived, however the request ends (see appends.py). Range, the conditional
+    headers and the digest fields follow RFC 9110 and RFC 9530 (see http_semantics and digest_fields); the body
+    limit is counted here, so that an over-large body is answered 413.
     """
 
-    upload: Upload | None = None
+    upload: Upload | Piece | None = None
     upload_events: UploadEvents | None = None
+    _last_byte = 0.0
+    _idle_timer: object | None = None
+    _joined_at = 0.0
+    _stalled = False
 
     def prepare(self) -> None:
         if self.request.method == "PUT":
@@ -119,15 +130,22 @@ class RecordHandler(BaseHandler):
         if self.request.method == "PUT":
             self.upload = self._begin_upload()
             self.upload_events = UploadEvents(
-                self.settings["hub"], str(self.event), self.start.isoformat(), self.upload.content_type
+                self.settings["hub"],
+                str(self.event),
+                self.start.isoformat(),
+                self.upload.content_type,
+                append=isinstance(self.upload, Piece),
             )
+            self._joined_at = self._last_byte = time.monotonic()
+            self._watch_idle()
 
-    def _begin_upload(self) -> Upload:
+    def _begin_upload(self) -> Upload | Piece:
         """The upload of the request's body, once everything that can be refused without the body is checked.
 
         Answering here (400, 412, 413, 507) means no `100 Continue` is sent and no body byte is stored.
         """
         headers = self.request.headers
+        append = self._append_mode()
         content_type = headers.get("Content-Type", "application/octet-stream")
         if _CONTROL.search(content_type) or len(content_type) > 1024:
             raise ApiError(400, "Content-Type must be a media type such as audio/ogg")
@@ -135,6 +153,11 @@ class RecordHandler(BaseHandler):
             expected = expected_digests(headers)
         except MalformedDigest as exc:
             raise ApiError(400, str(exc)) from None
+        if append and expected:
+            raise ApiError(
+                400, "Append mode keeps whatever part of the body arrives, so it cannot check a digest of the body: "
+                "send it without Content-Digest, Repr-Digest and Content-MD5, or use a plain PUT",
+            )  # fmt: skip
         length = self._content_length()
         condition = self._condition("PUT")
         if condition is not None and not condition(self._current()):
@@ -144,7 +167,16 @@ class RecordHandler(BaseHandler):
             raise ApiError(413, f"The body of {length} bytes is over the limit of {limit} bytes")
         if length is not None:
             self.store.ensure_space(length)
+        if append:
+            return Piece(self.store, str(self.event), self.start.isoformat(), content_type, self._joined)
         return self.store.begin_upload(self.event, self.start, content_type, expected)
+
+    def _append_mode(self) -> bool:
+        """Whether the PUT asks for append mode (`?append=true`)."""
+        text = self.get_query_argument("append", "false")
+        if text not in ("true", "false"):
+            raise ApiError(400, f"append must be true or false, not {quoted(text)}")
+        return text == "true"
 
     def _content_length(self) -> int | None:
         """The announced body size, or None for a chunked body."""
@@ -166,22 +198,94 @@ class RecordHandler(BaseHandler):
         if self.upload is None:
             return
         upload = self.upload
+        self._last_byte = now = time.monotonic()
         try:
             limit = self.settings["config"].max_body_size
             if upload.size + len(chunk) > limit:
                 raise ApiError(413, f"The body is over the limit of {limit} bytes")
-            upload.write(chunk)
+            if isinstance(upload, Piece):
+                if upload.write(chunk):
+                    self._piece_began(upload)
+                if now - self._joined_at >= JOIN_INTERVAL:
+                    self._joined_at = now
+                    upload.join_soon()
+            else:
+                upload.write(chunk)
             self.upload_events.progress(upload.size)
         except Exception as exc:
-            self._discard_upload()
-            self.upload_events.aborted(abort_reason(exc, 500))
+            self._end_upload(abort_reason(exc, 500))
             self.refuse_body(exc)
+
+    def _piece_began(self, piece: Piece) -> None:
+        """A piece has its first byte: if the record's recorder broke off before, it is back."""
+        key = (piece.event, piece.start)
+        if len(piece.queue) > 1 or key in self.store.interrupted:
+            self.store.interrupted.discard(key)
+            self.upload_events.resumed()
+
+    def _joined(self, record: Record, created: bool) -> None:
+        self.upload_events.joined(record.to_json(), created)
+
+    async def _end_piece(self, piece: Piece, reason: str | None) -> Record | None:
+        """End an append request's piece (reason None: its body arrived to its end); returns the record then."""
+        record = await piece.end()
+        key = (piece.event, piece.start)
+        if reason is None:
+            self.store.interrupted.discard(key)
+        elif piece.size:
+            self.store.interrupted.add(key)
+        self.upload_events.append_ended(piece.size, reason, None if record is None else record.size)
+        return record
+
+    def _end_upload(self, reason: str) -> Awaitable[Record | None] | None:
+        """The body stops before its end (`reason`): a plain upload is discarded, an append request's piece keeps
+        what arrived and joins the record in the background (the shutdown waits for it)."""
+        upload, self.upload = self.upload, None
+        if isinstance(upload, Piece):
+            return self._track(self._end_piece(upload, reason))
+        if upload is not None:
+            upload.discard()
+            self.upload_events.aborted(reason)
+        return None
+
+    def _track(self, ending: Awaitable[Record | None]) -> asyncio.Future:
+        """Run a piece's end as a task the store knows of, so that the shutdown waits for it."""
+        task = asyncio.ensure_future(ending)
+        self.store.ending.add(task)
+        task.add_done_callback(self.store.ending.discard)
+        task.add_done_callback(_log_failure)
+        return task
+
+    def _watch_idle(self) -> None:
+        """End the upload as broken once no byte has arrived for --upload-idle-timeout seconds."""
+        timeout = self.settings["config"].upload_idle_timeout
+        left = self._last_byte + timeout - time.monotonic()
+        if self.upload is None or self._finished:
+            self._idle_timer = None
+            return
+        if left > 0:
+            self._idle_timer = tornado.ioloop.IOLoop.current().call_later(left, self._watch_idle)
+            return
+        self._idle_timer = None
+        self._stalled = True
+        kept = f"; the {self.upload.size} bytes received are kept" if isinstance(self.upload, Piece) else ""
+        self._end_upload("idle-timeout")
+        self.refuse_body(
+            ApiError(408, f"No byte of the body arrived for {timeout:g} s: the upload was ended as broken{kept}")
+        )
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
         if upload is None:
             assert self.refused
             return  # the body arrived to its end after it was refused, and the answer was sent
+        if isinstance(upload, Piece):
+            record = await self._track(self._end_piece(upload, None))
+            self.set_status(204)
+            if record is not None:
+                self.set_header("ETag", record.etag)
+                self.set_header("Last-Modified", record.modified_at)
+            return
         record, created = await self.store.commit(upload, self._condition("PUT"))
         self.upload_events.committed(record.to_json(), created)
         self.set_status(204)
@@ -228,9 +332,11 @@ class RecordHandler(BaseHandler):
         self.set_header("Content-Type", record.type)
         self.set_header("Repr-Digest", repr_digest(record.sha256))
         accel = self.settings["config"].accel_redirect
-        if accel and self.request.method == "GET":
-            # nginx sends the file, and applies Range itself: see deploy/nginx.conf.
-            self.set_header("X-Accel-Redirect", accel + record.blob)
+        sealed = self.store.sealed_file(record) if accel and self.request.method == "GET" else None
+        if sealed is not None:
+            # nginx sends the file, and applies Range itself: see deploy/nginx.conf. Only a file that holds exactly
+            # this version and will not change (not an appended record of several runs, nor one being appended to).
+            self.set_header("X-Accel-Redirect", accel + sealed)
             return None
         part = self._requested_range(record)
         if part is None:
@@ -263,24 +369,29 @@ class RecordHandler(BaseHandler):
             remaining -= len(chunk)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        reason = abort_reason(kwargs.get("exc_info", (None, None))[1], status_code)
+        self._end_upload(reason)
         if self.upload_events is not None:
-            self.upload_events.aborted(abort_reason(kwargs.get("exc_info", (None, None))[1], status_code))
+            self.upload_events.aborted(reason)
         super().write_error(status_code, **kwargs)
 
     def on_connection_close(self) -> None:
-        if self.upload is not None:  # the body was still arriving
-            self.upload_events.aborted("client-gone")
-        self._discard_upload()
+        # the body was still arriving: the client left, or the shutdown's grace is over
+        self._end_upload("shutdown" if self.settings["stopping"] else "client-gone")
         super().on_connection_close()
 
     def on_finish(self) -> None:
-        self._discard_upload()
+        self._end_upload("error")
+        if self._idle_timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
+            self._idle_timer = None
         super().on_finish()
 
-    def _discard_upload(self) -> None:
-        if self.upload is not None:
-            self.upload.discard()
-            self.upload = None
+
+def _log_failure(task: asyncio.Future) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        log.error("an append request's end failed", exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def validators_of(record: Record | None) -> Validators | None:

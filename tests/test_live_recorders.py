@@ -1,0 +1,269 @@
+"""Real live recorders in append mode, over links that break: the stored audio holds the broadcast from its first
+second, in order, less only the seconds the recorder was cut off.
+
+The broadcast is a staircase of tones, 300 Hz in its first second, 400 Hz in its second, and so on, played in real
+time. Decoding what the service stored and reading each quarter second's pitch tells which second of the broadcast
+it is, so the test sees what was kept, what was lost, and in which order the pieces were joined. The recorders run
+the README's examples as written there (only the source and the address changed), through `BreakingProxy`.
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from breaking_proxy import BreakingProxy
+from conftest import EVENT, REPO, free_port, require, wait_until
+
+SECONDS = 14  # the broadcast's length
+BASE_HZ = 300
+STEP_HZ = 100
+RATE = 8000  # the decoded audio's sampling rate
+WINDOW = RATE // 4  # a quarter second
+RESTART = 2.0  # the recorders' delay before they connect again (restart_delay, reopen_delay, the loop's sleep)
+IDLE = 3  # --upload-idle-timeout of the service under test
+
+
+def readme_block(pattern: str) -> str:
+    """The README's example that matches `pattern` (a regular expression)."""
+    return re.search(pattern, (REPO / "README.md").read_text(), re.MULTILINE).group(0)
+
+
+@pytest.fixture(scope="module")
+def staircase(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("audio") / "staircase.wav"
+    tone = f"sin(2*PI*({BASE_HZ}+{STEP_HZ}*floor(t))*t)"
+    subprocess.run(
+        [require("ffmpeg"), "-v", "error", "-f", "lavfi", "-i", f"aevalsrc={tone}:s=44100:d={SECONDS}", str(path)],
+        check=True,
+    )
+    return path
+
+
+def seconds_heard(audio: bytes) -> tuple[float, list[int]]:
+    """The decoded length of a recording (ffmpeg must decode it without failing), and for each quarter second whose
+    pitch is one of the staircase's, which second of the broadcast it is."""
+    decoded = subprocess.run(
+        [require("ffmpeg"), "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(RATE), "pipe:1"],
+        input=audio,
+        capture_output=True,
+    )
+    assert decoded.returncode == 0, decoded.stderr.decode()[-2000:]
+    samples = array.array("h", decoded.stdout)
+    heard = []
+    for at in range(0, len(samples) - WINDOW + 1, WINDOW):
+        window = samples[at : at + WINDOW]
+        crossings = sum(1 for a, b in zip(window, window[1:]) if (a < 0) != (b < 0))
+        hertz = crossings * RATE / WINDOW / 2
+        second = round((hertz - BASE_HZ) / STEP_HZ)
+        if 0 <= second < SECONDS and abs(hertz - BASE_HZ - STEP_HZ * second) < 25:
+            heard.append(second)
+    return len(samples) / RATE, heard
+
+
+def assert_broadcast_kept(url: str, lost_at_most: float) -> float:
+    """The record holds the broadcast from its first second to its last, in order, nothing twice, and at most
+    `lost_at_most` seconds short; returns how many seconds it holds."""
+    with urllib.request.urlopen(url) as answer:
+        audio = answer.read()
+    duration, heard = seconds_heard(audio)
+    print(f"kept {duration:.2f} s of a {SECONDS} s broadcast ({len(audio)} bytes); seconds heard: {heard}")
+    assert heard, "no tone of the broadcast in the record"
+    assert heard[0] == 0, f"the record does not begin with the broadcast's first second: {heard}"
+    assert heard[-1] == SECONDS - 1, f"the record does not end with the broadcast's last second: {heard}"
+    assert heard == sorted(heard), f"pieces joined out of order: {heard}"
+    for second in set(heard):
+        assert heard.count(second) <= 5, f"second {second} is in the record more than once: {heard}"
+    assert SECONDS - lost_at_most <= duration <= SECONDS + 1, (duration, heard)
+    return duration
+
+
+def events_of(service_url: str, stop: threading.Event) -> list[dict]:
+    """Collect the /sse events in a thread until `stop` is set; returns the list it fills."""
+    seen: list[dict] = []
+
+    def listen() -> None:
+        with urllib.request.urlopen(service_url + "/sse") as stream:
+            while not stop.is_set():
+                line = stream.readline()
+                if line.startswith(b"data: "):
+                    seen.append(json.loads(line[6:]))
+
+    threading.Thread(target=listen, daemon=True).start()
+    return seen
+
+
+# -- the recorders, as the README shows them -------------------------------------------------------------------
+
+
+def liquidsoap(tmp_path: Path, output: str, staircase: Path, address: str, name: str = "record") -> subprocess.Popen:
+    """Liquidsoap playing the staircase in real time into the README's `output` line, sent to `address`."""
+    script = tmp_path / f"{name}.liq"
+    script.write_text(
+        "settings.init.allow_root.set(true)\n"  # CI runs as root; liquidsoap refuses that unless told
+        f"radio = once(single({json.dumps(str(staircase))}))\n"
+        + re.sub(r"^(output\.\w+)\(", r"\1(on_stop=shutdown, ", output).replace("localhost:10700", address)
+        + "\n"
+    )
+    return subprocess.Popen(
+        [require("liquidsoap"), str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def finished(recorder: subprocess.Popen, timeout: float = 120) -> str:
+    output, _ = recorder.communicate(timeout=timeout)
+    assert recorder.returncode == 0, output[-3000:]
+    return output
+
+
+OUTPUT_URL = r"^output\.url\(.*\)$"
+OUTPUT_EXTERNAL = r"^output\.external\(.*reopen_on_error.*\)$"
+FFMPEG_LOOP = r"(?s)^until ffmpeg .*?\ndo sleep 2; done$"
+
+
+def start_service(service, *flags: str):  # noqa: ANN001
+    return service("--upload-idle-timeout", str(IDLE), *flags)
+
+
+def record_url(proc, start: str = "2024-01-01T00:00:00") -> str:  # noqa: ANN001
+    return f"{proc.url}/records/{EVENT}/{start}"
+
+
+# -- Liquidsoap output.url, MP3 ----------------------------------------------------------------------------------
+
+
+def test_liquidsoap_output_url_five_clean_broadcasts_are_whole(service, tmp_path, staircase):
+    proc = start_service(service)
+    line = readme_block(OUTPUT_URL)
+    recorders = [
+        liquidsoap(tmp_path, line.replace("2024-01-01T00:00:00", f"2024-01-0{day}T00:00:00"), staircase,
+                   f"127.0.0.1:{proc.port}", name=f"day{day}")
+        for day in range(1, 6)
+    ]  # fmt: skip
+    for recorder in recorders:
+        finished(recorder)
+    for day in range(1, 6):
+        assert_broadcast_kept(record_url(proc, f"2024-01-0{day}T00:00:00"), lost_at_most=1.0)
+
+
+@pytest.mark.parametrize(
+    "breaks, lost_at_most",
+    [
+        ([(4.0, "reset")], RESTART + 2),
+        ([(3.0, "reset"), (8.0, "stall")], RESTART + 2 + IDLE + RESTART + 2),
+    ],
+    ids=["reset-once", "reset-then-stall"],
+)
+def test_liquidsoap_output_url_through_breaks_keeps_all_that_arrived(service, tmp_path, staircase, breaks,
+                                                                      lost_at_most):  # fmt: skip
+    proc = start_service(service)
+    proxy = BreakingProxy(proc.port, breaks)
+    stop = threading.Event()
+    events = events_of(proc.url, stop)
+    try:
+        output = finished(liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, f"127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert [how for _, how, hit in proxy.done if hit] == [how for _, how in breaks], (proxy.done, output[-2000:])
+    assert "reconnect" in output.lower() or "restart" in output.lower(), output[-2000:]
+    assert_broadcast_kept(record_url(proc), lost_at_most)
+    # the dashboard saw each break, what was kept, the recorder coming back, and the record growing
+    assert wait_until(lambda: sum(e["type"] == "upload-completed" for e in events) >= 1)
+    stop.set()
+    types = [e["type"] for e in events]
+    interrupted = [e["data"] for e in events if e["type"] == "upload-interrupted"]
+    assert len(interrupted) >= len(breaks), types
+    assert all(e["bytes"] > 0 and e["reason"] in ("client-gone", "idle-timeout") for e in interrupted), interrupted
+    if any(how == "stall" for _, how in breaks):
+        assert any(e["reason"] == "idle-timeout" for e in interrupted), interrupted
+    assert types.count("upload-resumed") >= len(breaks), types
+    sizes = [e["data"]["record"]["size"] for e in events if e["type"] in ("record-created", "record-updated")]
+    assert len(sizes) >= 4 and sizes == sorted(sizes), sizes
+
+
+def test_a_dead_connection_not_yet_noticed_goes_before_the_new_one(service, tmp_path, staircase):
+    """The recorder's side is reset, the service's stays open and silent: the recorder streams on a new connection
+    while the old one is still open; the old piece (the head of the broadcast) must still come first."""
+    proc = start_service(service)
+    proxy = BreakingProxy(proc.port, [(4.0, "half-dead")])
+    stop = threading.Event()
+    events = events_of(proc.url, stop)
+    try:
+        finished(liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, f"127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert [hit for _, _, hit in proxy.done] == [1]
+    assert_broadcast_kept(record_url(proc), lost_at_most=RESTART + 2)
+    stop.set()
+    order = [(e["type"], e["data"].get("reason")) for e in events if e["type"].startswith("upload-")]
+    # the new connection began before the old one was found dead (by the idle timeout)
+    assert order.index(("upload-resumed", None)) < order.index(("upload-interrupted", "idle-timeout")), order
+
+
+def test_liquidsoap_through_nginx_with_a_break(service, nginx, tmp_path, staircase):
+    proc = start_service(service, "--accel-redirect", "/_blobs/")
+    front = nginx(proc)
+    proxy = BreakingProxy(front.port, [(4.0, "reset")])
+    try:
+        finished(liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, f"127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert [hit for _, _, hit in proxy.done] == [1]
+    # read back through nginx: a record of several pieces is sent by the service itself, with its own headers
+    duration = assert_broadcast_kept(f"{front.url}/records/{EVENT}/2024-01-01T00:00:00", lost_at_most=RESTART + 2)
+    assert duration > 0
+
+
+# -- Liquidsoap output.external + curl, Ogg/Opus ------------------------------------------------------------------
+
+
+def test_liquidsoap_output_external_curl_opus_through_a_break(service, tmp_path, staircase):
+    proc = start_service(service)
+    proxy = BreakingProxy(proc.port, [(4.0, "reset")])
+    try:
+        output = finished(liquidsoap(tmp_path, readme_block(OUTPUT_EXTERNAL), staircase, f"127.0.0.1:{proxy.port}"))
+    finally:
+        proxy.close()
+    assert [hit for _, _, hit in proxy.done] == [1], output[-2000:]
+    assert_broadcast_kept(record_url(proc), lost_at_most=RESTART + 2)
+    with urllib.request.urlopen(f"{proc.url}/records/{EVENT}") as answer:
+        assert json.load(answer)["records"][0]["type"] == "audio/ogg"
+
+
+# -- ffmpeg restarted by a loop -----------------------------------------------------------------------------------
+
+
+def test_ffmpeg_restarted_after_a_break(service, tmp_path, staircase):
+    """The README's loop around ffmpeg, its input a live stream (the staircase sent in real time over UDP)."""
+    proc = start_service(service)
+    proxy = BreakingProxy(proc.port, [(4.0, "reset")])
+    port = free_port()
+    live = f"-f s16le -ar 44100 -ac 1 -i udp://127.0.0.1:{port}?timeout=3000000"
+    command = readme_block(FFMPEG_LOOP).replace("-f alsa -i default", live)
+    command = command.replace("localhost:10700", f"127.0.0.1:{proxy.port}")
+    loop = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1.0)  # the recorder listens before the feed begins
+    feed = subprocess.run(
+        [require("ffmpeg"), "-v", "error", "-re", "-i", str(staircase), "-f", "s16le", "-ar", "44100", "-ac", "1",
+         f"udp://127.0.0.1:{port}?pkt_size=1316"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert feed.returncode == 0, feed.stderr
+    try:
+        output, _ = loop.communicate(timeout=30)  # its input ends: ffmpeg ends, exit 0, and the loop with it
+    finally:
+        proxy.close()
+        if loop.poll() is None:
+            loop.send_signal(signal.SIGKILL)
+    assert loop.returncode == 0, output[-3000:]
+    assert [hit for _, _, hit in proxy.done] == [1], output[-2000:]
+    assert_broadcast_kept(record_url(proc), lost_at_most=RESTART + 2)

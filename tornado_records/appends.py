@@ -1,0 +1,155 @@
+"""Append mode: the body of each `PUT ...?append=true` joins the record after its content, whatever way it ends.
+
+A recorder that loses its link cannot resend what was lost: it opens a new PUT and streams on. So each append
+request keeps every byte it received, and the pieces join the record in the order the recorder sent them:
+
+- Each append request that receives a byte is a `Piece`: its own file in blobs/, written as the bytes arrive, and
+  listed in the index's `appends` table (so that after a crash its bytes join the record at the next start).
+- A record's pieces queue in the order their first bytes arrived. Only the first of the queue joins the record
+  (every JOIN_INTERVAL seconds while bytes arrive, and at its end); the others keep their bytes in their files and
+  join when every piece before them has ended. So when a dead connection that the service has not noticed yet
+  holds the first piece while the recorder already streams on a new one, the new one's bytes wait and go after.
+- A request that receives nothing (Liquidsoap opens one that stays empty for the whole broadcast) has no piece,
+  holds no place in the queue, and adds nothing.
+- Joining is `RecordStore.append`: an fsync and one index transaction that names one more run of the piece's file
+  (the record is not rewritten). A reader gets one whole version, old or new.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import BinaryIO, Callable
+
+from tornado_records.store import Record, RecordStore, StorageFull, storage_errors
+
+log = logging.getLogger("tornado_records.appends")
+
+JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the record at least this often
+RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
+
+
+class Piece:
+    """What one append request received: its file, how much of it is in the record, and its place in the queue."""
+
+    def __init__(
+        self,
+        store: RecordStore,
+        event: str,
+        start: str,
+        content_type: str,
+        on_join: Callable[[Record, bool], None],
+    ) -> None:
+        self.store = store
+        self.event = event
+        self.start = start
+        self.content_type = content_type
+        self.on_join = on_join  # called with each new version it made, and whether that created the record
+        self.name: str | None = None  # its file in blobs/, from its first byte on
+        self.size = 0  # bytes received, all in its file
+        self.joined = 0  # bytes of its file that are in the record (or were, until a replacement)
+        self.record: Record | None = None  # the version its last join made
+        self._file: BinaryIO | None = None
+        self._turn: asyncio.Future[None] | None = None  # done once every piece before it has ended
+        self._lock = asyncio.Lock()  # one join at a time
+        self._noted: asyncio.Future[None] | None = None
+        self._joining: asyncio.Task | None = None
+
+    @property
+    def queue(self) -> list[Piece]:
+        return self.store.appends.setdefault((self.event, self.start), [])
+
+    def write(self, chunk: bytes) -> bool:
+        """Add received bytes to the file; returns whether they were its first. StorageFull once the disk is full
+        but for RESERVE bytes (what was written up to there stays counted, and the index has room to keep it)."""
+        first = self._file is None
+        if first:
+            self._open()
+        room = self.store.free_space() - RESERVE
+        view = memoryview(chunk)[: max(0, room)]
+        with storage_errors():
+            while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
+                written = self._file.write(view)
+                self.size += written
+                view = view[written:]
+        if room < len(chunk):
+            raise StorageFull()
+        return first
+
+    def _open(self) -> None:
+        name = uuid.uuid4().hex
+        with storage_errors():
+            self._file = open(self.store.blobs / name, "xb", buffering=0)
+        self.name = name
+        self.store.writing.add(name)
+        self._turn = asyncio.get_running_loop().create_future()
+        queue = self.queue
+        queue.append(self)
+        if queue[0] is self:
+            self._turn.set_result(None)
+        self._noted = asyncio.ensure_future(self.store.note_append(name, self.event, self.start, self.content_type))
+
+    def join_soon(self) -> None:
+        """Join what arrived to the record in the background, if this piece is first in line and not joining."""
+        if self._turn is not None and self._turn.done() and not self._lock.locked():
+            self._joining = asyncio.ensure_future(self._join_logged())
+
+    async def _join_logged(self) -> None:
+        try:
+            await self.join()
+        except Exception as exc:  # the next join, or the one at the end, tries again
+            log.warning("could not yet join %d byte(s) to event %s at %s: %s", self.size - self.joined,
+                        self.event, self.start, exc)  # fmt: skip
+
+    async def join(self) -> None:
+        """Join what arrived and is not in the record yet (call when first in line)."""
+        async with self._lock:
+            upto = self.size
+            if upto <= self.joined:
+                return
+            if self._noted is not None:
+                await asyncio.shield(self._noted)  # its row comes before the row's update (one writer thread)
+            self.record, created = await self.store.append(
+                self.name, self.event, self.start, self.content_type, self.joined, upto
+            )
+            self.joined = upto
+            self.on_join(self.record, created)
+
+    async def end(self) -> Record | None:
+        """The request ended: join what is left once every piece before it has ended; returns the record as this
+        piece left it (None if it received nothing). Where the last join fails (a disk too full even for the
+        index), the file and its row stay, and the bytes join the record at the next start."""
+        if self._file is None:
+            return None
+        try:
+            await self._turn
+            await self.join()
+        except (StorageFull, OSError) as exc:
+            log.warning(
+                "kept %d byte(s) for event %s at %s on disk; they join the record at the next start (%s)",
+                self.size - self.joined, self.event, self.start, exc,
+            )  # fmt: skip
+            self._leave(keep_file=True)
+            return self.record
+        self._leave()
+        try:
+            await self.store.forget_append(self.name)
+        except Exception as exc:  # its row is only read at start-up, where a piece with nothing left is dropped
+            log.warning("could not remove the finished append %s from the index: %s", self.name, exc)
+        self.store.unlink_if_unused(self.name, self.event, self.start)
+        return self.record
+
+    def _leave(self, keep_file: bool = False) -> None:
+        """Give up its place in line (the next piece may join now) and its file (unless it must be kept: no
+        replacement of the record may remove it then)."""
+        queue = self.queue
+        queue.remove(self)
+        if queue:
+            if not queue[0]._turn.done():
+                queue[0]._turn.set_result(None)
+        else:
+            del self.store.appends[(self.event, self.start)]
+        self._file.close()
+        if not keep_file:
+            self.store.writing.discard(self.name)
