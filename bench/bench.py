@@ -788,7 +788,7 @@ async def populate(data_dir: Path, counts: dict[str, int]) -> None:
                 uploads = []
                 for i in range(first, min(count, first + 500)):
                     uploads.append(
-                        store.begin_upload(uuid.UUID(event), START + datetime.timedelta(hours=i), "audio/ogg")
+                        await store.begin_upload(uuid.UUID(event), START + datetime.timedelta(hours=i), "audio/ogg")
                     )
                     uploads[-1].write(b"x")
                 await asyncio.gather(*(store.commit(u) for u in uploads))

@@ -116,7 +116,7 @@ class RecordHandler(BaseHandler):
     _joined_at = 0.0
     _stalled = False
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         if self.request.method == "PUT":
             # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400, also
             # to a body still arriving after a refusal (401, 503) from here.
@@ -128,7 +128,12 @@ class RecordHandler(BaseHandler):
         self.event = parse_event(self.path_args[0])
         self.start = parse_start(self.path_args[1])
         if self.request.method == "PUT":
-            self.upload = self._begin_upload()
+            self.upload = await self._begin_upload()
+            if self.request.connection.stream.closed():  # the client left while the upload's file was made
+                if isinstance(self.upload, Upload):
+                    self.upload.discard()
+                self.upload = None
+                return
             self.upload_events = UploadEvents(
                 self.settings["hub"],
                 str(self.event),
@@ -139,7 +144,7 @@ class RecordHandler(BaseHandler):
             self._joined_at = self._last_byte = time.monotonic()
             self._watch_idle()
 
-    def _begin_upload(self) -> Upload | Piece:
+    async def _begin_upload(self) -> Upload | Piece:
         """The upload of the request's body, once everything that can be refused without the body is checked.
 
         Answering here (400, 412, 413, 507) means no `100 Continue` is sent and no body byte is stored.
@@ -169,7 +174,7 @@ class RecordHandler(BaseHandler):
             self.store.ensure_space(length)
         if append:
             return Piece(self.store, str(self.event), self.start.isoformat(), content_type, self._joined)
-        return self.store.begin_upload(self.event, self.start, content_type, expected)
+        return await self.store.begin_upload(self.event, self.start, content_type, expected)
 
     def _append_mode(self) -> bool:
         """Whether the PUT asks for append mode (`?append=true`)."""
