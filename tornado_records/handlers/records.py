@@ -114,7 +114,6 @@ class RecordHandler(BaseHandler):
     _last_byte = 0.0
     _idle_timer: object | None = None
     _joined_at = 0.0
-    _stalled = False
 
     async def prepare(self) -> None:
         if self.request.method == "PUT":
@@ -199,7 +198,7 @@ class RecordHandler(BaseHandler):
         except RecordNotFound:
             return None
 
-    async def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> None:
         if self.upload is None:
             return
         upload = self.upload
@@ -272,7 +271,6 @@ class RecordHandler(BaseHandler):
             self._idle_timer = tornado.ioloop.IOLoop.current().call_later(left, self._watch_idle)
             return
         self._idle_timer = None
-        self._stalled = True
         kept = f"; the {self.upload.size} bytes received are kept" if isinstance(self.upload, Piece) else ""
         self._end_upload("idle-timeout")
         self.refuse_body(
