@@ -2,7 +2,7 @@
 and the files against the index (orphaned). Read-only and paced, so that it can run beside a live service.
 
 What a live service does meanwhile is not damage: a record replaced or deleted after the check read the index (its
-old file removed) is not reported, and a file changed less than ORPHAN_GRACE seconds ago is not called orphaned
+old file removed) is not reported, and a file modified less than ORPHAN_GRACE seconds ago is not called orphaned
 (an upload being committed, an append request whose row is not written yet).
 """
 
@@ -21,7 +21,7 @@ from tornado_records.datadir import RECORD_COLUMNS, appending_of, human, read_in
 from tornado_records.store import Record
 
 DEFAULT_RATE = "100M"  # bytes read per second, on average
-ORPHAN_GRACE = 60.0  # seconds: a file changed more recently than this is not called orphaned
+ORPHAN_GRACE = 60.0  # seconds: a file modified (mtime) more recently than this is not called orphaned
 ORPHAN_RECHECK = 1.0  # seconds between finding a file named by nothing and looking again (a removal may be due)
 BLOCK = 1 << 20
 KINDS = ("missing", "truncated", "damaged", "orphaned", "unreadable")
@@ -143,8 +143,8 @@ def still_there(root: Path, record: Record) -> bool:
 
 
 def orphans(root: Path) -> list[Problem]:
-    """The files of blobs/ that no record and no append request names, and that changed ORPHAN_GRACE seconds ago
-    or earlier."""
+    """The files of blobs/ that no record and no append request names, and that were last modified ORPHAN_GRACE
+    seconds ago or earlier (a file being committed was written or touched just before)."""
     blobs = root / "blobs"
     listed = [entry.name for entry in os.scandir(blobs)]  # before the index is read: a file listed and new is named
     named = named_files(root)
@@ -158,10 +158,10 @@ def orphans(root: Path) -> list[Problem]:
             stat = os.stat(blobs / name, follow_symlinks=False)
         except FileNotFoundError:
             continue
-        if name in named or time.time() - max(stat.st_ctime, stat.st_mtime) < ORPHAN_GRACE:
+        if name in named or time.time() - stat.st_mtime < ORPHAN_GRACE:
             continue
-        changed = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(max(stat.st_ctime, stat.st_mtime)))
-        detail = f"{stat.st_size} bytes, changed {changed}, named by no record and no append in progress"
+        modified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime))
+        detail = f"{stat.st_size} bytes, modified {modified}, named by no record and no append in progress"
         problems.append(Problem("orphaned", f"blobs/{name}", detail))
     return problems
 
