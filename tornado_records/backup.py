@@ -23,7 +23,16 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.datadir import INDEX, CommandError, appending_of, human, read_index, record_path, records_of
+from tornado_records.datadir import (
+    INDEX,
+    CommandError,
+    RateLimit,
+    appending_of,
+    human,
+    read_index,
+    record_path,
+    records_of,
+)
 from tornado_records.store import Record
 
 ROUNDS = 10  # snapshots of the index at most, while files vanish under the backup
@@ -40,16 +49,17 @@ class Wanted:
     owner: str
 
 
-def backup(root: Path, dest: Path, out: TextIO = sys.stdout) -> int:
-    """Back up the data directory `root` into the new directory `dest`, print a summary; returns the exit status
+def backup(root: Path, dest: Path, rate: int = 0, out: TextIO = sys.stdout) -> int:
+    """Back up the data directory `root` into the new directory `dest`, copying at most `rate` bytes per second (0:
+    no limit), print a summary; returns the exit status
     (0: done; 1: done, but files the source's index names are missing or short in the source too).
     CommandError for a bad source or DEST, or a failed copy (DEST is then removed)."""
     started = time.monotonic()
-    with read_index(root):
-        pass  # a data directory, with an index that can be read
+    with read_index(root) as index:
+        index.execute("SELECT count(*) FROM records, appends").fetchone()  # a data directory, its index readable
     new = _make_dest(root, dest)
     try:
-        copier = Copier(root, dest)
+        copier = Copier(root, dest, RateLimit(rate))
         records, rounds = copier.run()
     except BaseException as exc:
         _remove(dest, new)
@@ -73,9 +83,10 @@ def backup(root: Path, dest: Path, out: TextIO = sys.stdout) -> int:
 class Copier:
     """Copies the index and the files it names into DEST, snapshot after snapshot until one is whole."""
 
-    def __init__(self, root: Path, dest: Path) -> None:
+    def __init__(self, root: Path, dest: Path, limit: RateLimit) -> None:
         self.root = root
         self.dest = dest
+        self.limit = limit
         self.partial = dest / f"{INDEX}.partial"
         self.linking = True  # until os.link says DEST is on another filesystem
         self.wanted: dict[str, Wanted] = {}
@@ -107,9 +118,12 @@ class Copier:
     def snapshot(self) -> list[Record]:
         """Copy the index by SQLite's online backup, and note the files it names; returns its records."""
         with read_index(self.root) as source, contextlib.closing(sqlite3.connect(self.partial)) as copy:
-            source.backup(copy)
-            records = records_of(copy)
-            appending = appending_of(copy)
+            try:
+                source.backup(copy)
+                records = records_of(copy)
+                appending = appending_of(copy)
+            except sqlite3.Error as exc:
+                raise CommandError(f"cannot copy the index to {self.partial}: {exc}") from None
         ends: dict[str, int] = {}
         self.wanted = {}
         for record in records:
@@ -148,7 +162,7 @@ class Copier:
                     if exc.errno not in NO_LINK:
                         raise
                     self.linking = exc.errno != errno.EXDEV  # another filesystem: copy from now on
-            copied = _copy(source, target, length)
+            copied = _copy(source, target, length, self.limit)
         except FileNotFoundError:
             return False
         self.done[name] = (length, copied)
@@ -190,7 +204,7 @@ def _make_dest(root: Path, dest: Path) -> bool:
     return new
 
 
-def _copy(source: Path, target: Path, length: int | None) -> int:
+def _copy(source: Path, target: Path, length: int | None, limit: RateLimit) -> int:
     """Copy the first `length` bytes of a file (None: all of it) with its mode, owner and times, durably; returns
     the bytes copied (fewer if the file is shorter)."""
     with open(source, "rb") as src, open(target, "xb") as dst:
@@ -203,6 +217,7 @@ def _copy(source: Path, target: Path, length: int | None) -> int:
                 break
             dst.write(data)
             at += len(data)
+            limit.spend(len(data))
         dst.flush()
         os.fsync(dst.fileno())
     _like(target, source)

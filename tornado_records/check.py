@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.datadir import RECORD_COLUMNS, appending_of, human, read_index, record_path, records_of
+from tornado_records.datadir import (
+    RECORD_COLUMNS,
+    RateLimit,
+    appending_of,
+    human,
+    read_index,
+    record_path,
+    records_of,
+)
 from tornado_records.store import Record
 
 DEFAULT_RATE = "100M"  # bytes read per second, on average
@@ -37,23 +45,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.subject}: {self.detail}"
-
-
-class RateLimit:
-    """Paces a reader to `rate` bytes per second on average (0: no limit)."""
-
-    def __init__(self, rate: int) -> None:
-        self.rate = rate
-        self.started = time.monotonic()
-        self.spent = 0
-
-    def spend(self, size: int) -> None:
-        """Count `size` bytes read; sleep while the reader is ahead of its rate."""
-        self.spent += size
-        if self.rate:
-            ahead = self.spent / self.rate - (time.monotonic() - self.started)
-            if ahead > 0:
-                time.sleep(ahead)
 
 
 def check(root: Path, rate: int, out: TextIO = sys.stdout) -> int:

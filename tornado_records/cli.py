@@ -70,13 +70,14 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
         default=Path(os.environ.get(data_dir.env_var, data_dir.default)),
         help=f"the data directory, as the service's (env {data_dir.env_var}; default {data_dir.default})",
     )
-    if command == "check":
-        parser.add_argument(
-            "--rate",
-            type=_size,
-            default=check.DEFAULT_RATE,
-            help=f"most bytes read per second, with units (K, M, G); 0: no limit (default {check.DEFAULT_RATE})",
-        )
+    rate = check.DEFAULT_RATE if command == "check" else "0"
+    parser.add_argument(
+        "--rate",
+        type=_size,
+        default=rate,
+        help=f"most bytes {'read' if command == 'check' else 'copied'} per second, with units (K, M, G); 0: no limit "
+        f"(default {rate})",
+    )
     return parser
 
 
@@ -94,7 +95,7 @@ def run_command(command: str, argv: list[str]) -> int:
     try:
         if command == "check":
             return check.check(args.data_dir, args.rate)
-        return backup.backup(args.data_dir, args.dest)
+        return backup.backup(args.data_dir, args.dest, args.rate)
     except CommandError as exc:
         print(f"tornado-records {command}: error: {exc}", file=sys.stderr)
         return 2 if command == "check" else 1

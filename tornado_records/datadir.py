@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -68,3 +69,19 @@ def human(size: float) -> str:
         size /= 1024
     raise AssertionError
 
+
+class RateLimit:
+    """Paces a reader to `rate` bytes per second on average (0: no limit)."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.spent = 0
+
+    def spend(self, size: int) -> None:
+        """Count `size` bytes read; sleep while the reader is ahead of its rate."""
+        self.spent += size
+        if self.rate:
+            ahead = self.spent / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                time.sleep(ahead)
