@@ -51,9 +51,9 @@ class Wanted:
 
 def backup(root: Path, dest: Path, rate: int = 0, out: TextIO = sys.stdout) -> int:
     """Back up the data directory `root` into the new directory `dest`, copying at most `rate` bytes per second (0:
-    no limit), print a summary; returns the exit status
-    (0: done; 1: done, but files the source's index names are missing or short in the source too).
-    CommandError for a bad source or DEST, or a failed copy (DEST is then removed)."""
+    no limit), and print a summary; returns the exit status: 0, or 1 if files that the source's index names are
+    missing or short in the source too. CommandError for a bad source or DEST, or a failed copy (DEST is then
+    removed)."""
     started = time.monotonic()
     with read_index(root) as index:
         index.execute("SELECT count(*) FROM records, appends").fetchone()  # a data directory, its index readable
@@ -64,7 +64,10 @@ def backup(root: Path, dest: Path, rate: int = 0, out: TextIO = sys.stdout) -> i
     except BaseException as exc:
         _remove(dest, new)
         if isinstance(exc, OSError):
-            raise CommandError(f"the backup failed: {exc.strerror}: {exc.filename}") from None
+            where = f": {exc.filename}" if exc.filename else ""
+            raise CommandError(f"the backup failed: {exc.strerror or exc}{where}") from None
+        if isinstance(exc, sqlite3.Error):
+            raise CommandError(f"the backup failed: {exc}") from None
         raise
     for problem in copier.problems:
         print(problem, file=out)
@@ -90,8 +93,8 @@ class Copier:
         self.partial = dest / f"{INDEX}.partial"
         self.linking = True  # until os.link says DEST is on another filesystem
         self.wanted: dict[str, Wanted] = {}
-        self.done: dict[str, tuple[int | None, int | None]] = {}  # in DEST/blobs: (length wanted, bytes copied or
-        # None if linked)
+        # The files in DEST/blobs: (the length wanted, as in Wanted; the bytes copied, or None if linked).
+        self.done: dict[str, tuple[int | None, int | None]] = {}
         self.problems: list[str] = []
 
     def run(self) -> tuple[list[Record], int]:

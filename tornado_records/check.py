@@ -67,7 +67,7 @@ def check(root: Path, rate: int, out: TextIO = sys.stdout) -> int:
     for problem in orphans(root):
         counts[problem.kind] += 1
         print(problem, file=out, flush=True)
-    files = sum(1 for _ in os.scandir(root / "blobs"))
+    files = len(listed(root / "blobs"))
     seconds = time.monotonic() - started
     speed = human(limit.spent / seconds) if seconds > 0 else "-"
     changed = f"; {counts['changed']} changed while checked (not judged)" if counts["changed"] else ""
@@ -137,9 +137,9 @@ def orphans(root: Path) -> list[Problem]:
     """The files of blobs/ that no record and no append request names, and that were last modified ORPHAN_GRACE
     seconds ago or earlier (a file being committed was written or touched just before)."""
     blobs = root / "blobs"
-    listed = [entry.name for entry in os.scandir(blobs)]  # before the index is read: a file listed and new is named
+    names = listed(blobs)  # before the index is read: a file listed and new is named by it
     named = named_files(root)
-    candidates = [name for name in listed if name not in named]
+    candidates = [name for name in names if name not in named]
     if candidates:
         time.sleep(ORPHAN_RECHECK)  # a replaced version's file is removed just after the change that unnamed it
         named = named_files(root)
@@ -155,6 +155,14 @@ def orphans(root: Path) -> list[Problem]:
         detail = f"{stat.st_size} bytes, modified {modified}, named by no record and no append in progress"
         problems.append(Problem("orphaned", f"blobs/{name}", detail))
     return problems
+
+
+def listed(blobs: Path) -> list[str]:
+    """The names in blobs/ (none if it is missing: its records' files are reported missing)."""
+    try:
+        return [entry.name for entry in os.scandir(blobs)]
+    except FileNotFoundError:
+        return []
 
 
 def named_files(root: Path) -> set[str]:

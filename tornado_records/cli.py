@@ -96,7 +96,9 @@ def run_command(command: str, argv: list[str]) -> int:
         if command == "check":
             return check.check(args.data_dir, args.rate)
         return backup.backup(args.data_dir, args.dest, args.rate)
-    except CommandError as exc:
+    except (CommandError, OSError) as exc:
+        if isinstance(exc, OSError):  # a directory that cannot be listed, say
+            exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         print(f"tornado-records {command}: error: {exc}", file=sys.stderr)
         return 2 if command == "check" else 1
     except KeyboardInterrupt:
