@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -114,6 +115,29 @@ def require(program: str) -> str:
             pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
         pytest.skip(message)
     return path
+
+
+def require_root(why: str) -> None:
+    """Skip the test unless it runs as root (CI does); fail it instead when RECORDS_TEST_REQUIRE_ALL is set."""
+    if os.geteuid() != 0:
+        message = f"{why} needs root"
+        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
+            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
+        pytest.skip(message)
+
+
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted on the new directory `mount` with mount `options` (such as "size=8m"), unmounted at the end;
+    root only."""
+    require_root("mounting a tmpfs")
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)]).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
 async def eventually(condition, timeout: float = 10.0):  # noqa: ANN001

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import select
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from conftest import EVENT, files_in, record_url, wait_until
+from conftest import EVENT, files_in, record_url, tmpfs, wait_until
 from rawhttp import connect, read_to_end, request, request_head
 
 EARLIER = os.urandom(1 << 20)
@@ -24,17 +23,8 @@ EARLIER = os.urandom(1 << 20)
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs mounted under tmp_path (root only), unmounted at the end."""
-    if os.geteuid() != 0:
-        message = "mounting a tmpfs needs root"
-        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
-            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
-        pytest.skip(message)
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount)], check=True)
-    yield mount
-    if subprocess.run(["umount", str(mount)]).returncode != 0:
-        subprocess.run(["umount", "-l", str(mount)], check=True)
+    with tmpfs(tmp_path / "disk", "size=8m") as mount:
+        yield mount
 
 
 def upload_until_answered(url: str, path: str, total: int) -> bytes:

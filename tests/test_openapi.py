@@ -1,9 +1,13 @@
 """records.yaml is a valid OpenAPI 3.1 document, and the live service conforms to it (Schemathesis, every check)."""
 
+import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
+
+import pytest
 
 from openapi_spec_validator import validate
 from openapi_spec_validator.readers import read_from_filename
@@ -17,15 +21,30 @@ def test_records_yaml_is_valid_openapi_3_1():
     validate(document)  # raises on any violation
 
 
-def test_live_service_conforms_to_its_document(service, tmp_path):
-    # With a token, so that Schemathesis also checks that PUT and DELETE refuse requests without it (ignored_auth).
-    (tmp_path / "token").write_text("schemathesis-secret\n")
-    proc = service("--token-file", str(tmp_path / "token"))
+TOKEN = "schemathesis-secret"
+
+
+@pytest.mark.parametrize("token", [False, True], ids=["default", "with-token"])
+def test_live_service_conforms_to_its_document(service, tmp_path, token):
+    config = (TESTS / "schemathesis.toml").read_text()
+    if token:
+        # Schemathesis writes with the token, and checks (ignored_auth) that PUT and DELETE refuse requests without
+        # it or with a wrong one: against the document with the token required, as this service requires it.
+        (tmp_path / "token").write_text(TOKEN + "\n")
+        proc = service("--token-file", str(tmp_path / "token"))
+        location = tmp_path / "openapi.json"
+        location.write_text(json.dumps(with_token_required(served_document(proc.url))))
+        config += f'\n[auth.openapi.bearerAuth]\nbearer = "{TOKEN}"\n'
+    else:
+        # A service as it runs by default, and a client that sends no token: the document as served.
+        proc = service()
+        location = f"{proc.url}/openapi/openapi.json"
+    (tmp_path / "schemathesis.toml").write_text(config)
     result = subprocess.run(
         [
             str(Path(sys.executable).with_name("schemathesis")),
-            "--config-file", str(TESTS / "schemathesis.toml"),
-            "run", f"{proc.url}/openapi/openapi.json",
+            "--config-file", str(tmp_path / "schemathesis.toml"),
+            "run", str(location), "--url", proc.url,
             "--checks", "all",
             "--max-examples", "60",
             "--exclude-path", "/sse",  # an endless stream: described in the document, not fuzzed
@@ -36,13 +55,30 @@ def test_live_service_conforms_to_its_document(service, tmp_path):
         text=True,
         timeout=900,
         cwd=tmp_path,
-        env={
-            **os.environ,
-            "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
-            "PYTHONPATH": str(TESTS),
-            "RECORDS_TEST_TOKEN": "schemathesis-secret",  # schemathesis.toml gives it as the bearerAuth token
-        },
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks", "PYTHONPATH": str(TESTS)},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-6000:]
     assert "No issues found" in result.stdout or " passed" in result.stdout
     assert "Traceback" not in proc.log
+
+
+def served_document(url: str) -> dict:
+    with urllib.request.urlopen(f"{url}/openapi/openapi.json", timeout=30) as response:
+        return json.load(response)
+
+
+def with_token_required(document: dict) -> dict:
+    """The document as it holds for a service run with --token-file: writing needs the bearer token."""
+    for operation in (document["paths"]["/records/{event}/{start}"][method] for method in ("put", "delete")):
+        assert operation["security"] == [{}, {"bearerAuth": []}]  # optional, as by default
+        operation["security"] = [{"bearerAuth": []}]
+    return document
+
+
+def test_the_document_says_writing_needs_no_token_by_default_and_shutdown_is_503():
+    document, _ = read_from_filename(str(TESTS.parent / "records.yaml"))
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in ("get", "head", "put", "delete"):
+                assert "503" in operation["responses"], (method, path)
+                assert operation.get("security", [{}])[0] == {}, (method, path)  # no token needed by default

@@ -8,8 +8,11 @@ import asyncio
 import gc
 import logging
 import os
+import pwd
 import signal
+import sqlite3
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,11 +28,18 @@ log = logging.getLogger("tornado_records")
 
 
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
+INDEX = "records.sqlite3"  # the index in the data directory (see the README's "Start-up errors")
+DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that is not a sound database
+
 
 COMMANDS = """commands:
   serve          serve (the default: `tornado-records [serve] [flags]`)
   check          verify every record of a data directory against its files (`tornado-records check --help`)
   backup DEST    copy a live data directory consistently into DEST (`tornado-records backup --help`)"""
+
+
+class StartupError(Exception):
+    """What keeps the service from starting, said in one line."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -123,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         uvloop.run(serve(config))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
-    except OSError as exc:
+    except StartupError as exc:
         _fail(str(exc))
 
 
@@ -137,11 +147,11 @@ async def serve(config: Config) -> None:
     try:
         sockets = tornado.netutil.bind_sockets(config.port, config.host)
     except OSError as exc:
-        raise OSError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
     try:
         app = make_app(config)
-    except OSError as exc:
-        raise OSError(f"cannot use the data directory {config.data_dir}: {exc.strerror or exc}") from None
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise StartupError(storage_error(exc, config.data_dir)) from None
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)
@@ -191,3 +201,56 @@ async def serve(config: Config) -> None:
         await asyncio.wait(store.ending)
     close_app(app)
     log.info("stopped")
+
+
+def storage_error(exc: OSError | sqlite3.DatabaseError, data_dir: Path) -> str:
+    """Why the data directory cannot be used, and where: a damaged index, or the path the system refused and why."""
+    data_dir = data_dir.absolute()
+    index = data_dir / INDEX
+    if isinstance(exc, sqlite3.DatabaseError):
+        if exc.sqlite_errorname in DAMAGED:
+            return (
+                f"the index {index} is damaged ({exc}): restore the data directory from a backup, "
+                "or move the index away to start with an empty one"
+            )
+        exc = _refusal(index, data_dir) or exc
+    if isinstance(exc, OSError) and exc.strerror:
+        path = Path(exc.filename).absolute() if exc.filename else data_dir
+        where = "" if path == data_dir else f"{path}: "
+        return f"cannot use the data directory {data_dir}: {where}{exc.strerror}{_ownership(path, exc)}"
+    return f"cannot use the index {index}: {exc}"
+
+
+def _refusal(index: Path, data_dir: Path) -> OSError | None:
+    """The system's refusal to write the index or in the data directory (SQLite does not say why it cannot)."""
+    try:
+        with open(index, "r+b"):
+            pass
+        with tempfile.TemporaryFile(dir=data_dir):
+            pass
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _ownership(path: Path, exc: OSError) -> str:
+    """For a refused permission: who owns the nearest path that can be looked at, and who the service runs as."""
+    if not isinstance(exc, PermissionError):
+        return ""
+    for candidate in (path, *path.parents):
+        try:
+            info = candidate.stat()
+        except OSError:
+            continue
+        return (
+            f" ({candidate} is owned by {_user(info.st_uid)} with mode {info.st_mode & 0o7777:04o};"
+            f" the service runs as {_user(os.geteuid())})"
+        )
+    return ""
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"

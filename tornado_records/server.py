@@ -8,10 +8,16 @@ Content-Length or Transfer-Encoding, a malformed chunk, a body over the connecti
 it replaces that bare answer with a JSON one (400, or 413 for a Content-Length over the limit) and answers 431 for
 headers over the limit. Once the request is read, the stream is Tornado's own again, so writing an answer (a
 download, an event stream) costs nothing extra.
+
+Any answer given while the request is still being read (a refusal, by Tornado or by a handler) closes the connection,
+since the rest of the request is not read. Closed at once, the connection would be reset under a client that is still
+sending its body, and the client would see the reset rather than the answer. The guard says `Connection: close` in
+such an answer, and makes the close a lingering one, as nginx does: see `Linger`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http
 import json
 import socket
@@ -28,7 +34,10 @@ from tornado_records import __version__
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
 INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
 MAX_HEADER_SIZE = 64 * 1024  # the request line and headers together (Tornado's default, made explicit)
-DRAIN_LIMIT = 1 << 20  # bytes of an over-large head read and dropped before the 431, so the client sees the answer
+# The bounds of a lingering close (nginx: lingering_time 30 s, lingering_timeout 5 s, no byte bound).
+LINGER_SECONDS = 5.0  # at most this long after the answer
+LINGER_IDLE_SECONDS = 2.0  # and no longer than this without a byte from the client
+LINGER_BYTES = 1 << 30  # and at most this much read and dropped
 
 
 def raw_error(status: int, detail: str) -> bytes:
@@ -73,7 +82,9 @@ class _Guard:
             if self.answered:  # the handler has answered already (a refused upload): say nothing more
                 return _done()
             data = raw_error(*self._diagnosis())
-        elif bytes(data[: len(INTERIM)]) != INTERIM:  # data may be a memoryview
+            self.answered = True
+        elif not self.answered and bytes(data[: len(INTERIM)]) != INTERIM:  # data may be a memoryview
+            data = closing_head(bytes(data))
             self.answered = True
         return type(self.stream).write(self.stream, data, *args, **kwargs)
 
@@ -98,25 +109,86 @@ class _Guard:
                 self._answer_now(raw_error(431, f"The request line and headers are over {MAX_HEADER_SIZE} bytes"))
             else:
                 self._answer_now(raw_error(400, "A chunk size line of the body is malformed"))
+        # Answered while the request was still being read: the client may still be sending. (An answer not yet
+        # wholly written is cut off, as Tornado does; Tornado closes a stream once its answer is written.)
+        linger = self.armed and self.answered and self.stream.socket is not None and not self.stream.writing()
+        sock = self.stream.socket.dup() if linger else None
         self.stream.__dict__.pop("close", None)
         self.disarm()
         self._close(exc_info)
+        if sock is not None:
+            Linger(sock)
 
     def _answer_now(self, answer: bytes) -> None:
-        """Send an answer on a stream that Tornado is closing: drop what the client sent that is still unread, so
-        that closing does not reset the connection under the answer; best effort, never blocking."""
-        sock = self.stream.socket
+        """Send an answer on a stream that Tornado is closing (best effort, never blocking)."""
         try:
-            for _ in range(DRAIN_LIMIT // 65536):
-                if not sock.recv(65536):
-                    break
+            self.stream.socket.send(answer)
+            self.answered = True
         except OSError:
-            pass  # nothing more to read now (or the client is gone)
+            pass  # the client is gone, or does not read
+
+
+def closing_head(data: bytes) -> bytes:
+    """An answer's first bytes (its head, perhaps with the start of its body), saying `Connection: close`."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or b"\r\nconnection:" in data[:end].lower():
+        return data
+    return data[:end] + b"\r\nConnection: close" + data[end:]
+
+
+class Linger:
+    """A lingering close of a connection whose answer is sent while its client may still be sending a request.
+
+    The sending side is shut (the client reads the answer, then the end of the stream), and what the client still
+    sends is read and dropped, so that closing does not reset the connection under the answer before the client has
+    read it. The socket is closed when the client closes its side, or at the first of LINGER_SECONDS after the answer,
+    LINGER_IDLE_SECONDS without a byte, or LINGER_BYTES dropped: a client that keeps sending cannot hold it longer.
+    """
+
+    _buffer = bytearray(1 << 16)  # what is dropped lands here: one buffer for all
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
+        self.left = LINGER_BYTES
+        now = self.loop.time()
+        self.deadline = now + LINGER_SECONDS
+        self.last_read = now
         try:
-            sock.send(answer)
+            sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
+            self.sock.close()  # the client is gone
+            return
+        self.loop.add_reader(sock.fileno(), self._drain)
+        self.timer = self.loop.call_later(LINGER_IDLE_SECONDS, self._check)
+
+    def _drain(self) -> None:
+        try:
+            while self.left > 0:
+                count = self.sock.recv_into(self._buffer)
+                if count == 0:
+                    break  # the client closed its side
+                self.left -= count
+                self.last_read = self.loop.time()
+        except BlockingIOError:
+            return  # all read for now
+        except OSError:
             pass  # the client is gone
+        self._close()
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        wake = min(self.deadline, self.last_read + LINGER_IDLE_SECONDS)
+        if now >= wake:
+            self._close()
+        else:
+            self.timer = self.loop.call_later(wake - now, self._check)
+
+    def _close(self) -> None:
+        self.timer.cancel()
+        self.loop.remove_reader(self.sock.fileno())
+        self.sock.close()
 
 
 def _done() -> Awaitable[None]:

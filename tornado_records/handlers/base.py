@@ -8,9 +8,7 @@ import logging
 import traceback
 from typing import Any
 
-import tornado.ioloop
 import tornado.web
-from tornado.iostream import StreamClosedError
 
 from tornado_records import __version__
 from tornado_records.access import bearer_token
@@ -26,7 +24,6 @@ from tornado_records.store import (
 log = logging.getLogger("tornado_records.handlers")
 
 CHALLENGE = 'Bearer realm="tornado-records"'  # the WWW-Authenticate of a 401 (RFC 6750 §3)
-LINGER_SECONDS = 2.0  # how long a refused body is still read and dropped, so that the client sees the answer
 
 # The one place where the store's exceptions become HTTP statuses.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
@@ -57,7 +54,6 @@ class BaseHandler(tornado.web.RequestHandler):
 
     bytes_sent = 0
     refused = False  # an error was answered while the body was still arriving (see refuse_body)
-    _linger: object | None = None
 
     def set_default_headers(self) -> None:
         self.set_header("Server", f"tornado-records/{__version__}")
@@ -69,15 +65,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.settings["inflight"].discard(self)
-        if self._linger is not None:
-            tornado.ioloop.IOLoop.current().remove_timeout(self._linger)
-            self._linger = None
 
     def on_connection_close(self) -> None:
         self.settings["inflight"].discard(self)
         super().on_connection_close()
-        if self.refused and not self._finished:
-            self.finish()  # the client left while its refused body was dropped: the request ends (and is logged)
 
     def require_writer(self) -> None:
         """Refuse the request (401) unless it carries the service's bearer token, when the service has one."""
@@ -100,31 +91,18 @@ class BaseHandler(tornado.web.RequestHandler):
             self.bytes_sent += sum(len(part) for part in self._write_buffer)
         return super().flush(include_footers)
 
-    async def refuse_body(self, exc: Exception) -> None:
-        """Answer an error while the client is still sending its body (from `data_received`).
+    def refuse_body(self, exc: Exception) -> None:
+        """Answer an error while the client is still sending its body (from `data_received`), and end the request.
 
-        The answer goes out at once, then what still arrives is dropped for LINGER_SECONDS before the connection is
-        closed (a lingering close, as nginx does): closed at once, the connection would be reset under a client that
-        is still sending, and the client would see the reset instead of the answer. The handler must ignore the rest
-        of the body and must not answer again (`self.refused` tells it).
+        As with any answer given before the body is read (a refusal from `prepare` too), the connection is then
+        closed with a lingering close (see server.Linger), so that a client still sending reads the answer. The rest
+        of the body is not delivered to the handler.
         """
         self.log_exception(type(exc), exc, exc.__traceback__)
         self.refused = True
         self.clear()
         status = exc.status_code if isinstance(exc, tornado.web.HTTPError) else 500
-        body = self._error_body(status, (type(exc), exc, exc.__traceback__))
-        self.set_header("Content-Length", len(body))
-        self.set_header("Connection", "close")
-        self.write(body)
-        self._linger = tornado.ioloop.IOLoop.current().call_later(LINGER_SECONDS, self._end_linger)
-        try:
-            await self.flush()
-        except StreamClosedError:
-            pass  # the client left: on_connection_close ends the request
-
-    def _end_linger(self) -> None:
-        if not self._finished:
-            self.finish()  # the connection is closed once the answer is sent, as the body was not read to its end
+        self.finish(self._error_body(status, (type(exc), exc, exc.__traceback__)))
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements."""

@@ -117,12 +117,13 @@ class RecordHandler(BaseHandler):
     _stalled = False
 
     def prepare(self) -> None:
+        if self.request.method == "PUT":
+            # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400, also
+            # to a body still arriving after a refusal (401, 503) from here.
+            self.request.connection.set_max_body_size(UNLIMITED_BODY)
         super().prepare()
         if self.request.method in ("PUT", "DELETE"):
             self.require_writer()  # before anything of the body is read or anything is said about the record
-        if self.request.method == "PUT":
-            # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400.
-            self.request.connection.set_max_body_size(UNLIMITED_BODY)
         self.store: RecordStore = self.settings["store"]
         self.event = parse_event(self.path_args[0])
         self.start = parse_start(self.path_args[1])
@@ -213,7 +214,7 @@ class RecordHandler(BaseHandler):
             self.upload_events.progress(upload.size)
         except Exception as exc:
             self._end_upload(abort_reason(exc, 500))
-            await self.refuse_body(exc)
+            self.refuse_body(exc)
 
     def _piece_began(self, piece: Piece) -> None:
         """A piece has its first byte: if the record's recorder broke off before, it is back."""
@@ -269,13 +270,9 @@ class RecordHandler(BaseHandler):
         self._stalled = True
         kept = f"; the {self.upload.size} bytes received are kept" if isinstance(self.upload, Piece) else ""
         self._end_upload("idle-timeout")
-        self.refused = True
-        exc = ApiError(408, f"No byte of the body arrived for {timeout:g} s: the upload was ended as broken{kept}")
-        self.clear()
-        body = self._error_body(408, (type(exc), exc, None))
-        self.set_header("Content-Length", len(body))
-        self.set_header("Connection", "close")
-        self.finish(body)  # the body was not read to its end: the connection closes once this is sent
+        self.refuse_body(
+            ApiError(408, f"No byte of the body arrived for {timeout:g} s: the upload was ended as broken{kept}")
+        )
 
     async def put(self, *_: str) -> None:
         upload, self.upload = self.upload, None
