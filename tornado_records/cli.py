@@ -1,4 +1,5 @@
-"""The `tornado-records` command: read the settings, serve until SIGTERM or SIGINT, then stop gracefully."""
+"""The `tornado-records` command: read the settings, serve until SIGTERM or SIGINT, then stop gracefully; or run
+one of the commands beside the service (`check`, `backup`)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ from typing import NoReturn
 import tornado.netutil
 import uvloop
 
-from tornado_records import __version__
+from tornado_records import __version__, backup, check
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
-from tornado_records.config import SETTINGS, Config, ConfigError, build_config
+from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
+from tornado_records.datadir import CommandError
 
 log = logging.getLogger("tornado_records")
 
@@ -28,6 +30,12 @@ log = logging.getLogger("tornado_records")
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
 INDEX = "records.sqlite3"  # the index in the data directory (see the README's "Start-up errors")
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that is not a sound database
+
+
+COMMANDS = """commands:
+  serve          serve (the default: `tornado-records [serve] [flags]`)
+  check          verify every record of a data directory against its files (`tornado-records check --help`)
+  backup DEST    copy a live data directory consistently into DEST (`tornado-records backup --help`)"""
 
 
 class StartupError(Exception):
@@ -43,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: one flag per setting, each also read from its environment variable."""
     parser = _Parser(
         prog="tornado-records",
-        description="Store and serve the audio recordings of a radio station's broadcasts over HTTP.",
+        usage="%(prog)s [serve] [flags]  |  %(prog)s check [flags]  |  %(prog)s backup DEST [flags]",
+        description="Store and serve the audio recordings of a radio station's broadcasts over HTTP.\n\n" + COMMANDS,
         epilog="Each flag may also be given by its environment variable; a flag wins over the environment.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     for setting in SETTINGS:
@@ -57,8 +67,62 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_command_parser(command: str) -> argparse.ArgumentParser:
+    """The command line of `check` or `backup`."""
+    data_dir = next(setting for setting in SETTINGS if setting.name == "data_dir")
+    doc = {"check": check.__doc__, "backup": backup.__doc__}[command]
+    parser = _Parser(prog=f"tornado-records {command}", description=doc.split("\n\n")[0].replace("\n", " "))
+    if command == "backup":
+        parser.add_argument("dest", metavar="DEST", type=Path, help="a new (or empty) directory to copy into")
+    parser.add_argument(
+        data_dir.flag,
+        type=Path,
+        default=Path(os.environ.get(data_dir.env_var, data_dir.default)),
+        help=f"the data directory, as the service's (env {data_dir.env_var}; default {data_dir.default})",
+    )
+    rate = check.DEFAULT_RATE if command == "check" else "0"
+    parser.add_argument(
+        "--rate",
+        type=_size,
+        default=rate,
+        help=f"most bytes {'read' if command == 'check' else 'copied'} per second, with units (K, M, G); 0: no limit "
+        f"(default {rate})",
+    )
+    return parser
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_command(command: str, argv: list[str]) -> int:
+    """Run `check` or `backup`; returns its exit status. A failure is one line on stderr, with status 2 for check
+    (1 means damage there) and 1 for backup."""
+    args = build_command_parser(command).parse_args(argv)
+    try:
+        if command == "check":
+            return check.check(args.data_dir, args.rate)
+        return backup.backup(args.data_dir, args.dest, args.rate)
+    except (CommandError, OSError) as exc:
+        if isinstance(exc, OSError):  # a directory that cannot be listed, say
+            exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        print(f"tornado-records {command}: error: {exc}", file=sys.stderr)
+        return 2 if command == "check" else 1
+    except KeyboardInterrupt:
+        print(f"tornado-records {command}: interrupted", file=sys.stderr)
+        return 130
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run the service from the command line."""
+    """Run the service, or the command named first (`check`, `backup`), from the command line."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] in (["check"], ["backup"]):
+        sys.exit(run_command(argv[0], argv[1:]))
+    if argv[:1] == ["serve"]:
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     try:
         config = build_config(vars(args), dict(os.environ))

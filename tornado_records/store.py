@@ -90,6 +90,14 @@ class StorageFull(StoreError):
         super().__init__(detail)
 
 
+class ContentDamaged(StoreError):
+    """A file of the record's content is missing from the disk, or its size is not what the index says: the record
+    is damaged, and is not served."""
+
+    def __init__(self, record: "Record", problem: str) -> None:
+        super().__init__(f"the record of event {record.event} starting at {record.start} is damaged: {problem}")
+
+
 class DigestMismatch(StoreError):
     """The content received does not have the digest the client said it has; nothing was stored."""
 
@@ -343,17 +351,28 @@ class RecordStore:
         return Record(*row)
 
     def open(self, event: uuid.UUID, start: datetime.datetime) -> Blob:
-        """The current version of a record, open for reading; RecordNotFound if there is none."""
+        """The current version of a record, open for reading; RecordNotFound if there is none, ContentDamaged if a
+        file of it is missing or shorter than its runs (for a one-file record: not of the record's size)."""
         for _ in range(3):
             record = self.get(event, start)
             files: list[tuple[BinaryIO, Segment]] = []
             try:
                 for segment in record.segments:
                     files.append((open(self.blobs / segment.name, "rb"), segment))
-                return Blob(record, Content(files))
             except FileNotFoundError:
                 Content(files).close()
+                if self.get(event, start) == record:
+                    raise ContentDamaged(record, f"its file blobs/{segment.name} is missing") from None
                 continue  # replaced or deleted between the query and the open: look again
+            blob = Blob(record, Content(files))
+            whole = ":" not in record.blob  # one file that is the content; else runs, parts of files that may grow
+            for file, segment in files:
+                found = os.fstat(file.fileno()).st_size
+                if found < segment.end or (whole and found != record.size):
+                    blob.close()
+                    expected = f"{record.size} bytes" if whole else f"at least {segment.end} bytes (a run ends there)"
+                    raise ContentDamaged(record, f"its file blobs/{segment.name} is {found} bytes, not {expected}")
+            return blob
         raise StoreError(f"the content of event {event} starting at {start.isoformat()} is missing from the disk")
 
     def sealed_file(self, record: Record) -> str | None:

@@ -12,7 +12,14 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.access import bearer_token
-from tornado_records.store import DigestMismatch, PreconditionFailed, RecordNotFound, StorageFull, StoreError
+from tornado_records.store import (
+    ContentDamaged,
+    DigestMismatch,
+    PreconditionFailed,
+    RecordNotFound,
+    StorageFull,
+    StoreError,
+)
 
 log = logging.getLogger("tornado_records.handlers")
 
@@ -24,6 +31,7 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     DigestMismatch: 400,
     PreconditionFailed: 412,
     StorageFull: 507,
+    ContentDamaged: 500,
 }
 
 
@@ -136,9 +144,10 @@ class BaseHandler(tornado.web.RequestHandler):
         status = _status_of(value, 0)
         if isinstance(value, tornado.web.HTTPError) or 0 < status < 500:
             return  # an answer to the client, already in the access log
-        if status:  # a known condition of the server (a full disk), not a bug: one line, no traceback
+        if status:  # a known condition of the server (a full disk, a damaged record), not a bug: one line
             cause = f" ({value.__cause__})" if value.__cause__ else ""
-            log.warning("%s %s: %s%s", self.request.method, self.request.uri, value, cause)
+            level = logging.ERROR if status == 500 else logging.WARNING
+            log.log(level, "%s %s: %s%s", self.request.method, self.request.uri, value, cause)
             return
         super().log_exception(typ, value, tb)
 

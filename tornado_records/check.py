@@ -1,0 +1,171 @@
+"""`tornado-records check`: verify every record of a data directory against its files (missing, truncated, damaged),
+and the files against the index (orphaned). Read-only and paced, so that it can run beside a live service.
+
+What a live service does meanwhile is not damage: a record replaced or deleted after the check read the index (its
+old file removed) is not reported, and a file modified less than ORPHAN_GRACE seconds ago is not called orphaned
+(an upload being committed, an append request whose row is not written yet).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+from tornado_records.datadir import (
+    RECORD_COLUMNS,
+    RateLimit,
+    appending_of,
+    human,
+    read_index,
+    record_path,
+    records_of,
+)
+from tornado_records.store import Record
+
+DEFAULT_RATE = "100M"  # bytes read per second, on average
+ORPHAN_GRACE = 60.0  # seconds: a file modified (mtime) more recently than this is not called orphaned
+ORPHAN_RECHECK = 1.0  # seconds between finding a file named by nothing and looking again (a removal may be due)
+BLOCK = 1 << 20
+KINDS = ("missing", "truncated", "damaged", "orphaned", "unreadable")
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One thing wrong: its kind (one of KINDS), what it is about (a record's path, a file) and what is wrong."""
+
+    kind: str
+    subject: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.subject}: {self.detail}"
+
+
+def check(root: Path, rate: int, out: TextIO = sys.stdout) -> int:
+    """Check the data directory `root`, print one line per problem and a summary; returns the exit status (0:
+    healthy, 1: problems). CommandError if it is not a data directory."""
+    started = time.monotonic()
+    with read_index(root) as index:
+        records = records_of(index)
+    limit = RateLimit(rate)
+    counts: collections.Counter[str] = collections.Counter()
+    for record in records:
+        problem = verify(root / "blobs", record, limit)
+        if problem is None:
+            continue
+        if still_there(root, record):
+            counts[problem.kind] += 1
+            print(problem, file=out, flush=True)
+        else:
+            counts["changed"] += 1
+    for problem in orphans(root):
+        counts[problem.kind] += 1
+        print(problem, file=out, flush=True)
+    files = len(listed(root / "blobs"))
+    seconds = time.monotonic() - started
+    speed = human(limit.spent / seconds) if seconds > 0 else "-"
+    changed = f"; {counts['changed']} changed while checked (not judged)" if counts["changed"] else ""
+    verdict = "problems" if any(counts[kind] for kind in KINDS) else "healthy"
+    print(
+        f"checked {len(records)} records and {files} files in {seconds:.1f} s: read {limit.spent} bytes "
+        f"({human(limit.spent)}, {speed}/s){changed}; " + ", ".join(f"{counts[k]} {k}" for k in KINDS) + f": {verdict}",
+        file=out,
+    )
+    return 0 if verdict == "healthy" else 1
+
+
+def verify(blobs: Path, record: Record, limit: RateLimit) -> Problem | None:
+    """What is wrong with a version's content on disk (None: nothing): a file missing, shorter than a run (for a
+    one-file record: not of the record's size), or content whose SHA-256 is not the record's."""
+    subject = record_path(record)
+    whole = ":" not in record.blob
+    digest = hashlib.sha256()
+    for segment in record.segments:
+        file = f"blobs/{segment.name}"
+        try:
+            with open(blobs / segment.name, "rb") as handle:
+                found = os.fstat(handle.fileno()).st_size
+                if found < segment.end or (whole and found != record.size):
+                    expected = f"{record.size} bytes" if whole else f"at least {segment.end} bytes (a run ends there)"
+                    return Problem("truncated", subject, f"{file} is {found} bytes, not {expected}")
+                at = segment.offset
+                while at < segment.end:
+                    data = os.pread(handle.fileno(), min(BLOCK, segment.end - at), at)
+                    if not data:
+                        return Problem("truncated", subject, f"{file} ends at byte {at}, before {segment.end}")
+                    digest.update(data)
+                    at += len(data)
+                    limit.spend(len(data))
+        except FileNotFoundError:
+            return Problem("missing", subject, f"{file} does not exist")
+        except OSError as exc:
+            return Problem("unreadable", subject, f"{file}: {exc.strerror}")
+    runs = sum(segment.length for segment in record.segments)
+    if runs != record.size:
+        return Problem("damaged", subject, f"its runs add up to {runs} bytes, the index says {record.size}")
+    if digest.hexdigest() != record.sha256:
+        return Problem("damaged", subject, f"its content's SHA-256 is {digest.hexdigest()}, not {record.sha256}")
+    return None
+
+
+def still_there(root: Path, record: Record) -> bool:
+    """Whether the record's current version is `record`, or `record` with more appended: whether a problem found
+    in `record` is one of the record's now (rather than of a version replaced or deleted meanwhile)."""
+    with read_index(root) as index:
+        row = index.execute(
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE event = ? AND start = ?", (record.event, record.start)
+        ).fetchone()
+    if row is None:
+        return False
+    old, new = record.segments, Record(*row).segments
+    last = len(old) - 1
+    return (
+        len(new) >= len(old)
+        and new[:last] == old[:last]
+        and (new[last].name, new[last].offset) == (old[last].name, old[last].offset)
+        and new[last].length >= old[last].length
+    )
+
+
+def orphans(root: Path) -> list[Problem]:
+    """The files of blobs/ that no record and no append request names, and that were last modified ORPHAN_GRACE
+    seconds ago or earlier (a file being committed was written or touched just before)."""
+    blobs = root / "blobs"
+    names = listed(blobs)  # before the index is read: a file listed and new is named by it
+    named = named_files(root)
+    candidates = [name for name in names if name not in named]
+    if candidates:
+        time.sleep(ORPHAN_RECHECK)  # a replaced version's file is removed just after the change that unnamed it
+        named = named_files(root)
+    problems = []
+    for name in candidates:
+        try:
+            stat = os.stat(blobs / name, follow_symlinks=False)
+        except FileNotFoundError:
+            continue
+        if name in named or time.time() - stat.st_mtime < ORPHAN_GRACE:
+            continue
+        modified = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stat.st_mtime))
+        detail = f"{stat.st_size} bytes, modified {modified}, named by no record and no append in progress"
+        problems.append(Problem("orphaned", f"blobs/{name}", detail))
+    return problems
+
+
+def listed(blobs: Path) -> list[str]:
+    """The names in blobs/ (none if it is missing: its records' files are reported missing)."""
+    try:
+        return [entry.name for entry in os.scandir(blobs)]
+    except FileNotFoundError:
+        return []
+
+
+def named_files(root: Path) -> set[str]:
+    """The files of blobs/ that the index names now: in records, or written by append requests."""
+    with read_index(root) as index:
+        return {s.name for record in records_of(index) for s in record.segments} | appending_of(index)
