@@ -45,6 +45,7 @@ setup(
             "schemathesis>=4.3,<5",
             "openapi-spec-validator>=0.7,<1",
             "hypothesis>=6.100,<7",
+            "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
         ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},

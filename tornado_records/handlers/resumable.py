@@ -375,7 +375,7 @@ class CreationHandler(TransferHandler):
         if self.refused:
             return
         upload = self.upload
-        complete = self.complete or (self.tus and upload.length is not None and upload.written == upload.length)
+        complete = self.complete or upload.length == upload.written  # its length reached: done, as tusd does
         await self.finish_body(complete)
         if not complete or self.tus:
             self.set_status(201)
@@ -466,7 +466,7 @@ class UploadHandler(TransferHandler):
                 self.set_header("ETag", upload.etag)
             self.set_status(204)
             return
-        complete = self.complete or (self.tus and upload.length is not None and upload.written == upload.length)
+        complete = self.complete or upload.length == upload.written  # its length reached: done, as tusd does
         await self.finish_body(complete)
 
     async def head(self, *_: str) -> None:
