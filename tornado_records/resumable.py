@@ -151,6 +151,7 @@ class Resumables:
         self.dir = store.root / "uploads"
         self.dir.mkdir(exist_ok=True)
         self._open: dict[str, Resumable] = {}
+        self._removing: set[str] = set()  # ids whose removal is under way
         self._sweeper: tornado.ioloop.PeriodicCallback | None = None
         self._recover()
 
@@ -165,7 +166,8 @@ class Resumables:
                 raise UploadGone(upload_id)
             upload = self._open[upload_id] = self._from_row(rows[0])
         if upload.expires <= time.time() and upload.holder is None:
-            asyncio.ensure_future(self._remove(upload, "expired"))
+            if upload_id not in self._removing:
+                asyncio.ensure_future(self._remove(upload, "expired"))
             raise UploadGone(upload_id, expired=True)
         if upload.events is None and not upload.complete:
             upload.events = UploadEvents(
@@ -279,13 +281,17 @@ class Resumables:
 
     async def _remove(self, upload: Resumable, reason: str) -> None:
         upload.gone = True
+        self._removing.add(upload.id)
         self._open.pop(upload.id, None)
         upload.close()
         upload.path.unlink(missing_ok=True)
-        await self.store.forget_upload(upload.id)
         if upload.events is not None and not upload.complete:
             upload.events.size = upload.written
             upload.events.aborted(reason)
+        try:
+            await self.store.forget_upload(upload.id)
+        finally:
+            self._removing.discard(upload.id)
 
     # -- expiry and start-up -------------------------------------------------------------------------------------
 
@@ -309,6 +315,8 @@ class Resumables:
         now = time.time()
         gone = 0
         for row in self.store.upload_rows():
+            if row["id"] in self._removing:
+                continue
             upload = self._open.get(row["id"]) or self._from_row(row)
             if upload.expires <= now and upload.holder is None and not upload.lock.locked():
                 await self._remove(upload, "expired")
