@@ -91,7 +91,7 @@ async def test_tus_refusals(fetch: Any, data_dir: Path) -> None:
     version = await create(fetch, {"Tus-Resumable": "0.2.2", "Upload-Length": "5"})
     assert version.code == 412 and version.headers["Tus-Version"] == "1.0.0"
     assert (await create(fetch, {**TUS})).code == 400  # neither Upload-Length nor Upload-Defer-Length
-    assert (await create(fetch, {**TUS, "Upload-Length": "5", "Upload-Defer-Length": "1"})).code == 400
+    assert (await create(fetch, {**TUS, "Upload-Defer-Length": "2"})).code == 400
     assert (await create(fetch, {**TUS, "Upload-Length": "-1"})).code == 400
     too_big = await create(fetch, {**TUS, "Upload-Length": str(1 << 50)})
     assert too_big.code == 413
@@ -144,7 +144,8 @@ async def test_cancel_removes_the_upload_and_its_bytes(fetch: Any, data_dir: Pat
 
 @pytest.mark.gen_test
 async def test_options_tells_both_protocols(fetch: Any) -> None:
-    for path in (record_url(), "/uploads/anything"):
+    assert (await fetch(record_url(start="2024-13-01"), method="OPTIONS")).code == 400
+    for path in (record_url(),):
         answer = await fetch(path, method="OPTIONS")
         assert answer.code == 204
         assert answer.headers["Tus-Version"] == "1.0.0"
@@ -260,7 +261,7 @@ async def test_the_token_guards_creation_append_offset_and_cancel(fetch: Any, tm
     assert (await fetch(location, method="HEAD", headers=TUS)).code == 401
     assert (await patch(fetch, location, 0, b"abc", {**TUS, **CHUNK})).code == 401
     assert (await fetch(location, method="DELETE", headers=TUS)).code == 401
-    assert (await fetch(location, method="OPTIONS")).code == 204
+    assert (await fetch(record_url(), method="OPTIONS")).code == 204
     assert (await patch(fetch, location, 0, b"abc", {**TUS, **CHUNK, **auth})).code == 204
     assert (await fetch(record_url())).body == b"abc"
 

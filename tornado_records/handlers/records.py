@@ -116,6 +116,9 @@ class RecordHandler(BaseHandler):
     _joined_at = 0.0
     _stalled = False
 
+    def allowed_methods(self) -> list[str]:
+        return [*super().allowed_methods(), "POST", "OPTIONS"]  # the resumable uploads' (handlers/resumable.py)
+
     def prepare(self) -> None:
         super().prepare()
         if self.request.method in ("PUT", "DELETE"):
