@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import EVENT, eventually, files_in, record_url
+from conftest import eventually, files_in, record_url
 from rawhttp import Answer, exchange, open_stream, request_head, sha256_field
 from test_events import Client
 from test_sse import conforms

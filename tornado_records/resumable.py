@@ -343,7 +343,7 @@ class Resumables:
             lost = row["etag"] is None and (not path.exists() or path.stat().st_size < row["received"])
             if row["expires"] <= now or lost:
                 path.unlink(missing_ok=True)
-                self.store._execute("DELETE FROM uploads WHERE id = ?", (row["id"],))
+                self.store.forget_upload_now(row["id"])
                 removed += 1
             elif row["etag"] is None and path.stat().st_size > row["received"]:
                 os.truncate(path, row["received"])  # never recorded, never acknowledged: the client sends it again

@@ -568,8 +568,11 @@ class RecordStore:
 
     async def forget_upload(self, upload_id: str) -> None:
         """Remove a resumable upload's row."""
-        sql = "DELETE FROM uploads WHERE id = ?"
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, (upload_id,))
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.forget_upload_now, upload_id)
+
+    def forget_upload_now(self, upload_id: str) -> None:
+        """forget_upload, on the caller's thread (at start-up, before the writer thread has work)."""
+        self._execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
 
     async def commit_file(self, upload: "Upload", sha256: str, condition: Condition | None) -> tuple[Record, bool]:
         """Make a durable, checked file the record's current version, as `commit` does with a sealed upload (the
