@@ -83,9 +83,11 @@ def test_tus_js_client_resumes_through_breaks(proc, source: Path, protocol: str,
     status, content_type, body = stored(proc.url, start)
     assert status == 200 and content_type == "audio/wav"
     assert hashlib.sha256(body).digest() == hashlib.sha256(source.read_bytes()).digest()
-    resent = proxy.carried - SIZE
-    print(f"{protocol} deferred={deferred}: {BREAKS} breaks, {resent} bytes through the proxy beyond the file "
-          f"({resent / BREAKS:.0f} per break, request heads included)")  # fmt: skip
+    resent = proxy.carried - SIZE  # what reached the service's side of the link more than once, heads included
+    sent_again = outcome["sent"] - SIZE  # what the client sent more than once, also what its socket held at a reset
+    print(f"{protocol} deferred={deferred}: {BREAKS} breaks; beyond the file, {sent_again} bytes left the client "
+          f"({sent_again / BREAKS:.0f} per break) and {resent} went through the link ({resent / BREAKS:.0f} per break), "
+          "request heads included")  # fmt: skip
     assert resent < BREAKS * (1 << 20), "more than what was in flight was sent again"
     assert "Traceback" not in proc.log
 

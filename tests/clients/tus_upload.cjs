@@ -2,8 +2,18 @@
 // node tus_upload.cjs '{"endpoint": ..., "file": ..., "protocol": "tus-v1"|"ietf-draft-05", "deferred": bool,
 //                       "chunkSize": n|null, "headers": {...}, "type": "audio/wav"}'
 const fs = require('fs')
+const net = require('net')
 const { PassThrough } = require('stream')
 const tus = require('tus-js-client')
+
+// Every socket the client opens, to count the bytes it handed to the kernel (sent), request heads included.
+const sockets = []
+const connect = net.Socket.prototype.connect
+net.Socket.prototype.connect = function (...args) {
+  sockets.push(this)
+  return connect.apply(this, args)
+}
+const sent = () => sockets.reduce((total, s) => total + (s._bytesDispatched ?? s.bytesWritten ?? 0), 0)
 
 const args = JSON.parse(process.argv[2])
 const size = fs.statSync(args.file).size
@@ -26,11 +36,11 @@ const options = {
     highest = Math.max(highest, sent)
   },
   onError: (error) => {
-    console.log(JSON.stringify({ ok: false, error: String(error), retries, resent, drops }))
+    console.log(JSON.stringify({ ok: false, error: String(error), retries, resent, drops, sent: sent() }))
     process.exit(1)
   },
   onSuccess: () => {
-    console.log(JSON.stringify({ ok: true, url: upload.url, size, retries, resent, drops }))
+    console.log(JSON.stringify({ ok: true, url: upload.url, size, retries, resent, drops, sent: sent() }))
   },
 }
 let input
