@@ -46,6 +46,7 @@ setup(
             "openapi-spec-validator>=0.7,<1",
             "hypothesis>=6.100,<7",
             "requests>=2.31,<3",
+            "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
         ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},

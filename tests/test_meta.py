@@ -54,8 +54,9 @@ async def test_unknown_route_is_404_json(fetch, method):
     [
         ("POST", "/ping", "GET, HEAD"),
         ("DELETE", "/records/0f339cb0-7ab4-43fe-852d-75708232f76c", "GET, HEAD"),
-        ("POST", record_url(), "GET, HEAD, DELETE, PUT"),
-        ("PATCH", record_url(), "GET, HEAD, DELETE, PUT"),
+        ("TRACE", record_url(), "GET, HEAD, DELETE, PUT, POST, OPTIONS"),  # POST, OPTIONS: resumable uploads
+        ("PATCH", record_url(), "GET, HEAD, DELETE, PUT, POST, OPTIONS"),
+        ("PUT", "/uploads/5bWTFHqJ6x9ZfdVZ8bL3ZbhFw6JxK2qN", "GET, HEAD, DELETE, PATCH"),
         ("PUT", "/openapi/openapi.json", "GET, HEAD"),
     ],
 )

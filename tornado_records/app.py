@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import tornado.httpserver
+import tornado.routing
 import tornado.web
 import yaml
 
@@ -18,8 +19,10 @@ from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
+from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
 from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
+from tornado_records.resumable import Resumables
 from tornado_records.retention import Retention
 from tornado_records.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
@@ -57,7 +60,9 @@ def make_app(config: Config) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (rf"/records/{_EVENT}", RecordsHandler),
+            tornado.routing.Rule(CreationRequests(rf"/records/{_EVENT}/{_START}$"), CreationHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
+            (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
             (r"/metrics", MetricsHandler),
@@ -72,6 +77,7 @@ def make_app(config: Config) -> tornado.web.Application:
         config=config,
         store=store,
         hub=hub,
+        resumables=Resumables(store, hub, config.upload_expiry.total_seconds()),
         metrics=Metrics(hub, config.data_dir, index),
         retention=None if config.retention is None else Retention(store, hub, index, config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for
@@ -83,12 +89,14 @@ def start_app(app: tornado.web.Application) -> None:
     """Begin the application's own work (the retention sweeps, if set); call on the event loop."""
     if app.settings["retention"] is not None:
         app.settings["retention"].start()
+    app.settings["resumables"].start()
 
 
 async def stop_app(app: tornado.web.Application) -> None:
     """End the application's own work (a retention sweep stops after the delete in progress)."""
     if app.settings["retention"] is not None:
         await app.settings["retention"].stop()
+    app.settings["resumables"].stop()
 
 
 def close_app(app: tornado.web.Application) -> None:
@@ -104,6 +112,8 @@ def close_app(app: tornado.web.Application) -> None:
 ROUTE_OF_HANDLER: dict[type, str] = {
     RecordsHandler: "/records/{event}",
     RecordHandler: "/records/{event}/{start}",
+    CreationHandler: "/records/{event}/{start}",
+    UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",
     PingHandler: "/ping",
     MetricsHandler: "/metrics",

@@ -98,6 +98,14 @@ def parse_duration(text: str) -> datetime.timedelta | None:
     return datetime.timedelta(seconds=seconds)
 
 
+def parse_expiry(text: str) -> datetime.timedelta:
+    """A duration such as `24h` (as parse_duration reads it), which cannot be empty."""
+    duration = parse_duration(text)
+    if duration is None:
+        raise ValueError("an empty value is not a duration such as 24h")
+    return duration
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -212,6 +220,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
     ),
     Setting(
+        "upload_expiry",
+        "24h",
+        "how long a resumable upload (tus, IETF) may wait for its next bytes before it is removed with what it "
+        "received (such as 24h, 30m; units s, m, h, d, w); each request that brings bytes starts it again",
+        parse_expiry,
+    ),
+    Setting(
         "shutdown_grace",
         "30",
         "seconds that uploads and downloads in flight get to finish after SIGTERM or SIGINT, before they are cut off",
@@ -243,6 +258,7 @@ class Config:
     token_file: Secret | None
     trusted_proxies: tuple[Network, ...]
     upload_idle_timeout: float
+    upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None
     log_level: str

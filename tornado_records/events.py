@@ -237,9 +237,22 @@ class UploadEvents:
 
     In append mode: upload-started says `"append": true`; upload-resumed if the record's recorder had broken off
     before; record-created/updated each time what arrived joined the record; and in the end upload-completed or,
-    if the body stopped before its end, upload-interrupted (what it received is kept either way)."""
+    if the body stopped before its end, upload-interrupted (what it received is kept either way).
 
-    def __init__(self, hub: EventHub, event: str, start: str, content_type: str, append: bool = False) -> None:
+    A resumable upload (tus, IETF) has one over all the requests that bring its bytes: upload-started says
+    `"resumable": true`, upload-progress gives its offset, and it ends with record-created/updated or upload-aborted
+    (cancelled, expired, or refused at completion); a break in between is no end."""
+
+    def __init__(
+        self,
+        hub: EventHub,
+        event: str,
+        start: str,
+        content_type: str,
+        append: bool = False,
+        resumable: bool = False,
+        announce: bool = True,
+    ) -> None:
         self.hub = hub
         self.key = {"event": event, "start": start}
         self.size = 0
@@ -247,7 +260,9 @@ class UploadEvents:
         self.append = append
         self._last_report = time.monotonic()
         hub.uploads += 1
-        hub.publish("upload-started", {**self.key, "type": content_type, **({"append": True} if append else {})})
+        if announce:  # not for a resumable upload taken up again after a restart
+            flags = {"append": True} if append else {"resumable": True} if resumable else {}
+            hub.publish("upload-started", {**self.key, "type": content_type, **flags})
 
     def progress(self, size: int) -> None:
         """The upload has received `size` bytes so far."""

@@ -58,6 +58,19 @@ CREATE TABLE IF NOT EXISTS appends (  -- append requests with bytes on disk: the
     seq       INTEGER NOT NULL,  -- the order their first bytes arrived in
     committed INTEGER NOT NULL   -- bytes of the file from which on nothing is in the record yet
 );
+
+CREATE TABLE IF NOT EXISTS uploads (  -- resumable uploads (resumable.py); the bytes of each are the file uploads/<id>
+    id         TEXT    PRIMARY KEY,  -- random, unguessable: the upload resource's URL
+    event      TEXT    NOT NULL,
+    start      TEXT    NOT NULL,
+    type       TEXT    NOT NULL,
+    received   INTEGER NOT NULL,     -- the durable offset: bytes of the file known to be on disk (fsync)
+    length     INTEGER,              -- the announced length, NULL until known
+    expires    INTEGER NOT NULL,     -- Unix seconds
+    conditions TEXT    NOT NULL,     -- JSON: the creation request's precondition headers, checked at completion
+    digest     TEXT    NOT NULL,     -- hex SHA-256 the whole content must have, or empty
+    etag       TEXT                  -- the record version it made, once completed (the row stays until it expires)
+);
 """
 
 HASH_CACHE = 256  # SHA-256 states of recent contents kept, so that an append hashes only what it adds
@@ -568,6 +581,33 @@ class RecordStore:
         sql = "DELETE FROM appends WHERE blob = ?"
         await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, (name,))
 
+    # -- resumable uploads (see resumable.py) ----------------------------------------------------------------------
+
+    def upload_rows(self) -> list[dict]:
+        """Every resumable upload's row, as a dict of its columns."""
+        cursor = self._rconn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads")
+        return [dict(zip(_UPLOAD_COLUMNS.split(", "), row)) for row in cursor]
+
+    async def save_upload(self, row: dict) -> None:
+        """Insert or replace a resumable upload's row (all its columns)."""
+        sql = f"INSERT OR REPLACE INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
+        values = tuple(row[name] for name in _UPLOAD_COLUMNS.split(", "))
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, values)
+
+    async def forget_upload(self, upload_id: str) -> None:
+        """Remove a resumable upload's row."""
+        await asyncio.get_running_loop().run_in_executor(self._writer, self.forget_upload_now, upload_id)
+
+    def forget_upload_now(self, upload_id: str) -> None:
+        """forget_upload, on the caller's thread (at start-up, before the writer thread has work)."""
+        self._execute("DELETE FROM uploads WHERE id = ?", (upload_id,))
+
+    async def commit_file(self, upload: "Upload", sha256: str, condition: Condition | None) -> tuple[Record, bool]:
+        """Make a durable, checked file the record's current version, as `commit` does with a sealed upload (the
+        file is renamed into blobs/); `upload` names the file, the record, its media type, size and hash."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
+
     def _execute(self, sql: str, parameters: tuple) -> None:
         with storage_errors(), _transaction(self._wconn):
             self._wconn.execute(sql, parameters)
@@ -647,6 +687,7 @@ class RecordStore:
 
 
 _COLUMNS = "event, start, type, size, sha256, modified, blob"
+_UPLOAD_COLUMNS = "id, event, start, type, received, length, expires, conditions, digest, etag"
 DOWNLOAD_BLOCK = 1 << 20
 
 

@@ -115,6 +115,9 @@ class RecordHandler(BaseHandler):
     _idle_timer: object | None = None
     _joined_at = 0.0
 
+    def allowed_methods(self) -> list[str]:
+        return [*super().allowed_methods(), "POST", "OPTIONS"]  # the resumable uploads' (handlers/resumable.py)
+
     async def prepare(self) -> None:
         if self.request.method == "PUT":
             # The body limit is enforced by this handler (413); Tornado's own check would answer a bare 400, also
