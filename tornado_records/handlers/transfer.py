@@ -147,7 +147,7 @@ class TransferHandler(BaseHandler):
                 await self.end_transfer()
             except Exception as failure:  # noqa: BLE001 (the refusal goes out anyway; the next request tries again)
                 log.warning("could not record what an upload received: %s", failure)
-            await self.refuse_body(exc)
+            self.refuse_body(exc)
 
     def _room(self, upload: Resumable) -> int:
         limit = self.settings["config"].max_body_size
@@ -185,13 +185,7 @@ class TransferHandler(BaseHandler):
             return
         self._idle_timer = None
         self._end_in_background()
-        self.refused = True
-        exc = ApiError(408, f"No byte of the body arrived for {timeout:g} s: the bytes received are kept")
-        self.clear()
-        body = self._error_body(408, (type(exc), exc, None))
-        self.set_header("Content-Length", len(body))
-        self.set_header("Connection", "close")
-        self.finish(body)
+        self.refuse_body(ApiError(408, f"No byte of the body arrived for {timeout:g} s: the bytes received are kept"))
 
     def on_connection_close(self) -> None:
         self._end_in_background()
