@@ -33,7 +33,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator
+from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
 
 log = logging.getLogger("tornado_records.store")
 
@@ -314,6 +314,15 @@ class RecordStore:
         self.interrupted: set[tuple[str, str]] = set()  # records whose last append request broke off
         self._starts = StartIndex(self._wconn.execute("SELECT event, start FROM records"))
         self._recover()
+
+    def finish_later(self, work: Awaitable, what: str) -> asyncio.Future:
+        """Run `work` as a task that the shutdown waits for (in `ending`) before the store closes; its failure is one
+        warning line saying `what` failed."""
+        task = asyncio.ensure_future(work)
+        self.ending.add(task)
+        task.add_done_callback(self.ending.discard)
+        task.add_done_callback(lambda done: _log_failure(done, what))
+        return task
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -767,6 +776,11 @@ def storage_errors() -> Iterator[None]:
         if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
             raise StorageFull() from exc
         raise
+
+
+def _log_failure(task: asyncio.Future, what: str) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("%s failed: %s", what, task.exception())
 
 
 class _Changed(Exception):

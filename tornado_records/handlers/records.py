@@ -257,11 +257,7 @@ class RecordHandler(BaseHandler):
 
     def _track(self, ending: Awaitable[Record | None]) -> asyncio.Future:
         """Run a piece's end as a task the store knows of, so that the shutdown waits for it."""
-        task = asyncio.ensure_future(ending)
-        self.store.ending.add(task)
-        task.add_done_callback(self.store.ending.discard)
-        task.add_done_callback(_log_failure)
-        return task
+        return self.store.finish_later(ending, "joining what an append request received")
 
     def _watch_idle(self) -> None:
         """End the upload as broken once no byte has arrived for --upload-idle-timeout seconds."""
@@ -392,12 +388,6 @@ class RecordHandler(BaseHandler):
             tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
             self._idle_timer = None
         super().on_finish()
-
-
-def _log_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        exc = task.exception()
-        log.error("an append request's end failed", exc_info=(type(exc), exc, exc.__traceback__))
 
 
 def validators_of(record: Record | None) -> Validators | None:

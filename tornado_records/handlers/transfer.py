@@ -4,7 +4,6 @@ creation and the upload resource's methods on it."""
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import re
@@ -168,11 +167,7 @@ class TransferHandler(BaseHandler):
 
     def _end_in_background(self) -> None:
         if self.transferring:
-            store = self.settings["store"]
-            task = asyncio.ensure_future(self.end_transfer())
-            store.ending.add(task)  # the shutdown waits for it
-            task.add_done_callback(store.ending.discard)
-            task.add_done_callback(_log_failure)
+            self.settings["store"].finish_later(self.end_transfer(), "recording what an upload received")
 
     def _watch_idle(self) -> None:
         timeout = self.settings["config"].upload_idle_timeout
@@ -229,9 +224,3 @@ class TransferHandler(BaseHandler):
             self.set_header("Upload-Complete", "?1" if complete else "?0")
         self.limit_headers(upload)
         self.set_status(204)
-
-
-def _log_failure(task: asyncio.Future) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        exc = task.exception()
-        log.warning("could not record what an upload received: %s", exc)
