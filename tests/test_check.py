@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import EVENT, record_url
+from conftest import EVENT, record_url, wait_until
 from rawhttp import request
 from test_append import Appender
 from test_process import run
@@ -206,11 +206,15 @@ def test_a_download_of_a_damaged_record_is_a_500_that_the_log_explains(service) 
         status, headers, body = request(svc.url, "GET", record_url(start=start))
         assert status == 500 and headers["Content-Type"] == "application/json"
         assert json.loads(body) == {"status_code": 500, "detail": "Internal server error"}
-        line = next(line for line in svc.lines if "is damaged" in line and start in line)
+        # the log is read by a thread of the test: its line may come a moment after the answer
+        line = wait_until(lambda: next((l for l in svc.lines if "is damaged" in l and start in l), None))  # noqa: E741
+        assert line, "no log line explains the 500"
         assert f"event {EVENT} starting at {start}" in line and f"blobs/{path.name} is {size - cut} bytes" in line
         assert "ERROR" in line
     (file_of(svc.data_dir, "2024-01-02T00:00:00")).unlink()
     assert request(svc.url, "GET", record_url(start="2024-01-02T00:00:00"))[0] == 500
-    assert any("2024-01-02T00:00:00 is damaged: its file blobs/" in line and "is missing" in line for line in svc.lines)
+    assert wait_until(
+        lambda: any("2024-01-02T00:00:00 is damaged: its file blobs/" in line and "is missing" in line for line in svc.lines)
+    )
     assert "Traceback" not in svc.log
     assert svc.proc.poll() is None and request(svc.url, "GET", "/ping")[0] == 204
