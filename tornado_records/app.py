@@ -20,6 +20,7 @@ from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.records import RecordHandler, RecordsHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
+from tornado_records.handlers.room import RoomHandler
 from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
 from tornado_records.resumable import Resumables
@@ -70,6 +71,8 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
             (r"/openapi/(standalone\.js)", FileHandler, {"path": bundle.parent}),
+            (r"/()", RoomHandler, {"path": resource("static/room"), "default_filename": "index.html"}),
+            (r"/room/(.+)", RoomHandler, {"path": resource("static/room")}),
         ],
         default_handler_class=NotFoundHandler,
         log_function=log_request,
@@ -119,6 +122,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     MetricsHandler: "/metrics",
     DocumentHandler: "/openapi",
     FileHandler: "/openapi",
+    RoomHandler: "/room",
 }
 
 
