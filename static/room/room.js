@@ -226,6 +226,7 @@ function renderEventHeading () {
   $('event-heading').textContent = title || state.open
   $('event-heading').classList.toggle('untitled', !title)
   $('event-uuid').textContent = state.open
+  $('event-uuid').parentElement.hidden = !title // an untitled event's heading is its UUID already
   if (document.activeElement !== $('title-input')) $('title-input').value = title || ''
 }
 
