@@ -18,7 +18,8 @@ from tornado_records.eventlog import EventLog
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
-from tornado_records.handlers.records import RecordHandler, RecordsHandler
+from tornado_records.handlers.listings import EventsHandler, RecordsHandler
+from tornado_records.handlers.records import RecordHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
 from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
@@ -59,6 +60,7 @@ def make_app(config: Config) -> tornado.web.Application:
     page = resource("static/openapi.html").read_text().replace("{{scalar_src}}", scalar_src).encode()
     return tornado.web.Application(
         [
+            (r"/records/?", EventsHandler),
             (rf"/records/{_EVENT}", RecordsHandler),
             tornado.routing.Rule(CreationRequests(rf"/records/{_EVENT}/{_START}$"), CreationHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
@@ -110,6 +112,7 @@ def close_app(app: tornado.web.Application) -> None:
 
 # The route label of each handler in the metrics: a route's template, never the request's path (unbounded).
 ROUTE_OF_HANDLER: dict[type, str] = {
+    EventsHandler: "/records",
     RecordsHandler: "/records/{event}",
     RecordHandler: "/records/{event}/{start}",
     CreationHandler: "/records/{event}/{start}",
