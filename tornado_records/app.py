@@ -19,6 +19,7 @@ from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.listings import EventsHandler, RecordsHandler
+from tornado_records.handlers.live import LiveHandler, UploadsHandler
 from tornado_records.handlers.records import RecordHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
 from tornado_records.handlers.sse import EventStreamHandler
@@ -64,6 +65,8 @@ def make_app(config: Config) -> tornado.web.Application:
             (rf"/records/{_EVENT}", RecordsHandler),
             tornado.routing.Rule(CreationRequests(rf"/records/{_EVENT}/{_START}$"), CreationHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
+            (rf"/records/{_EVENT}/{_START}/live", LiveHandler),
+            (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
@@ -116,6 +119,8 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     RecordsHandler: "/records/{event}",
     RecordHandler: "/records/{event}/{start}",
     CreationHandler: "/records/{event}/{start}",
+    LiveHandler: "/records/{event}/{start}/live",
+    UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",
     PingHandler: "/ping",

@@ -106,7 +106,7 @@ class RecordsHandler(ListingHandler):
         title = body["title"]
         if title is None:
             return None
-        if not isinstance(title, str) or not title.strip() or len(title.strip()) > MAX_TITLE or _CONTROL.search(title):
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE or _CONTROL.search(title):
             raise ApiError(
                 400, f"title must be text of 1 to {MAX_TITLE} characters without control characters, or null"
             )  # fmt: skip

@@ -104,6 +104,8 @@ class RecordHandler(BaseHandler):
                 self.upload.content_type,
                 append=isinstance(self.upload, Piece),
             )
+            if isinstance(self.upload, Upload):
+                self.upload_events.source = self.upload.path
             self._joined_at = self._last_byte = time.monotonic()
             self._watch_idle()
 
