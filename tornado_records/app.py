@@ -18,7 +18,9 @@ from tornado_records.eventlog import EventLog
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
-from tornado_records.handlers.records import RecordHandler, RecordsHandler
+from tornado_records.handlers.listings import EventsHandler, RecordsHandler
+from tornado_records.handlers.live import LiveHandler, UploadsHandler
+from tornado_records.handlers.records import RecordHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
 from tornado_records.handlers.room import RoomHandler
 from tornado_records.handlers.sse import EventStreamHandler
@@ -60,9 +62,12 @@ def make_app(config: Config) -> tornado.web.Application:
     page = resource("static/openapi.html").read_text().replace("{{scalar_src}}", scalar_src).encode()
     return tornado.web.Application(
         [
+            (r"/records/?", EventsHandler),
             (rf"/records/{_EVENT}", RecordsHandler),
             tornado.routing.Rule(CreationRequests(rf"/records/{_EVENT}/{_START}$"), CreationHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
+            (rf"/records/{_EVENT}/{_START}/live", LiveHandler),
+            (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
@@ -113,9 +118,12 @@ def close_app(app: tornado.web.Application) -> None:
 
 # The route label of each handler in the metrics: a route's template, never the request's path (unbounded).
 ROUTE_OF_HANDLER: dict[type, str] = {
+    EventsHandler: "/records",
     RecordsHandler: "/records/{event}",
     RecordHandler: "/records/{event}/{start}",
     CreationHandler: "/records/{event}/{start}",
+    LiveHandler: "/records/{event}/{start}/live",
+    UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",
     PingHandler: "/ping",

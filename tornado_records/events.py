@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from tornado_records.eventlog import EventLog
@@ -29,6 +30,7 @@ MAX_UNSENT = 1 << 20  # bytes a subscriber may have queued and unsent before it 
 KEEPALIVE = 15.0  # seconds between keepalive comments
 PROGRESS_INTERVAL = 3.0  # seconds: at most one upload-progress event per upload in this time
 CLOSE_TIMEOUT = 1.0  # seconds that streams get to end by themselves at close(), before they are cut off
+INTERRUPTED_KEPT = 24 * 3600.0  # seconds an interrupted append-mode recording stays listed among the uploads
 
 KEEPALIVE_LINE = b": keepalive\n\n"
 
@@ -130,6 +132,8 @@ class EventHub:
         self.published: collections.Counter[str] = collections.Counter()  # events, by type
         self.sent_bytes = 0  # bytes handed to subscribers (events and keepalives)
         self.uploads = 0  # uploads in flight
+        self.flights: list[UploadEvents] = []  # the uploads in flight, oldest first
+        self.interrupted: dict[tuple[str, str], dict[str, Any]] = {}  # append-mode recordings that broke off, by record
         self.received_bytes = 0  # bytes the uploads received
         # Ids start from the time in microseconds, so they keep increasing across restarts of the service, even
         # when the newest events the log kept were lost (a power cut), and past the log's newest when the clock
@@ -186,6 +190,20 @@ class EventHub:
         """Forget a subscriber (it left). Safe to call more than once."""
         self.subscribers.discard(subscriber)
         subscriber.close()
+
+    def in_flight(self) -> list[dict[str, Any]]:
+        """The uploads in flight and the append-mode recordings that broke off (and were not taken up again,
+        replaced or deleted since, for up to INTERRUPTED_KEPT seconds), as `GET /uploads` shows them."""
+        now = time.monotonic()
+        for key, entry in list(self.interrupted.items()):
+            if now - entry["_at"] > INTERRUPTED_KEPT:
+                del self.interrupted[key]
+        kept = [{k: v for k, v in entry.items() if k != "_at"} for entry in self.interrupted.values()]
+        return [flight.to_json() for flight in self.flights] + kept
+
+    def flight(self, event: str, start: str) -> UploadEvents | None:
+        """The newest upload in flight to the record (event, start), or None."""
+        return next((f for f in reversed(self.flights) if f.key == {"event": event, "start": start}), None)
 
     def replay_ids(self) -> list[int]:
         """The ids of the events kept for replay, oldest first."""
@@ -255,19 +273,33 @@ class UploadEvents:
     ) -> None:
         self.hub = hub
         self.key = {"event": event, "start": start}
+        self.content_type = content_type
         self.size = 0
+        self.record_size: int | None = None  # in append mode: the record's size at the last join
         self.ended = False
         self.append = append
+        self.mode = "append" if append else "resumable" if resumable else "put"
+        self.started = utc_now()
+        self.source: Path | None = None  # the file that receives the bytes (not in append mode: see appends.py)
+        self.changed = asyncio.Event()  # set at each change (bytes, a join, the end), for those who follow it
         self._last_report = time.monotonic()
         hub.uploads += 1
+        hub.flights.append(self)
+        hub.interrupted.pop((event, start), None)
         if announce:  # not for a resumable upload taken up again after a restart
             flags = {"append": True} if append else {"resumable": True} if resumable else {}
             hub.publish("upload-started", {**self.key, "type": content_type, **flags})
+
+    def to_json(self) -> dict[str, Any]:
+        """The upload as `GET /uploads` shows it."""
+        return {**self.key, "type": self.content_type, "mode": self.mode, "state": "receiving", "bytes": self.size,
+                "size": self.record_size, "started": self.started}  # fmt: skip
 
     def progress(self, size: int) -> None:
         """The upload has received `size` bytes so far."""
         self.hub.received_bytes += size - self.size
         self.size = size
+        self.changed.set()
         now = time.monotonic()
         if now - self._last_report >= self.hub.progress_interval and not self.ended:
             self._last_report = now
@@ -289,6 +321,8 @@ class UploadEvents:
         if not self.ended:
             self.ended = True
             self.hub.uploads -= 1
+            self.hub.flights.remove(self)
+            self.changed.set()
 
     def resumed(self) -> None:
         """An append request's first byte arrived after the record's previous one broke off (or while it seems
@@ -297,6 +331,8 @@ class UploadEvents:
 
     def joined(self, record: dict[str, Any], created: bool) -> None:
         """What an append request received so far joined the record: `record` is the new version."""
+        self.record_size = record["size"]
+        self.changed.set()
         self.hub.publish("record-created" if created else "record-updated", {"record": record})
 
     def append_ended(self, received: int, reason: str | None, size: int | None) -> None:
@@ -308,8 +344,14 @@ class UploadEvents:
             self.hub.publish("upload-completed", data)
         else:
             self.hub.publish("upload-interrupted", {**data, "reason": reason})
+            if size is not None and self.hub.flight(**self.key) is None:
+                self.hub.interrupted[tuple(self.key.values())] = {
+                    **self.to_json(), **data, "state": "interrupted", "reason": reason, "ended": utc_now(),
+                    "_at": time.monotonic(),
+                }  # fmt: skip
 
 
 def publish_deleted(hub: EventHub, event: str, start: str) -> None:
     """Announce that the record (event, start) was deleted."""
+    hub.interrupted.pop((event, start), None)
     hub.publish("record-deleted", {"record": {"event": event, "start": start}})

@@ -174,6 +174,7 @@ class Resumables:
                 self.hub, upload.event, upload.start.isoformat(), upload.content_type, resumable=True, announce=False
             )
             upload.events.size = upload.offset
+            upload.events.source = upload.path
         return upload
 
     async def create(
@@ -200,6 +201,7 @@ class Resumables:
             raise
         self._open[upload_id] = upload
         upload.events = UploadEvents(self.hub, event, start.isoformat(), content_type, resumable=True)
+        upload.events.source = upload.path
         return upload
 
     def _expires(self) -> int:

@@ -35,6 +35,8 @@ import uuid
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
 
+from tornado_records import catalogue
+
 log = logging.getLogger("tornado_records.store")
 
 _SCHEMA = """
@@ -306,6 +308,7 @@ class RecordStore:
         self._wconn.execute("PRAGMA journal_mode=WAL")
         self._wconn.execute("PRAGMA synchronous=FULL")
         self._wconn.executescript(_SCHEMA)
+        catalogue.create(self._wconn)
         self._rconn = sqlite3.connect(index, isolation_level=None)
         self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
         self.writing: set[str] = set()  # blob files that append requests are still writing (see appends.py)
@@ -362,6 +365,27 @@ class RecordStore:
             (str(event), min(starts), max(starts), limit),
         ).fetchall()
         return Page(count, [Record(*row) for row in rows])
+
+    def events(
+        self, *, search: str | None = None, limit: int = 10, offset: int = 0, descending: bool = True
+    ) -> tuple[int, list[catalogue.EventSummary]]:
+        """How many events have records (matching `search` in their title or UUID), and one page of them by last
+        change, each with its first and last start."""
+        count, events = catalogue.page(self._rconn, search=search, limit=limit, offset=offset, descending=descending)
+        return count, [dataclasses.replace(e, **self._starts.bounds(e.event)) for e in events]
+
+    def title(self, event: uuid.UUID) -> str | None:
+        """The event's title, or None."""
+        return catalogue.title(self._rconn, str(event))
+
+    async def set_title(self, event: uuid.UUID, title: str | None) -> None:
+        """Give the event a title, or take it away (None)."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._in_transaction, catalogue.set_title, str(event), title)
+
+    def _in_transaction(self, change: Callable, *arguments: object) -> None:
+        with storage_errors(), _transaction(self._wconn):
+            change(self._wconn, *arguments)
 
     def get(self, event: uuid.UUID, start: datetime.datetime) -> Record:
         """The current version of a record; RecordNotFound if there is none."""
@@ -495,6 +519,7 @@ class RecordStore:
                     f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     dataclasses.astuple(record),
                 )
+                catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
         except BaseException:
             (self.blobs / blob).unlink(missing_ok=True)
             raise
@@ -567,6 +592,7 @@ class RecordStore:
             self._wconn.execute(
                 f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", dataclasses.astuple(record)
             )
+            catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
             self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
         self._starts.add(event, start)
         self.keep_hash(digest)
@@ -638,6 +664,7 @@ class RecordStore:
             if record is None:
                 raise RecordNotFound(event, start)
             self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
+            catalogue.count_change(self._wconn, record.event, record.size, None)
         self._starts.remove(record.event, record.start)
         self.unlink_unused(record, None)
         return record
@@ -733,6 +760,12 @@ class StartIndex:
                 del starts[at]
             if not starts:
                 self._starts.pop(event, None)
+
+    def bounds(self, event: str) -> dict[str, str | None]:
+        """The event's first and last start (None if it has no records)."""
+        with self._lock:
+            starts = self._starts.get(event) or [None]
+            return {"first_start": starts[0], "last_start": starts[-1]}
 
     def page(
         self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool

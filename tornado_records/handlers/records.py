@@ -1,4 +1,4 @@
-"""The records: list an event's records; upload (streamed to disk), download, HEAD and delete one record."""
+"""One record: upload (streamed to disk), download, HEAD and delete; and how its event and start are read."""
 
 from __future__ import annotations
 
@@ -32,8 +32,6 @@ log = logging.getLogger("tornado_records.handlers")
 
 DOWNLOAD_CHUNK = 1 << 20
 UNLIMITED_BODY = 1 << 62  # Tornado's own limit on an upload's body, above any --max-body-size: this handler counts
-MAX_LIST_LIMIT = 1000
-MAX_OFFSET = (1 << 63) - 1  # SQLite's largest integer
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _DIGITS = re.compile(r"[0-9]+")
@@ -60,43 +58,6 @@ def parse_start(text: str, name: str = "start") -> datetime.datetime:
     if value.tzinfo is not None:
         raise ApiError(400, f"{name} is in the event's own timezone and takes no UTC offset or Z: {quoted(text)}")
     return value
-
-
-class RecordsHandler(BaseHandler):
-    """`GET /records/{event}`: one page of an event's records, ordered by start."""
-
-    def get(self, event: str) -> None:
-        store: RecordStore = self.settings["store"]
-        order = self.get_query_argument("order", "asc")
-        if order not in ("asc", "desc"):
-            raise ApiError(400, f"order must be asc or desc, not {quoted(order)}")
-        limit = self._integer("limit", 10, MAX_LIST_LIMIT)
-        offset = self._integer("offset", 0, MAX_OFFSET)
-        page = store.list(
-            parse_event(event),
-            after=self._date_time("after"),
-            before=self._date_time("before"),
-            limit=limit,
-            offset=offset,
-            descending=order == "desc",
-        )
-        self.write(
-            {"count": page.count, "limit": limit, "offset": offset, "records": [r.to_json() for r in page.records]}
-        )
-
-    head = get
-
-    def _integer(self, name: str, default: int, maximum: int) -> int:
-        text = self.get_query_argument(name, None)
-        if text is None:
-            return default
-        if not _DIGITS.fullmatch(text) or int(text) > maximum:
-            raise ApiError(400, f"{name} must be a whole number from 0 to {maximum}, not {quoted(text)}")
-        return int(text)
-
-    def _date_time(self, name: str) -> datetime.datetime | None:
-        text = self.get_query_argument(name, None)
-        return None if text is None else parse_start(text, name)
 
 
 @tornado.web.stream_request_body
@@ -143,6 +104,8 @@ class RecordHandler(BaseHandler):
                 self.upload.content_type,
                 append=isinstance(self.upload, Piece),
             )
+            if isinstance(self.upload, Upload):
+                self.upload_events.source = self.upload.path
             self._joined_at = self._last_byte = time.monotonic()
             self._watch_idle()
 

@@ -1,0 +1,110 @@
+"""The catalogue of events: one row per event in the index's `catalogue` table, with its title and the totals of its
+records (count, bytes, last change), kept in the same transaction as each change of a record, so that the events
+list is a read of one small table at any number of records. Functions of a SQLite connection; they know no HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sqlite3
+import time
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is the table `events`)
+    event    TEXT    PRIMARY KEY,        -- canonical UUID
+    title    TEXT,                       -- a human title, or NULL
+    records  INTEGER NOT NULL DEFAULT 0,
+    bytes    INTEGER NOT NULL DEFAULT 0,
+    modified INTEGER NOT NULL DEFAULT 0  -- Unix seconds of the last change of one of its records
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS catalogue_by_change ON catalogue (modified, event);
+"""
+# A row stays while the event has records or a title.
+
+MAX_TITLE = 200  # characters
+
+
+@dataclasses.dataclass(frozen=True)
+class EventSummary:
+    """An event as the events list shows it."""
+
+    event: str
+    title: str | None
+    records: int
+    bytes: int
+    modified: int
+    first_start: str | None = None
+    last_start: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "event": self.event,
+            "title": self.title,
+            "records": self.records,
+            "bytes": self.bytes,
+            "first_start": self.first_start,
+            "last_start": self.last_start,
+            "modified": datetime.datetime.fromtimestamp(self.modified, datetime.timezone.utc).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            ),
+        }
+
+
+def create(conn: sqlite3.Connection) -> None:
+    """Make the table; on an index made before it existed, fill it from the records (once)."""
+    existed = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalogue'").fetchone()
+    conn.executescript(SCHEMA)
+    if not existed:
+        conn.execute(
+            "INSERT INTO catalogue (event, records, bytes, modified)"
+            " SELECT event, count(*), sum(size), max(modified) FROM records GROUP BY event"
+        )
+
+
+def count_change(conn: sqlite3.Connection, event: str, old_size: int | None, new_size: int | None) -> None:
+    """Count one change of a record of `event` (inside the change's transaction): sizes None where the record was
+    absent before (created) or is absent after (deleted)."""
+    records = (new_size is not None) - (old_size is not None)
+    added = (new_size or 0) - (old_size or 0)
+    conn.execute(
+        "INSERT INTO catalogue (event, records, bytes, modified) VALUES (?, ?, ?, ?) ON CONFLICT (event) DO UPDATE"
+        " SET records = records + excluded.records, bytes = bytes + excluded.bytes, modified = excluded.modified",
+        (event, records, added, int(time.time())),
+    )
+    conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
+
+
+def set_title(conn: sqlite3.Connection, event: str, title: str | None) -> None:
+    """Give the event a title, or take it away (None)."""
+    conn.execute(
+        "INSERT INTO catalogue (event, title) VALUES (?, ?) ON CONFLICT (event) DO UPDATE SET title = excluded.title",
+        (event, title),
+    )
+    conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
+
+
+def title(conn: sqlite3.Connection, event: str) -> str | None:
+    """The event's title, or None."""
+    row = conn.execute("SELECT title FROM catalogue WHERE event = ?", (event,)).fetchone()
+    return None if row is None else row[0]
+
+
+def page(
+    conn: sqlite3.Connection, *, search: str | None, limit: int, offset: int, descending: bool
+) -> tuple[int, list[EventSummary]]:
+    """How many events have records (and match `search`, a case-insensitive part of the title or the UUID), and
+    those of the page asked for, by last change (most recent first if `descending`)."""
+    where = "records > 0"
+    parameters: tuple = ()
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where += " AND (event LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\')"
+        parameters = (pattern, pattern)  # LIKE ignores the case of ASCII letters
+    (count,) = conn.execute(f"SELECT count(*) FROM catalogue WHERE {where}", parameters).fetchone()
+    order = "DESC" if descending else "ASC"
+    rows = conn.execute(
+        f"SELECT event, title, records, bytes, modified FROM catalogue WHERE {where}"
+        f" ORDER BY modified {order}, event {order} LIMIT ? OFFSET ?",
+        (*parameters, limit, offset),
+    ).fetchall()
+    return count, [EventSummary(*row) for row in rows]

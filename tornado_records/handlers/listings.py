@@ -1,0 +1,117 @@
+"""The listings: the events that have records (`GET /records`), an event's records (`GET /records/{event}`), and
+an event's title (`PUT /records/{event}`)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+
+from tornado_records.catalogue import MAX_TITLE
+from tornado_records.handlers.base import ApiError, BaseHandler, quoted
+from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.store import RecordStore
+
+MAX_LIST_LIMIT = 1000
+MAX_OFFSET = (1 << 63) - 1  # SQLite's largest integer
+MAX_SEARCH = 200  # characters of `q`
+
+_DIGITS = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class ListingHandler(BaseHandler):
+    """What the listings share: their paging and order arguments."""
+
+    def page_arguments(self, default_order: str) -> tuple[int, int, bool]:
+        """limit, offset, and whether the order is descending."""
+        order = self.get_query_argument("order", default_order)
+        if order not in ("asc", "desc"):
+            raise ApiError(400, f"order must be asc or desc, not {quoted(order)}")
+        return self._integer("limit", 10, MAX_LIST_LIMIT), self._integer("offset", 0, MAX_OFFSET), order == "desc"
+
+    def _integer(self, name: str, default: int, maximum: int) -> int:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        if not _DIGITS.fullmatch(text) or int(text) > maximum:
+            raise ApiError(400, f"{name} must be a whole number from 0 to {maximum}, not {quoted(text)}")
+        return int(text)
+
+
+class EventsHandler(ListingHandler):
+    """`GET /records`: one page of the events that have records, the most recently changed first by default."""
+
+    def get(self) -> None:
+        store: RecordStore = self.settings["store"]
+        limit, offset, descending = self.page_arguments("desc")
+        search = self.get_query_argument("q", "")
+        if len(search) > MAX_SEARCH or _CONTROL.search(search):
+            raise ApiError(400, f"q must be at most {MAX_SEARCH} characters of text, not {quoted(search)}")
+        count, events = store.events(search=search, limit=limit, offset=offset, descending=descending)
+        self.write({"count": count, "limit": limit, "offset": offset, "events": [e.to_json() for e in events]})
+
+    head = get
+
+
+class RecordsHandler(ListingHandler):
+    """`GET /records/{event}`: one page of an event's records, ordered by start, with the event's title;
+    `PUT /records/{event}`: set or remove the event's title (`{"title": "..."}` or `{"title": null}`)."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.request.method == "PUT":
+            self.require_writer()
+
+    def get(self, event: str) -> None:
+        store: RecordStore = self.settings["store"]
+        event_id = parse_event(event)
+        limit, offset, descending = self.page_arguments("asc")
+        page = store.list(
+            event_id,
+            after=self._date_time("after"),
+            before=self._date_time("before"),
+            limit=limit,
+            offset=offset,
+            descending=descending,
+        )
+        self.write(
+            {
+                "count": page.count,
+                "limit": limit,
+                "offset": offset,
+                "title": store.title(event_id),
+                "records": [r.to_json() for r in page.records],
+            }
+        )
+
+    head = get
+
+    async def put(self, event: str) -> None:
+        event_id = parse_event(event)
+        title = self._title()
+        await self.settings["store"].set_title(event_id, title)
+        data = {"event": str(event_id), "title": title}
+        self.settings["hub"].publish("event-updated", data)
+        self.write(data)
+
+    def _title(self) -> str | None:
+        """The title the body gives: text of 1 to MAX_TITLE characters (spaces at the ends dropped), or null."""
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, 'The body must be JSON such as {"title": "Morning show"}') from None
+        if not isinstance(body, dict) or set(body) != {"title"}:
+            raise ApiError(400, 'The body must be a JSON object with one member, title: {"title": "Morning show"}')
+        title = body["title"]
+        if title is None:
+            return None
+        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE or _CONTROL.search(title):
+            raise ApiError(
+                400, f"title must be text of 1 to {MAX_TITLE} characters without control characters, or null"
+            )  # fmt: skip
+        return title.strip()
+
+    def _date_time(self, name: str) -> datetime.datetime | None:
+        text = self.get_query_argument(name, None)
+        return None if text is None else parse_start(text, name)
