@@ -1,0 +1,189 @@
+"""The listening room (`/`) in a real browser: Debian's Chromium driven by Selenium against a real `tornado-records`
+process, with real audio files (ffmpeg), curl, and a slow chunked upload as a live recorder sends it.
+
+Each test ends by checking Chrome's performance log: no request of the page went anywhere but the service. The time
+each page view and each live update took is printed (`pytest -s`): it is what a user waits.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+from browser import Browser
+from conftest import require
+
+REPO = Path(__file__).resolve().parent.parent
+VENDORED = REPO / "static" / "room" / "vendor"
+TUS_PACKAGE = REPO / "tests" / "clients" / "node_modules" / "tus-js-client"
+TOKEN = "room-secret"
+MORNING = "0f339cb0-7ab4-43fe-852d-75708232f76c"
+NIGHT = "5b1e2a44-9c1f-4d8e-a0b7-3c2d1e0f9a88"
+
+
+def timing(what: str, seconds: float) -> None:
+    """Print one measured wait of a user (pytest -s shows them)."""
+    print(f"\nroom timing: {what}: {1000 * seconds:.0f} ms")
+
+
+def audio(tmp_path: Path, name: str, seconds: int, *codec: str) -> Path:
+    """A sine tone of `seconds` made by ffmpeg (WAV by default; `codec` as ffmpeg flags such as -c:a libmp3lame)."""
+    path = tmp_path / name
+    subprocess.run(
+        [require("ffmpeg"), "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi",
+         "-i", f"sine=frequency=440:duration={seconds}:sample_rate=48000", "-ac", "2", *codec, str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def put(url: str, event: str, start: str, body: bytes, token: str | None = None, kind: str = "audio/wav") -> None:
+    headers = {"Content-Type": kind} | ({"Authorization": f"Bearer {token}"} if token else {})
+    answer = requests.put(f"{url}/records/{event}/{start}", data=body, headers=headers, timeout=30)
+    assert answer.status_code == 204, answer.text
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator:
+    """`browsers(service)` opens a Chromium on the service; at the end, each asserts that nothing left the machine."""
+    opened: list[Browser] = []
+
+    def open_browser(proc, **size: int) -> Browser:  # noqa: ANN001
+        require("chromium")
+        opened.append(Browser(proc.url, tmp_path / f"profile{len(opened)}", **size))
+        return opened[-1]
+
+    yield open_browser
+    try:
+        for browser in opened:
+            assert browser.outside_requests() == []
+            assert len(browser.requests) > 0  # the log was read: the check above can fail
+    finally:
+        for browser in opened:
+            browser.quit()
+
+
+def wait_for_rows(browser: Browser, count: int, css: str = "#events-body tr") -> None:
+    browser.wait(lambda: len(browser.find_all(css)) == count, what=f"{count} rows of {css}")
+
+
+# -- the files of the page ---------------------------------------------------------------------------------------
+
+
+def test_vendored_tus_js_client_is_the_npm_package_file() -> None:
+    if not (TUS_PACKAGE / "dist" / "tus.min.js").exists():
+        message = "tus-js-client is not installed (npm ci --prefix tests/clients --ignore-scripts)"
+        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
+            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
+        pytest.skip(message)
+    assert (VENDORED / "tus.min.js").read_bytes() == (TUS_PACKAGE / "dist" / "tus.min.js").read_bytes()
+    assert (VENDORED / "LICENSE").read_bytes() == (TUS_PACKAGE / "LICENSE").read_bytes()
+    version = json.loads((TUS_PACKAGE / "package.json").read_text())["version"]
+    assert f"**{version}**" in (VENDORED / "README.md").read_text()
+
+
+def test_the_page_and_its_files_come_from_the_service(service) -> None:  # noqa: ANN001
+    proc = service()
+    page = requests.get(proc.url + "/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert '<meta name="viewport"' in page.text
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    for path in ["/room/room.js", "/room/room.css", "/room/vendor/tus.min.js"]:
+        assert requests.get(proc.url + path, timeout=10).status_code == 200, path
+        assert f'"{path}"' in page.text, path
+    missing = requests.get(proc.url + "/room/nothing.js", timeout=10)
+    assert missing.status_code == 404 and missing.json()["status_code"] == 404
+    outside = requests.get(proc.url + "/room/%2e%2e/setup.py", timeout=10)
+    assert outside.status_code in (403, 404) and "setup(" not in outside.text
+
+
+# -- browsing ----------------------------------------------------------------------------------------------------
+
+
+def test_events_and_an_events_records_render(service, browsers, tmp_path: Path) -> None:  # noqa: ANN001
+    proc = service()
+    wav = audio(tmp_path, "tone.wav", 3).read_bytes()
+    put(proc.url, MORNING, "2024-01-01T06:00:00", wav)
+    put(proc.url, MORNING, "2024-01-02T06:00:00", wav)
+    put(proc.url, NIGHT, "2024-01-01T23:00:00", wav[:50_000])
+    assert requests.put(f"{proc.url}/records/{MORNING}", json={"title": "Morning show"}, timeout=10).ok
+    browser = browsers(proc)
+
+    began = time.monotonic()
+    browser.open("/")
+    wait_for_rows(browser, 2)
+    timing("events list, page load to rendered list", time.monotonic() - began)
+    timing("events list, navigation start to rendered (in the page)", browser.js("return roomTimings.events") / 1000)
+    rows = browser.text("#events-body tr")
+    assert "Morning show" in rows and MORNING in rows and "2024-01-02 06:00:00" in rows
+    assert NIGHT in rows  # an untitled event shows its UUID
+    assert rows.index(NIGHT) < rows.index("Morning show")  # the newest change first
+    assert browser.text("#events-page") == "1–2 of 2"
+    browser.screenshot("room-events.png")
+
+    began = time.monotonic()
+    browser.find("#events-body a[href$='" + MORNING + "']").click()
+    wait_for_rows(browser, 2, "#records-list li")
+    timing("an event's records, click to rendered list", time.monotonic() - began)
+    assert browser.find("#event-heading").text == "Morning show"
+    first, second = browser.find_all("#records-list li")
+    assert "2024-01-02 06:00:00" in first.text and "2024-01-01 06:00:00" in second.text  # newest first
+    assert "audio/wav" in first.text and f"{len(wav) / 1000:.1f} kB" in first.text
+    player = first.find_element("css selector", "audio")
+    assert player.get_attribute("preload") == "none" and player.get_attribute("controls") is not None
+    assert player.get_attribute("src") == f"{proc.url}/records/{MORNING}/2024-01-02T06:00:00"
+    download = first.find_element("css selector", "a.download")
+    assert download.get_attribute("href") == player.get_attribute("src")
+
+    # The title is editable; the service keeps it, and the list shows it (no token on this service).
+    field = browser.find("#title-input")
+    field.clear()
+    field.send_keys("Morning show (weekdays)")
+    browser.find("#title-form button[type=submit]").click()
+    browser.wait(lambda: browser.find("#event-heading").text == "Morning show (weekdays)", what="the new title")
+    assert requests.get(f"{proc.url}/records/{MORNING}?limit=0", timeout=10).json()["title"] == "Morning show (weekdays)"
+    browser.find("#back").click()
+    browser.wait(lambda: "Morning show (weekdays)" in browser.text("#events-body"), what="the title in the list")
+
+
+def test_audio_plays_and_seeks_with_a_range_request(service, browsers, tmp_path: Path) -> None:  # noqa: ANN001
+    proc = service()
+    wav = audio(tmp_path, "tone.wav", 30).read_bytes()
+    put(proc.url, MORNING, "2024-01-01T06:00:00", wav)
+    browser = browsers(proc)
+    browser.open(f"/#event/{MORNING}")
+    wait_for_rows(browser, 1, "#records-list li")
+    # 1 MB/s, five times the WAV's rate: it plays at once, and 3/4 of it has not arrived when the seek comes.
+    browser.driver.execute_cdp_cmd("Network.enable", {})
+    browser.driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": 1_000_000, "uploadThroughput": -1},
+    )
+    browser.find("#records-list audio").click()  # focus; playing is started as the controls' button would
+    assert browser.js("return document.querySelector('#records-list audio').play().then(() => 'playing')") == "playing"
+    browser.wait(lambda: browser.js("return document.querySelector('#records-list audio').currentTime") > 1.0,
+                 what="currentTime advancing")  # fmt: skip
+    began = time.monotonic()
+    browser.js("const a = document.querySelector('#records-list audio'); a.currentTime = a.duration * 0.75")
+    browser.wait(lambda: browser.js("return document.querySelector('#records-list audio').currentTime") > 22.6,
+                 what="playing from 3/4")  # fmt: skip
+    timing("seek to 3/4, to playing there", time.monotonic() - began)
+    ranges = [
+        int(r["headers"]["range"].removeprefix("bytes=").split("-")[0])
+        for r in browser.collect()
+        if r["url"] == f"{proc.url}/records/{MORNING}/2024-01-01T06:00:00" and "range" in r["headers"]
+    ]
+    assert 0 in ranges  # the first request
+    assert any(0.7 * len(wav) <= first <= 0.8 * len(wav) for first in ranges), ranges  # the seek's
+    assert "GET /records/" + MORNING + "/2024-01-01T06:00:00 206" in proc.log
+    browser.screenshot("room-records.png")
