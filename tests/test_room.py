@@ -22,6 +22,7 @@ import requests
 
 from browser import Browser
 from conftest import require
+from rawhttp import Answer, chunk, connect, read_until, request_head
 
 REPO = Path(__file__).resolve().parent.parent
 VENDORED = REPO / "static" / "room" / "vendor"
@@ -187,3 +188,128 @@ def test_audio_plays_and_seeks_with_a_range_request(service, browsers, tmp_path:
     assert any(0.7 * len(wav) <= first <= 0.8 * len(wav) for first in ranges), ranges  # the seek's
     assert "GET /records/" + MORNING + "/2024-01-01T06:00:00 206" in proc.log
     browser.screenshot("room-records.png")
+
+
+# -- live updates ------------------------------------------------------------------------------------------------
+
+
+def curl(*args: str) -> None:
+    subprocess.run([require("curl"), "--silent", "--show-error", "--fail", *args], check=True, timeout=30)
+
+
+def test_records_uploaded_and_deleted_with_curl_appear_and_go_without_reload(service, browsers, tmp_path: Path) -> None:  # noqa: ANN001
+    proc = service()
+    wav = audio(tmp_path, "tone.wav", 2)
+    put(proc.url, MORNING, "2024-01-01T06:00:00", wav.read_bytes())
+    browser = browsers(proc)
+    browser.open("/")
+    wait_for_rows(browser, 1)
+    browser.js("window.sameDocument = true")
+
+    began = time.monotonic()
+    curl("--upload-file", str(wav), "-H", "Content-Type: audio/wav", f"{proc.url}/records/{NIGHT}/2024-02-01T23:00:00")
+    wait_for_rows(browser, 2)
+    seconds = time.monotonic() - began
+    timing("curl upload of a new event to its row in the events list", seconds)
+    assert seconds < 2
+    assert browser.find("#events-body tr").text.startswith(NIGHT)  # newest change first
+
+    browser.find(f"#events-body a[href$='{MORNING}']").click()
+    wait_for_rows(browser, 1, "#records-list li")
+    began = time.monotonic()
+    curl("--upload-file", str(wav), "-H", "Content-Type: audio/wav", f"{proc.url}/records/{MORNING}/2024-01-08T06:00:00")
+    wait_for_rows(browser, 2, "#records-list li")
+    seconds = time.monotonic() - began
+    timing("curl upload to its row in the open event's records", seconds)
+    assert seconds < 2
+    assert "2024-01-08 06:00:00" in browser.find("#records-list li").text
+
+    began = time.monotonic()
+    curl("--request", "DELETE", f"{proc.url}/records/{MORNING}/2024-01-01T06:00:00")
+    browser.wait(lambda: "2024-01-01 06:00:00" not in browser.text("#records-list"), what="the deleted record gone")
+    seconds = time.monotonic() - began
+    timing("curl delete to its row gone", seconds)
+    assert seconds < 2
+    assert browser.text("#records-page") == "1–1 of 1"
+    assert browser.js("return window.sameDocument") is True  # never reloaded
+
+
+class PacedRecorder(threading.Thread):
+    """A live recorder: a chunked PUT that sends `body` at `rate` bytes a second, as an encoder sends a broadcast,
+    and ends its body when `body` is all sent or `stop` is set."""
+
+    def __init__(self, url: str, path: str, body: bytes, rate: int, content_type: str) -> None:
+        super().__init__(daemon=True)
+        self.sock = connect(url)
+        self.head = request_head("PUT", path, {"Transfer-Encoding": "chunked", "Content-Type": content_type})
+        self.body, self.rate = body, rate
+        self.sent = 0
+        self.status = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        self.sock.sendall(self.head)
+        began = time.monotonic()
+        step = self.rate // 10
+        while self.sent < len(self.body) and not self.stop.is_set():
+            part = self.body[self.sent : self.sent + step]
+            self.sock.sendall(chunk(part))
+            self.sent += len(part)
+            time.sleep(max(0.0, began + self.sent / self.rate - time.monotonic()))
+        self.sock.sendall(b"0\r\n\r\n")
+        self.status = Answer(read_until(self.sock, b"\r\n\r\n", 30)).status
+        self.sock.close()
+
+
+def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, tmp_path: Path) -> None:  # noqa: ANN001
+    proc = service()
+    seconds = 60
+    mp3 = audio(tmp_path, "show.mp3", seconds, "-c:a", "libmp3lame", "-b:a", "128k").read_bytes()
+    put(proc.url, MORNING, "2024-01-01T06:00:00", mp3[:100_000], kind="audio/mpeg")
+    assert requests.put(f"{proc.url}/records/{NIGHT}", json={"title": "Night owls"}, timeout=10).ok
+    browser = browsers(proc)
+    browser.open("/")
+    wait_for_rows(browser, 1)
+    assert browser.find("#now-empty").is_displayed()
+
+    start = "2024-03-01T22:00:00"
+    recorder = PacedRecorder(proc.url, f"/records/{NIGHT}/{start}", mp3, len(mp3) // seconds, "audio/mpeg")
+    began = time.monotonic()
+    recorder.start()
+    browser.wait(lambda: "Night owls" in browser.text("#now-list"), what="the recording in Recording now")
+    timing("upload start to its row in Recording now", time.monotonic() - began)
+    sizes = [int(browser.find("#now-list .size").get_attribute("data-bytes"))]
+    for _ in range(2):  # upload-progress comes every few seconds: the size shown grows twice
+        grown = browser.wait(lambda: int(browser.find("#now-list .size").get_attribute("data-bytes")) > sizes[-1],
+                             timeout=10, what="the size growing")  # fmt: skip
+        assert grown
+        sizes.append(int(browser.find("#now-list .size").get_attribute("data-bytes")))
+    assert sizes[0] < sizes[1] < sizes[2] <= recorder.sent
+    assert "2024-03-01 22:00:00" in browser.text("#now-list")
+
+    browser.driver.refresh()  # a page opened while it records learns of it from GET /uploads
+    browser.wait(lambda: int(browser.find("#now-list .size").get_attribute("data-bytes")) > sizes[-1] / 2,
+                 what="the recording after a reload")  # fmt: skip
+    browser.screenshot("room-recording-now.png")
+
+    browser.find("#now-list button.listen").click()
+    arrived = recorder.sent / recorder.rate  # seconds of audio that had arrived when the player started
+    began = time.monotonic()
+    browser.wait(lambda: browser.js("return document.getElementById('live-audio').currentTime") > 0.5,
+                 what="the live player playing")  # fmt: skip
+    timing("Listen live, click to playing", time.monotonic() - began)
+    browser.wait(lambda: browser.js("return document.getElementById('live-audio').currentTime") > arrived + 2,
+                 timeout=arrived + 20, what="playing audio that arrived after the player started")  # fmt: skip
+    assert f"GET /records/{NIGHT}/{start}/live 200" not in proc.log  # the answer is still streaming
+    assert recorder.is_alive()
+    browser.screenshot("room-listen-live.png")
+
+    recorder.stop.set()
+    recorder.join(30)
+    assert recorder.status == 204
+    began = time.monotonic()
+    browser.wait(lambda: browser.find("#now-empty").is_displayed(), what="the finished recording gone from the list")
+    timing("upload end to its row gone from Recording now", time.monotonic() - began)
+    browser.wait(lambda: "Night owls" in browser.text("#events-body"), what="the new record's event in the list")
+    stored = requests.get(f"{proc.url}/records/{NIGHT}/{start}", timeout=10)
+    assert stored.content == mp3[: recorder.sent]

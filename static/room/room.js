@@ -306,6 +306,7 @@ async function loadUploads () {
 
 function renderUploads () {
   const uploads = [...state.uploads.values()].sort((a, b) => keyOf(a).localeCompare(keyOf(b)))
+  for (const upload of uploads) learnTitle(upload.event)
   reconcile($('now-list'), uploads, keyOf, createUploadItem, updateUploadItem)
   $('now-empty').hidden = uploads.length > 0
 }
@@ -330,6 +331,20 @@ function updateUploadItem (item, upload) {
   const size = item.querySelector('.size')
   size.textContent = formatBytes(upload.bytes)
   size.dataset.bytes = upload.bytes
+}
+
+/** Learn the title of an event not seen in a list yet (a recording of a new event), once. */
+async function learnTitle (event) {
+  if (state.titles.has(event)) return
+  state.titles.set(event, null)
+  try {
+    const page = await api(`/records/${event}?limit=0`)
+    if (page.title === undefined || state.titles.get(event) !== null) return
+    state.titles.set(event, page.title)
+    renderUploads()
+  } catch (_) {
+    state.titles.delete(event) // asked again at the next change
+  }
 }
 
 /** Play a recording in progress from its beginning, following it as it arrives. */
