@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 import requests
+from selenium.webdriver.common.keys import Keys
 
 from browser import Browser
 from conftest import require
@@ -313,3 +314,131 @@ def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, 
     browser.wait(lambda: "Night owls" in browser.text("#events-body"), what="the new record's event in the list")
     stored = requests.get(f"{proc.url}/records/{NIGHT}/{start}", timeout=10)
     assert stored.content == mp3[: recorder.sent]
+
+
+# -- writing: delete and upload, with and without a token --------------------------------------------------------
+
+
+def answer_token(browser: Browser, token: str, refused_before: bool) -> None:
+    """Type `token` into the page's token dialog, which must be open (saying the last one was refused, or not)."""
+    browser.wait(
+        lambda: browser.find("#token-dialog").is_displayed()
+        and browser.find("#token-wrong").is_displayed() == refused_before
+        and browser.find("#token-input").get_attribute("value") == "",
+        what=f"the token dialog ({'after a refusal' if refused_before else 'first'})",
+    )
+    browser.find("#token-input").send_keys(token)
+    browser.find("#token-ok").click()
+
+
+@pytest.mark.parametrize("token", [None, TOKEN], ids=["open-service", "token-file"])
+def test_delete_and_upload_with_progress(service, browsers, tmp_path: Path, token: str | None) -> None:  # noqa: ANN001
+    (tmp_path / "token").write_text(TOKEN)
+    proc = service(*(("--token-file", str(tmp_path / "token")) if token else ()))
+    show = audio(tmp_path, "show.wav", 30)
+    put(proc.url, MORNING, "2024-01-01T06:00:00", show.read_bytes()[:100_000], token)
+    browser = browsers(proc)
+    browser.open(f"/#event/{MORNING}")
+    wait_for_rows(browser, 1, "#records-list li")
+
+    browser.find("#records-list button.delete").click()
+    browser.wait(lambda: browser.find("#delete-dialog").is_displayed(), what="the confirmation")
+    assert "2024-01-01 06:00:00" in browser.find("#delete-what").text
+    browser.find("#delete-cancel").click()  # kept
+    assert requests.get(f"{proc.url}/records/{MORNING}/2024-01-01T06:00:00", timeout=10).status_code == 200
+    browser.find("#records-list button.delete").click()
+    browser.wait(lambda: browser.find("#delete-dialog").is_displayed(), what="the confirmation")
+    browser.find("#delete-ok").click()
+    if token:
+        answer_token(browser, "not-the-token", refused_before=False)
+        answer_token(browser, TOKEN, refused_before=True)
+        assert browser.js("return sessionStorage.getItem('tornado-records-token')") == TOKEN
+        assert browser.js("return JSON.stringify(localStorage)").find(TOKEN) == -1  # for the tab only
+        browser.js("sessionStorage.clear()")  # the upload asks again
+    browser.wait(lambda: not browser.find_all("#records-list li"), what="the record gone")
+    assert requests.get(f"{proc.url}/records/{MORNING}/2024-01-01T06:00:00", timeout=10).status_code == 404
+
+    # Upload a 5.8 MB file at 2 MB/s, so that the progress bar has something to show.
+    browser.driver.execute_cdp_cmd("Network.enable", {})
+    browser.driver.execute_cdp_cmd(
+        "Network.emulateNetworkConditions",
+        {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": 2_000_000},
+    )
+    assert browser.find("#upload-event").get_attribute("value") == MORNING  # the open event
+    browser.js("document.getElementById('upload-start').value = '2024-02-03T04:05:06'")
+    browser.find("#upload-file").send_keys(str(show))
+    began = time.monotonic()
+    browser.find("#upload-submit").click()
+    if token:
+        answer_token(browser, TOKEN, refused_before=False)
+    progress = set()
+    while "Stored" not in (status := browser.find("#upload-status").text) and time.monotonic() - began < 60:
+        assert "Not uploaded" not in status, status
+        progress.add(round(float(browser.find("#upload-progress").get_attribute("value"))))
+        time.sleep(0.05)
+    timing(f"upload of {show.stat().st_size} bytes at 2 MB/s, click to stored", time.monotonic() - began)
+    assert "Stored show.wav as 2024-02-03 04:05:06" in status
+    assert float(browser.find("#upload-progress").get_attribute("value")) == 100
+    assert len({p for p in progress if 0 < p < 100}) >= 3, progress  # it moved
+    wait_for_rows(browser, 1, "#records-list li")  # from /sse
+    stored = requests.get(f"{proc.url}/records/{MORNING}/2024-02-03T04:05:06", timeout=10)
+    assert stored.content == show.read_bytes() and stored.headers["Content-Type"] == "audio/wav"
+    assert ("POST /records/" + MORNING + "/2024-02-03T04:05:06 201") in proc.log  # tus creation
+
+    # The title takes the kept token too, and asks nothing more.
+    browser.find("#title-input").send_keys("Morning show")
+    browser.find("#title-form button[type=submit]").click()
+    browser.wait(lambda: browser.find("#event-heading").text == "Morning show", what="the title")
+    assert not browser.find("#token-dialog").is_displayed()
+    assert requests.get(f"{proc.url}/records/{MORNING}?limit=0", timeout=10).json()["title"] == "Morning show"
+
+
+# -- paging, filter, keyboard, phone -----------------------------------------------------------------------------
+
+
+def test_events_paging_filter_keyboard_and_phone(service, browsers) -> None:  # noqa: ANN001
+    proc = service()
+    events = [str(uuid.UUID(int=n + 1)) for n in range(13)]
+    for n, event in enumerate(events, 1):
+        put(proc.url, event, "2024-01-01T00:00:00", b"x" * n)
+        assert requests.put(f"{proc.url}/records/{event}", json={"title": f"Show {n:02}"}, timeout=10).ok
+    browser = browsers(proc)
+    browser.open("/")
+    wait_for_rows(browser, 10)
+    assert browser.find("#events-body tr").text.startswith("Show 13")  # the newest change first
+    assert browser.text("#events-page") == "1–10 of 13"
+    assert not browser.find("#events-prev").is_enabled()
+
+    browser.find("#events-next").click()
+    wait_for_rows(browser, 3)
+    assert browser.text("#events-page") == "11–13 of 13"
+    assert [row.text.split("\n")[0] for row in browser.find_all("#events-body tr a")] == ["Show 03", "Show 02", "Show 01"]
+    assert not browser.find("#events-next").is_enabled()
+
+    began = time.monotonic()
+    browser.find("#filter").send_keys("show 07")
+    browser.wait(lambda: browser.text("#events-page") == "1–1 of 1", what="the filtered list")
+    timing("filter typed to filtered list", time.monotonic() - began)
+    assert browser.find("#events-body a").text == "Show 07"
+    browser.find("#filter").clear()
+    browser.find("#filter").send_keys(events[11][-12:])  # part of a UUID
+    browser.wait(lambda: browser.text("#events-body a") == "Show 12", what="the event found by its UUID")
+    browser.find("#filter").send_keys("zz")
+    browser.wait(lambda: browser.find("#events-empty").is_displayed(), what="no match")
+
+    # By keyboard: from the filter, Tab reaches the first event and Enter opens it.
+    browser.find("#filter").clear()
+    browser.find("#filter").send_keys("show 05")
+    browser.wait(lambda: browser.text("#events-body a") == "Show 05", what="the filtered list")
+    browser.find("#filter").send_keys(Keys.TAB)
+    assert browser.js("return document.activeElement.textContent") == "Show 05"
+    browser.js("return document.activeElement").send_keys(Keys.ENTER)
+    browser.wait(lambda: browser.find("#event-heading").text == "Show 05", what="the event opened")
+    wait_for_rows(browser, 1, "#records-list li")
+
+    # On a phone's width nothing is wider than the screen.
+    browser.driver.set_window_size(390, 844)
+    browser.find("#back").click()
+    wait_for_rows(browser, 10)
+    assert browser.js("return document.documentElement.scrollWidth <= window.innerWidth")
+    browser.screenshot("room-phone.png")
