@@ -439,6 +439,10 @@ def test_events_paging_filter_keyboard_and_phone(service, browsers) -> None:  # 
     # On a phone's width nothing is wider than the screen.
     browser.driver.set_window_size(390, 844)
     browser.find("#back").click()
+    browser.wait(lambda: browser.find("#events-body").is_displayed(), what="the events list again")
+    assert browser.find("#filter").get_attribute("value") == "show 05"  # the filter is kept
+    assert browser.text("#events-body a") == "Show 05"
+    browser.find("#filter").send_keys(Keys.CONTROL, "a", Keys.BACKSPACE)  # as a person empties it
     wait_for_rows(browser, 10)
     assert browser.js("return document.documentElement.scrollWidth <= window.innerWidth")
     browser.screenshot("room-phone.png")
