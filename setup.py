@@ -47,6 +47,7 @@ setup(
             "hypothesis>=6.100,<7",
             "requests>=2.31,<3",
             "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
+            "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in tests/test_room.py
         ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},

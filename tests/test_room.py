@@ -266,7 +266,10 @@ def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, 
     proc = service()
     seconds = 60
     mp3 = audio(tmp_path, "show.mp3", seconds, "-c:a", "libmp3lame", "-b:a", "128k").read_bytes()
-    put(proc.url, MORNING, "2024-01-01T06:00:00", mp3[:100_000], kind="audio/mpeg")
+    for day in (1, 2, 3):
+        short = audio(tmp_path, f"day{day}.mp3", 5 * day, "-c:a", "libmp3lame", "-b:a", "128k").read_bytes()
+        put(proc.url, MORNING, f"2024-03-0{day}T06:00:00", short, kind="audio/mpeg")
+    assert requests.put(f"{proc.url}/records/{MORNING}", json={"title": "Morning show"}, timeout=10).ok
     assert requests.put(f"{proc.url}/records/{NIGHT}", json={"title": "Night owls"}, timeout=10).ok
     browser = browsers(proc)
     browser.open("/")
@@ -303,7 +306,14 @@ def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, 
                  timeout=arrived + 20, what="playing audio that arrived after the player started")  # fmt: skip
     assert f"GET /records/{NIGHT}/{start}/live 200" not in proc.log  # the answer is still streaming
     assert recorder.is_alive()
-    browser.screenshot("room-listen-live.png")
+    browser.find(f"#events-body a[href$='{MORNING}']").click()  # the page stays: the live player plays on
+    wait_for_rows(browser, 3, "#records-list li")
+    browser.js("document.querySelector('#records-list audio').play()")
+    browser.wait(lambda: browser.js("return document.querySelector('#records-list audio').currentTime") > 1,
+                 what="a record playing beside the live one")  # fmt: skip
+    assert not browser.js("return document.getElementById('live-audio').paused")
+    time.sleep(0.5)  # the players' clocks on screen catch up
+    browser.screenshot("room-listen-live.png")  # docs/room.png
 
     recorder.stop.set()
     recorder.join(30)
@@ -311,6 +321,7 @@ def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, 
     began = time.monotonic()
     browser.wait(lambda: browser.find("#now-empty").is_displayed(), what="the finished recording gone from the list")
     timing("upload end to its row gone from Recording now", time.monotonic() - began)
+    browser.find("#back").click()
     browser.wait(lambda: "Night owls" in browser.text("#events-body"), what="the new record's event in the list")
     stored = requests.get(f"{proc.url}/records/{NIGHT}/{start}", timeout=10)
     assert stored.content == mp3[: recorder.sent]

@@ -185,7 +185,8 @@ function updateEventRow (row, item) {
   link.textContent = item.title || item.event
   link.classList.toggle('untitled', !item.title)
   row.querySelector('.uuid').textContent = item.title ? item.event : ''
-  row.querySelector('.count').textContent = item.records
+  row.querySelector('.count').replaceChildren(`${item.records}`,
+    el('span', { className: 'unit' }, item.records === 1 ? ' record' : ' records'))
   row.querySelector('.bytes').textContent = formatBytes(item.bytes)
   row.querySelector('.last').textContent = formatStart(item.last_start)
 }
@@ -551,6 +552,10 @@ function start () {
   $('upload-start').value = nowLocal()
   $('live-stop').addEventListener('click', stopListening)
   $('token-cancel').addEventListener('click', () => $('token-dialog').close('cancel'))
+  $('skip').addEventListener('click', (click) => {
+    click.preventDefault() // the address names the view: focus its heading, stay there
+    $(state.open ? 'event-heading' : 'events-heading').focus()
+  })
   window.addEventListener('hashchange', route)
   listen()
   loadUploads()
