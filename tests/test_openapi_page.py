@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 from conftest import headless_chromium, require
 
@@ -30,9 +32,8 @@ CLOUD_TEXTS = ["Ask AI", "Generate SDK", "MCP", "Developer Tools", "Configure", 
 
 
 @pytest.fixture
-def browser(tmp_path: Path) -> Iterator:
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     """A headless Chromium driven by Selenium, for which no host name but 127.0.0.1 resolves."""
-    webdriver = pytest.importorskip("selenium.webdriver")
     chromium, *flags = headless_chromium(tmp_path / "profile")
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
@@ -45,7 +46,7 @@ def browser(tmp_path: Path) -> Iterator:
     driver.quit()
 
 
-def page_text(driver) -> str:  # noqa: ANN001
+def page_text(driver: webdriver.Chrome) -> str:
     """The text a reader sees on the page, with the buttons' accessible names and titles (icons have no text)."""
     return driver.execute_script(
         "return document.body.innerText + ' ' + [...document.querySelectorAll('[aria-label], [title]')]"
@@ -53,13 +54,13 @@ def page_text(driver) -> str:  # noqa: ANN001
     )
 
 
-def rendered(driver) -> bool:  # noqa: ANN001
+def rendered(driver: webdriver.Chrome) -> bool:
     """Whether the reference shows every operation."""
     text = driver.find_element("tag name", "body").text
     return all(operation in text for operation in OPERATIONS)
 
 
-def requested_urls(driver) -> set[str]:  # noqa: ANN001
+def requested_urls(driver: webdriver.Chrome) -> set[str]:
     """Every network URL (not Chromium's own chrome:// and data: ones) the browser asked for since the last call,
     from Chromium's performance log."""
     messages = (json.loads(entry["message"])["message"] for entry in driver.get_log("performance"))
@@ -68,8 +69,6 @@ def requested_urls(driver) -> set[str]:  # noqa: ANN001
 
 
 def test_scalar_page_renders_offline_without_the_cloud_buttons(service, browser):
-    from selenium.webdriver.support.ui import WebDriverWait
-
     proc = service()
     browser.get(f"{proc.url}/openapi")
     WebDriverWait(browser, 60).until(rendered)
@@ -87,6 +86,13 @@ def test_scalar_page_renders_offline_without_the_cloud_buttons(service, browser)
     shot = ARTIFACTS / "openapi.png"
     browser.save_screenshot(str(shot))
     assert shot.stat().st_size > 10_000
+
+    # The API client that "Test Request" opens (it sends requests to this service) has none of them either.
+    test_request = next(b for b in browser.find_elements("tag name", "button") if "Test Request" in b.text)
+    browser.execute_script("arguments[0].click()", test_request)
+    WebDriverWait(browser, 20).until(lambda d: "Send Request" in d.find_element("tag name", "body").text)
+    assert [cloud for cloud in CLOUD_TEXTS if cloud in page_text(browser)] == []
+    assert {url for url in requested_urls(browser) if not url.startswith(proc.url + "/")} == set()
 
     # The control: the same bundle with Scalar's default configuration, on the same page, shows those buttons, so
     # their absence above is the page's configuration at work, not a reference that failed to render them.
