@@ -1,4 +1,5 @@
-"""Packaging: `pip install .` installs the `tornado-records` command with records.yaml and static/ inside."""
+"""Packaging: `pip install .` installs the `tornado-records` command with records.yaml and static/ (the /openapi page
+and the pinned Scalar bundle it serves) inside; nothing but Python is needed."""
 
 import re
 import shutil
@@ -11,11 +12,9 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__init__.py").read_text()).group(1)
 
 
-SCALAR_BUNDLE = "static/node_modules/@scalar/api-reference/dist/browser/standalone.js"
-
-
 class BuildWithData(build_py):
-    """Copy records.yaml, static/ and the Scalar bundle (if npm installed it) into the package as _data/."""
+    """Copy records.yaml and static/ (the page and the vendored Scalar bundle, static/scalar/) into the package as
+    _data/; static/node_modules (npm's copy, only for the integrity test) stays out."""
 
     def run(self) -> None:
         super().run()
@@ -24,9 +23,6 @@ class BuildWithData(build_py):
         data.mkdir(parents=True)
         shutil.copy2(HERE / "records.yaml", data / "records.yaml")
         shutil.copytree(HERE / "static", data / "static", ignore=shutil.ignore_patterns("node_modules"))
-        if (HERE / SCALAR_BUNDLE).exists():
-            (data / SCALAR_BUNDLE).parent.mkdir(parents=True)
-            shutil.copy2(HERE / SCALAR_BUNDLE, data / SCALAR_BUNDLE)
 
 
 setup(
@@ -47,7 +43,7 @@ setup(
             "hypothesis>=6.100,<7",
             "requests>=2.31,<3",
             "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
-            "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in tests/test_room.py
+            "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
         ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},

@@ -27,7 +27,7 @@ async def listing(fetch, query="", event=EVENT):
 
 @pytest.mark.gen_test
 async def test_event_without_records_is_an_empty_list(fetch):
-    assert await listing(fetch) == {"count": 0, "limit": 10, "offset": 0, "records": []}
+    assert await listing(fetch) == {"count": 0, "limit": 10, "offset": 0, "title": None, "records": []}
 
 
 @pytest.mark.gen_test

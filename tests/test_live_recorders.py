@@ -4,7 +4,7 @@ second, in order, less only the seconds the recorder was cut off.
 The broadcast is a staircase of tones, 300 Hz in its first second, 400 Hz in its second, and so on, played in real
 time. Decoding what the service stored and reading each quarter second's pitch tells which second of the broadcast
 it is, so the test sees what was kept, what was lost, and in which order the pieces were joined. The recorders run
-the README's examples as written there (only the source and the address changed), through `BreakingProxy`.
+the examples of docs/recording.md as written there (only the source and the address changed), through `BreakingProxy`.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ IDLE = 3  # --upload-idle-timeout of the service under test
 
 
 def readme_block(pattern: str) -> str:
-    """The README's example that matches `pattern` (a regular expression)."""
-    return re.search(pattern, (REPO / "README.md").read_text(), re.MULTILINE).group(0)
+    """The example of docs/recording.md that matches `pattern` (a regular expression)."""
+    return re.search(pattern, (REPO / "docs" / "recording.md").read_text(), re.MULTILINE).group(0)
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,11 @@ def events_of(service_url: str, stop: threading.Event) -> list[dict]:
     return seen
 
 
-# -- the recorders, as the README shows them -------------------------------------------------------------------
+# -- the recorders, as docs/recording.md shows them -------------------------------------------------------------------
 
 
 def liquidsoap(tmp_path: Path, output: str, staircase: Path, address: str, name: str = "record") -> subprocess.Popen:
-    """Liquidsoap playing the staircase in real time into the README's `output` line, sent to `address`."""
+    """Liquidsoap playing the staircase in real time into the `output` line of docs/recording.md, sent to `address`."""
     script = tmp_path / f"{name}.liq"
     script.write_text(
         "settings.init.allow_root.set(true)\n"  # CI runs as root; liquidsoap refuses that unless told
@@ -251,7 +251,7 @@ def test_liquidsoap_output_external_curl_opus_through_a_break(service, tmp_path,
 
 
 def test_ffmpeg_restarted_after_a_break(service, tmp_path, staircase):
-    """The README's loop around ffmpeg, its input a live stream (the staircase sent in real time over UDP)."""
+    """The loop around ffmpeg of docs/recording.md, its input a live stream (the staircase sent in real time over UDP)."""
     proc = start_service(service)
     proxy = BreakingProxy(proc.port, [(4.0, "reset")])
     port = free_port()

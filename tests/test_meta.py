@@ -40,6 +40,17 @@ async def test_openapi_page_is_html_linking_the_document(fetch):
 
 
 @pytest.mark.gen_test
+async def test_openapi_page_loads_the_scalar_bundle_the_service_ships(fetch):
+    page = (await fetch("/openapi")).body
+    assert b'<script src="/openapi/standalone.js"></script>' in page
+    assert b"https://" not in page  # no CDN, no other host
+    bundle = await fetch("/openapi/standalone.js")
+    assert bundle.code == 200
+    assert bundle.headers["Content-Type"] in ("text/javascript", "application/javascript")
+    assert bundle.body == (REPO / "static" / "scalar" / "standalone.js").read_bytes()
+
+
+@pytest.mark.gen_test
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"])
 async def test_unknown_route_is_404_json(fetch, method):
     response = await fetch("/no/such/route", method=method, allow_nonstandard_methods=True)

@@ -58,7 +58,7 @@ def test_ffmpeg_records_live_opus(service, nginx, tmp_path, through_nginx):
 def test_liquidsoap_records_through_curl_as_the_readme_shows(service, tmp_path):
     require("curl")
     proc = service()
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "recording.md").read_text()  # where the README sends recorders
     output = re.search(r"^output\.external\(.*\)$", readme, re.MULTILINE).group(0)
     script = tmp_path / "record.liq"
     script.write_text(

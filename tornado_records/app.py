@@ -34,7 +34,7 @@ access_log = logging.getLogger("tornado.access")
 
 log = logging.getLogger("tornado_records")
 
-SCALAR_BUNDLE = "static/node_modules/@scalar/api-reference/dist/browser/standalone.js"
+SCALAR_BUNDLE = "static/scalar/standalone.js"  # vendored, pinned: static/scalar/SOURCE
 SMALL_BODY_LIMIT = 1 << 20  # for every route but the upload, which raises its own limit
 
 _EVENT = r"([^/]+)"
@@ -55,11 +55,7 @@ def make_app(config: Config) -> tornado.web.Application:
     hub = EventHub(keepalive=config.sse_keepalive, log=EventLog(index))
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()
-    bundle = resource(SCALAR_BUNDLE)
-    scalar_src = "/openapi/" + bundle.name if bundle.exists() else scalar_cdn_url()
-    if not bundle.exists():
-        log.warning("no local Scalar bundle (npm ci --prefix static): /openapi loads it from %s", scalar_src)
-    page = resource("static/openapi.html").read_text().replace("{{scalar_src}}", scalar_src).encode()
+    page = resource("static/openapi.html").read_bytes()
     return tornado.web.Application(
         [
             (r"/records/?", EventsHandler),
@@ -75,7 +71,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8"}),
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
-            (r"/openapi/(standalone\.js)", FileHandler, {"path": bundle.parent}),
+            (r"/openapi/(standalone\.js)", FileHandler, {"path": resource(SCALAR_BUNDLE).parent}),
             (r"/()", RoomHandler, {"path": resource("static/room"), "default_filename": "index.html"}),
             (r"/room/(.+)", RoomHandler, {"path": resource("static/room")}),
         ],
@@ -132,12 +128,6 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     FileHandler: "/openapi",
     RoomHandler: "/room",
 }
-
-
-def scalar_cdn_url() -> str:
-    """The CDN address of the Scalar bundle at the version static/package.json pins."""
-    version = json.loads(resource("static/package.json").read_text())["dependencies"]["@scalar/api-reference"]
-    return f"https://cdn.jsdelivr.net/npm/@scalar/api-reference@{version}/dist/browser/standalone.js"
 
 
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:

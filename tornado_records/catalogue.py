@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is t
     title    TEXT,                       -- a human title, or NULL
     records  INTEGER NOT NULL DEFAULT 0,
     bytes    INTEGER NOT NULL DEFAULT 0,
-    modified INTEGER NOT NULL DEFAULT 0  -- Unix seconds of the last change of one of its records
+    modified INTEGER NOT NULL DEFAULT 0  -- Unix microseconds of the last change of one of its records (an order)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS catalogue_by_change ON catalogue (modified, event);
 """
@@ -32,7 +32,7 @@ class EventSummary:
     title: str | None
     records: int
     bytes: int
-    modified: int
+    modified: int  # Unix microseconds
     first_start: str | None = None
     last_start: str | None = None
 
@@ -44,7 +44,7 @@ class EventSummary:
             "bytes": self.bytes,
             "first_start": self.first_start,
             "last_start": self.last_start,
-            "modified": datetime.datetime.fromtimestamp(self.modified, datetime.timezone.utc).strftime(
+            "modified": datetime.datetime.fromtimestamp(self.modified // 1000000, datetime.timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"
             ),
         }
@@ -57,7 +57,7 @@ def create(conn: sqlite3.Connection) -> None:
     if not existed:
         conn.execute(
             "INSERT INTO catalogue (event, records, bytes, modified)"
-            " SELECT event, count(*), sum(size), max(modified) FROM records GROUP BY event"
+            " SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records GROUP BY event"
         )
 
 
@@ -69,7 +69,7 @@ def count_change(conn: sqlite3.Connection, event: str, old_size: int | None, new
     conn.execute(
         "INSERT INTO catalogue (event, records, bytes, modified) VALUES (?, ?, ?, ?) ON CONFLICT (event) DO UPDATE"
         " SET records = records + excluded.records, bytes = bytes + excluded.bytes, modified = excluded.modified",
-        (event, records, added, int(time.time())),
+        (event, records, added, time.time_ns() // 1000),
     )
     conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
 

@@ -279,6 +279,7 @@ class UploadEvents:
         self.ended = False
         self.append = append
         self.mode = "append" if append else "resumable" if resumable else "put"
+        self.paused = resumable  # a resumable upload between the requests that bring its bytes
         self.started = utc_now()
         self.source: Path | None = None  # the file that receives the bytes (not in append mode: see appends.py)
         self.changed = asyncio.Event()  # set at each change (bytes, a join, the end), for those who follow it
@@ -292,8 +293,14 @@ class UploadEvents:
 
     def to_json(self) -> dict[str, Any]:
         """The upload as `GET /uploads` shows it."""
-        return {**self.key, "type": self.content_type, "mode": self.mode, "state": "receiving", "bytes": self.size,
+        state = "paused" if self.paused else "receiving"
+        return {**self.key, "type": self.content_type, "mode": self.mode, "state": state, "bytes": self.size,
                 "size": self.record_size, "started": self.started}  # fmt: skip
+
+    def pause(self, paused: bool) -> None:
+        """A resumable upload's bytes stopped coming (a request ended) or come again (a request began)."""
+        self.paused = paused
+        self.changed.set()
 
     def progress(self, size: int) -> None:
         """The upload has received `size` bytes so far."""

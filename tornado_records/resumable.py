@@ -216,9 +216,13 @@ class Resumables:
             upload.holder()  # the draft: a new request ends the one still in progress
         await upload.lock.acquire()
         upload.holder = stop
+        if upload.events is not None:
+            upload.events.pause(False)
 
     def release(self, upload: Resumable) -> None:
         upload.holder = None
+        if upload.events is not None:
+            upload.events.pause(True)
         if upload.lock.locked():
             upload.lock.release()
 

@@ -690,7 +690,8 @@ class RecordStore:
         for path in leftovers:
             path.unlink()
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
-        orphans = [path for path in self.blobs.iterdir() if path.name not in known | self.writing]
+        known |= self.writing
+        orphans = [path for path in self.blobs.iterdir() if path.name not in known]
         for path in orphans:
             path.unlink()
         if leftovers or orphans:

@@ -58,7 +58,8 @@ class LiveHandler(BaseHandler):
                 await self._follow_file(flight)
 
     async def _follow_file(self, flight: UploadEvents) -> None:
-        """Send the upload's file as it grows, until the upload ends."""
+        """Send the upload's file as it grows, until the upload ends (or, for a resumable upload, until no request
+        brings it bytes)."""
         try:
             file = open(flight.source, "rb")  # noqa: SIM115 (kept open while the upload's file is renamed or removed)
         except FileNotFoundError:
@@ -66,7 +67,7 @@ class LiveHandler(BaseHandler):
         with file:
             sent = 0
             while True:
-                ended = flight.ended
+                ended = flight.ended or flight.paused
                 sent += await self._send_from(file, sent)
                 if ended:
                     return
