@@ -7,11 +7,9 @@ each page view and each live update took is printed (`pytest -s`): it is what a 
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -23,7 +21,7 @@ from selenium.webdriver.common.keys import Keys
 
 from browser import Browser
 from conftest import require
-from rawhttp import Answer, chunk, connect, read_until, request_head
+from paced_recorder import PacedRecorder
 
 REPO = Path(__file__).resolve().parent.parent
 VENDORED = REPO / "static" / "room" / "vendor"
@@ -233,33 +231,6 @@ def test_records_uploaded_and_deleted_with_curl_appear_and_go_without_reload(ser
     assert seconds < 2
     assert browser.text("#records-page") == "1–1 of 1"
     assert browser.js("return window.sameDocument") is True  # never reloaded
-
-
-class PacedRecorder(threading.Thread):
-    """A live recorder: a chunked PUT that sends `body` at `rate` bytes a second, as an encoder sends a broadcast,
-    and ends its body when `body` is all sent or `stop` is set."""
-
-    def __init__(self, url: str, path: str, body: bytes, rate: int, content_type: str) -> None:
-        super().__init__(daemon=True)
-        self.sock = connect(url)
-        self.head = request_head("PUT", path, {"Transfer-Encoding": "chunked", "Content-Type": content_type})
-        self.body, self.rate = body, rate
-        self.sent = 0
-        self.status = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        self.sock.sendall(self.head)
-        began = time.monotonic()
-        step = self.rate // 10
-        while self.sent < len(self.body) and not self.stop.is_set():
-            part = self.body[self.sent : self.sent + step]
-            self.sock.sendall(chunk(part))
-            self.sent += len(part)
-            time.sleep(max(0.0, began + self.sent / self.rate - time.monotonic()))
-        self.sock.sendall(b"0\r\n\r\n")
-        self.status = Answer(read_until(self.sock, b"\r\n\r\n", 30)).status
-        self.sock.close()
 
 
 def test_recording_now_grows_and_plays_live_while_it_records(service, browsers, tmp_path: Path) -> None:  # noqa: ANN001
