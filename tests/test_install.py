@@ -1,5 +1,6 @@
 """`pip install .` from a copy of the repository, with no Node.js or npm to be found, gives a `tornado-records` that
-serves the /openapi page, the Scalar bundle it ships and the OpenAPI document, from any working directory.
+serves the listening room and its files, the /openapi page, the Scalar bundle it ships and the OpenAPI document,
+from any working directory.
 
 The copy leaves out what a fresh clone lacks (.git, .venv, static/node_modules, build output). The install is the
 README's, in a fresh virtual environment whose PATH holds nothing but its own bin/; pip fetches only its build tools
@@ -36,7 +37,7 @@ def copy_of_the_repository(target: Path) -> Path:
     return target
 
 
-def test_pip_install_without_node_serves_the_scalar_reference(tmp_path):
+def test_pip_install_without_node_serves_the_room_and_the_scalar_reference(tmp_path):
     source = copy_of_the_repository(tmp_path / "source")
     assert not (source / "static" / "node_modules").exists()
     venv = tmp_path / "venv"
@@ -73,6 +74,13 @@ def test_pip_install_without_node_serves_the_scalar_reference(tmp_path):
         assert bundle.read() == (REPO / "static" / "scalar" / "standalone.js").read_bytes()
         document = json.load(urllib.request.urlopen(f"{proc.url}/openapi/openapi.json", timeout=30))
         assert document == yaml.safe_load((REPO / "records.yaml").read_text())
+        # The listening room, with every file its page loads.
+        room = urllib.request.urlopen(f"{proc.url}/", timeout=30).read()
+        assert room == (REPO / "static" / "room" / "index.html").read_bytes()
+        for name in ("room.css", "room.js", "vendor/tus.min.js"):
+            assert f'"/room/{name}"'.encode() in room
+            served = urllib.request.urlopen(f"{proc.url}/room/{name}", timeout=30).read()
+            assert served == (REPO / "static" / "room" / name).read_bytes(), name
     finally:
         assert proc.stop() == 0
     assert "Traceback" not in proc.log and " WARNING " not in proc.log and " ERROR " not in proc.log

@@ -64,7 +64,10 @@ async def test_unknown_route_is_404_json(fetch, method):
     "method, path, allowed",
     [
         ("POST", "/ping", "GET, HEAD"),
-        ("DELETE", "/records/0f339cb0-7ab4-43fe-852d-75708232f76c", "GET, HEAD"),
+        ("DELETE", "/records/0f339cb0-7ab4-43fe-852d-75708232f76c", "GET, HEAD, PUT"),  # PUT: the event's title
+        ("PUT", "/records", "GET, HEAD"),
+        ("PUT", "/uploads", "GET, HEAD"),
+        ("PUT", record_url() + "/live", "GET"),
         ("TRACE", record_url(), "GET, HEAD, DELETE, PUT, POST, OPTIONS"),  # POST, OPTIONS: resumable uploads
         ("PATCH", record_url(), "GET, HEAD, DELETE, PUT, POST, OPTIONS"),
         ("PUT", "/uploads/5bWTFHqJ6x9ZfdVZ8bL3ZbhFw6JxK2qN", "GET, HEAD, DELETE, PATCH"),
