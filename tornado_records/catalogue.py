@@ -51,14 +51,21 @@ class EventSummary:
 
 
 def create(conn: sqlite3.Connection) -> None:
-    """Make the table; on an index made before it existed, fill it from the records (once)."""
-    existed = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'catalogue'").fetchone()
-    conn.executescript(SCHEMA)
-    if not existed:
-        conn.execute(
-            "INSERT INTO catalogue (event, records, bytes, modified)"
-            " SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records GROUP BY event"
-        )
+    """Make the table, and count every event's records and bytes again from the records (at each start: the totals
+    heal whatever changed the index behind the service's back, and an index from before the table gets them)."""
+    conn.executescript(
+        SCHEMA
+        + """
+        BEGIN IMMEDIATE;
+        UPDATE catalogue SET records = 0, bytes = 0;
+        INSERT INTO catalogue (event, records, bytes, modified)
+            SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records WHERE true GROUP BY event
+            ON CONFLICT (event) DO UPDATE SET records = excluded.records, bytes = excluded.bytes,
+                modified = max(modified, excluded.modified);
+        DELETE FROM catalogue WHERE records <= 0 AND title IS NULL;
+        COMMIT;
+        """
+    )
 
 
 def count_change(conn: sqlite3.Connection, event: str, old_size: int | None, new_size: int | None) -> None:
