@@ -127,9 +127,9 @@ ROUTE_OF_HANDLER: dict[type, str] = {
 
 
 # Bytes Tornado reads from a socket at once, and hands to an upload's data_received at most at once (a chunked body's
-# chunks, 64 KiB from curl, are joined up to it): fewer Python calls per byte than Tornado's 64 KiB (bench/: the
-# event loop's CPU time for a chunked 1 GiB upload went from about 2.6 s to 1.9 s).
-BODY_CHUNK = 1 << 20
+# chunks, 64 KiB from curl, are joined up to it): fewer Python calls per byte than Tornado's 64 KiB, and small enough
+# that the writer thread (spool.py) finds the bytes still in the CPU's cache (1 MiB was slower: see docs/benchmarks.md).
+BODY_CHUNK = 256 << 10
 
 
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:

@@ -29,7 +29,9 @@ import os
 import threading
 from typing import Awaitable, BinaryIO, Callable, Iterable
 
-LAG_BYTES = 4 << 20  # received but not yet in the file: the most an upload holds in memory (plus one chunk)
+# Small enough that the writer copies bytes that are still in the CPU's cache (a 4 MiB lag with 1 MiB chunks tripled
+# the writer's time in the kernel's copy to the page cache: see docs/benchmarks.md).
+LAG_BYTES = 1 << 20  # received but not yet in the file: the most an upload holds in memory (plus one chunk)
 KICK_BYTES = 256 << 10  # bytes waiting that wake the writer at once
 KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
 WRITERS = 32  # threads shared by all uploads' spools (each spool uses one at a time)
