@@ -1,8 +1,8 @@
 """Spool: the bytes of an upload on their way to its file, written and hashed by a writer thread within a stated lag.
 
 Every way in (a plain PUT, an append request's piece, a resumable upload's requests) hands what it receives to the
-spool of its file, on the event loop, and goes on receiving. A writer thread takes *everything waiting* at each turn,
-writes it with one `os.writev` and feeds it to the upload's hashes; both release the GIL, so the second core does
+spool of its file, on the event loop, and goes on receiving. A writer thread takes everything waiting at each turn (up
+to TURN_BYTES), writes it with one `os.writev` and feeds it to the upload's hashes; both release the GIL, so the second core does
 that work while the event loop reads the socket.
 
 The lag is bounded in bytes and in time:
@@ -33,6 +33,9 @@ from typing import Awaitable, BinaryIO, Callable, Iterable
 # the writer's time in the kernel's copy to the page cache: see docs/benchmarks.md).
 LAG_BYTES = 1 << 20  # received but not yet in the file: the most an upload holds in memory (plus one chunk)
 KICK_BYTES = 256 << 10  # bytes waiting that wake the writer at once
+# The most one turn takes: the writer wakes a receiver held back by the lag after each turn, and goes on with what
+# is left, so that the two work at once rather than in turns.
+TURN_BYTES = 512 << 10
 KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
 WRITERS = 32  # threads shared by all uploads' spools (each spool uses one at a time)
 _IOV_MAX = 1024
@@ -187,14 +190,13 @@ class Spool:
         """The writer's turn: write and hash what is waiting, again while more comes."""
         while True:
             with self._lock:
-                batch = self._queue
-                if not batch or self._error is not None or self._closing:
+                if not self._queue or self._error is not None or self._closing:
                     self._running = False
                     self._notify()
                     if self._closing:
                         self._file.close()
                     return
-                self._queue, self._queued = [], 0
+                batch = self._take()
             try:
                 self._write(batch)
             except BaseException as exc:  # kept for the event loop: the next put or drain raises it
@@ -202,6 +204,18 @@ class Spool:
                     self._error = exc
                     self._behind = 0
                     self._queue, self._queued = [], 0
+
+    def _take(self) -> list[bytes]:
+        """The chunks waiting, up to TURN_BYTES of them (at least one), off the queue (call with the lock held)."""
+        size = count = 0
+        for chunk in self._queue:
+            if count and size + len(chunk) > TURN_BYTES:
+                break
+            size += len(chunk)
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._queued -= size
+        return batch
 
     def _write(self, batch: list[bytes]) -> None:
         total = sum(len(chunk) for chunk in batch)
