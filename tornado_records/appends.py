@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from typing import BinaryIO, Callable
+from typing import Awaitable, Callable
 
+from tornado_records.spool import Spool
 from tornado_records.store import Record, RecordStore, StorageFull, storage_errors
 
 log = logging.getLogger("tornado_records.appends")
@@ -47,10 +48,10 @@ class Piece:
         self.content_type = content_type
         self.on_join = on_join  # called with each new version it made, and whether that created the record
         self.name: str | None = None  # its file in blobs/, from its first byte on
-        self.size = 0  # bytes received, all in its file
         self.joined = 0  # bytes of its file that are in the record (or were, until a replacement)
         self.record: Record | None = None  # the version its last join made
-        self._file: BinaryIO | None = None
+        self._spool: Spool | None = None  # from its first byte on
+        self.on_written: Callable[[], None] | None = None  # called on the event loop when bytes reach the file
         self._turn: asyncio.Future[None] | None = None  # done once every piece before it has ended
         self._lock = asyncio.Lock()  # one join at a time
         self._noted: asyncio.Future[None] | None = None
@@ -60,27 +61,40 @@ class Piece:
     def queue(self) -> list[Piece]:
         return self.store.appends.setdefault((self.event, self.start), [])
 
-    def write(self, chunk: bytes) -> bool:
-        """Add received bytes to the file; returns whether they were its first. StorageFull once the disk is full
-        but for RESERVE bytes (what was written up to there stays counted, and the index has room to keep it)."""
-        first = self._file is None
-        if first:
+    @property
+    def size(self) -> int:
+        """Bytes in its file (what a join or a listener may take from it)."""
+        return 0 if self._spool is None else self._spool.written
+
+    @property
+    def received(self) -> int:
+        """Bytes received: in its file, or on their way to it (see spool.py)."""
+        return 0 if self._spool is None else self._spool.received
+
+    def write(self, chunk: bytes) -> Awaitable[None] | None:
+        """Hand received bytes to the file's writer (the first open the file and take a place in line); an
+        awaitable to await before the next when the writer lags. StorageFull once the disk is full but for RESERVE
+        bytes (what was written up to there stays counted, and the index has room to keep it)."""
+        if self._spool is None:
             self._open()
-        room = self.store.free_space() - RESERVE
-        view = memoryview(chunk)[: max(0, room)]
         with storage_errors():
-            while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
-                written = self._file.write(view)
-                self.size += written
-                view = view[written:]
-        if room < len(chunk):
-            raise StorageFull()
-        return first
+            return self._spool.put(chunk)
+
+    async def drain(self) -> None:
+        """Wait until all that was received is in the file; StorageFull if the disk filled up (what fit stays)."""
+        if self._spool is not None:
+            with storage_errors():
+                await self._spool.drain()
+
+    def _room(self) -> int:
+        return self.store.free_space() - RESERVE
 
     def _open(self) -> None:
         name = uuid.uuid4().hex
         with storage_errors():
-            self._file = open(self.store.blobs / name, "xb", buffering=0)
+            file = open(self.store.blobs / name, "xb", buffering=0)
+        self._spool = Spool(file, room=self._room)
+        self._spool.on_written = self.on_written
         self.name = name
         self.store.writing.add(name)
         self._turn = asyncio.get_running_loop().create_future()
@@ -113,6 +127,10 @@ class Piece:
     async def join(self) -> None:
         """Join what arrived and is not in the record yet (call when first in line)."""
         async with self._lock:
+            try:
+                await self.drain()  # what arrived until now joins, not only what the writer had written
+            except StorageFull:
+                pass  # what fit is in the file and joins; the request's answer says that the disk is full
             upto = self.size
             if upto <= self.joined:
                 return
@@ -128,7 +146,7 @@ class Piece:
         """The request ended: join what is left once every piece before it has ended; returns the record as this
         piece left it (None if it received nothing). Where the last join fails (a disk too full even for the
         index), the file and its row stay, and the bytes join the record at the next start."""
-        if self._file is None:
+        if self._spool is None:
             return None
         try:
             await self._turn
@@ -158,6 +176,6 @@ class Piece:
                 queue[0]._turn.set_result(None)
         else:
             del self.store.appends[(self.event, self.start)]
-        self._file.close()
+        self._spool.close()
         if not keep_file:
             self.store.writing.discard(self.name)

@@ -29,12 +29,13 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import Awaitable, BinaryIO, Callable
 
 import tornado.ioloop
 
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.http_semantics import Validators, precondition_status
+from tornado_records.spool import Spool
 from tornado_records.store import DigestMismatch, PreconditionFailed, Record, RecordStore, StoreError, storage_errors
 
 log = logging.getLogger("tornado_records.resumable")
@@ -76,16 +77,27 @@ class Resumable:
     etag: str | None
     path: Path
     events: UploadEvents | None = None
-    written: int = 0  # bytes in the file: the offset, plus what arrived since it was last recorded
+    base: int = 0  # bytes in the file when the process took it up (its offset then), before its spool's
     holder: Callable[[], None] | None = None  # ends the request transferring to it
     gone: bool = False  # cancelled, expired or refused: removed
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     _file: BinaryIO | None = None
+    _spool: Spool | None = None  # from the first byte this process receives on
     _hash: "hashlib._Hash | None" = None  # of the file's first `written` bytes, None where unknown (after a restart)
 
     @property
     def complete(self) -> bool:
         return self.etag is not None
+
+    @property
+    def written(self) -> int:
+        """Bytes in the file: the offset, plus what was written since it was last recorded."""
+        return self.base + (0 if self._spool is None else self._spool.written)
+
+    @property
+    def received(self) -> int:
+        """Bytes received: those in the file, and those on their way to it (see spool.py)."""
+        return self.base + (0 if self._spool is None else self._spool.received)
 
     @property
     def size(self) -> int:
@@ -111,23 +123,27 @@ class Resumable:
             "etag": self.etag,
         }
 
-    def write(self, chunk: bytes) -> None:
-        """Append received bytes to the file (not yet durable); StorageFull once the disk is full."""
-        if self._file is None:
-            with storage_errors():
-                self._file = open(self.path, "ab", buffering=0)
-        view = memoryview(chunk)
+    def write(self, chunk: bytes) -> Awaitable[None] | None:
+        """Hand received bytes to the file's writer (not yet durable); an awaitable to await before the next when
+        the writer lags. StorageFull once the disk is full."""
         with storage_errors():
-            while view:
-                written = self._file.write(view)
-                if self._hash is not None:
-                    self._hash.update(view[:written])
-                self.written += written
-                view = view[written:]
+            if self._spool is None:
+                self._file = open(self.path, "ab", buffering=0)
+                self._spool = Spool(self._file, [] if self._hash is None else [self._hash])
+                self._spool.on_written = None if self.events is None else self.events.changed.set
+            return self._spool.put(chunk)
+
+    async def drain(self) -> None:
+        """Wait until all that was received is in the file; StorageFull if the disk filled up (what fit stays)."""
+        if self._spool is not None:
+            with storage_errors():
+                await self._spool.drain()
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._spool is not None:
+            self.base = self.written
+            self._spool.close()
+            self._spool = None
             self._file = None
 
     def sha256_of_content(self) -> str:
@@ -233,6 +249,11 @@ class Resumables:
         if upload.gone:
             return
         loop = asyncio.get_running_loop()
+        failure: StoreError | None = None
+        try:
+            await upload.drain()
+        except StoreError as exc:  # a full disk: what fit is in the file, and is recorded before the error goes on
+            failure = exc
         upto = upload.written
         if upload._file is not None:
             await loop.run_in_executor(None, _fsync, upload._file.fileno())
@@ -240,6 +261,9 @@ class Resumables:
         if extend:
             upload.expires = max(upload.expires, self._expires())
         await self.store.save_upload(upload.row())
+        if failure is not None:
+            upload.close()  # the next request's bytes go through a new spool
+            raise failure
 
     async def declare_length(self, upload: Resumable, length: int) -> None:
         """Record the upload's length, now known."""
@@ -335,7 +359,7 @@ class Resumables:
             row["length"], row["expires"], json.loads(row["conditions"]), row["digest"], row["etag"],
             self.dir / row["id"],
         )  # fmt: skip
-        upload.written = upload.offset
+        upload.base = upload.offset
         return upload
 
     def _recover(self) -> None:

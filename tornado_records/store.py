@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
 
 from tornado_records import catalogue
+from tornado_records.spool import Spool
 
 log = logging.getLogger("tornado_records.store")
 
@@ -203,6 +204,20 @@ class Content:
             base += segment.length
         return b""
 
+    def runs(self, start: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """The bytes start..start+length as runs of the open files: (file descriptor, offset, length)."""
+        base = 0
+        for file, segment in self._files:
+            if length <= 0:
+                return
+            if start < base + segment.length:
+                skip = max(0, start - base)
+                take = min(length, segment.length - skip)
+                yield file.fileno(), segment.offset + skip, take
+                start += take
+                length -= take
+            base += segment.length
+
     def close(self) -> None:
         for file, _ in self._files:
             file.close()
@@ -228,7 +243,7 @@ class Page:
 
 
 class Upload:
-    """A body being received into tmp/: written chunk by chunk and hashed on the way.
+    """A body being received into tmp/: handed to its spool as it arrives, written and hashed by the spool's writer.
 
     `expected` maps hashlib algorithm names (sha256, md5) to the digests the client announced; the content is
     hashed with each of them too, and `seal` refuses content whose digest differs.
@@ -246,36 +261,53 @@ class Upload:
         self.event = event
         self.start = start
         self.content_type = content_type
-        self.size = 0
         self.moved = False  # renamed into blobs/ by a commit
         self.expected = dict(expected or {})
         self._hashes = {name: hashlib.new(name) for name in {"sha256", *self.expected}}
         with storage_errors():
             self._file: BinaryIO | None = open(path, "xb", buffering=0)
+        self._spool = Spool(self._file, self._hashes.values())
 
-    def write(self, chunk: bytes) -> None:
-        """Append a chunk to the file; StorageFull if the disk is full."""
+    @property
+    def received(self) -> int:
+        """Bytes received so far (in the file, or on their way to it)."""
+        return self._spool.received
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file: once `drain`ed, the content's size."""
+        return self._spool.written
+
+    def write(self, chunk: bytes) -> Awaitable[None] | None:
+        """Hand a received chunk to the writer; an awaitable to await before the next one when the writer lags
+        (see spool.py). StorageFull if the disk is full."""
         assert self._file is not None, "upload already sealed or discarded"
-        view = memoryview(chunk)
         with storage_errors():
-            while view:  # an unbuffered write may take only part of the chunk (a nearly full disk does that)
-                view = view[self._file.write(view) :]
-        for digest in self._hashes.values():
-            digest.update(chunk)
-        self.size += len(chunk)
+            return self._spool.put(chunk)
+
+    def follow(self, on_written: Callable[[], None]) -> None:
+        """Have `on_written` called (on the event loop) whenever received bytes reach the file."""
+        self._spool.on_written = on_written
+
+    async def drain(self) -> None:
+        """Wait until all that was received is in the file; StorageFull if the disk is full."""
+        with storage_errors():
+            await self._spool.drain()
 
     def seal(self) -> str:
-        """Make the content durable (fsync) and close it; returns its SHA-256 (hex). Blocks: run it in a thread.
+        """Make the content durable (fsync) and close it; returns its SHA-256 (hex). Blocks: run it in a thread,
+        after `drain`.
 
         DigestMismatch if the content does not have an expected digest; StorageFull if the disk is full.
         """
         assert self._file is not None, "upload already sealed or discarded"
+        assert self.size == self.received, "seal before drain"
         for name, digest in self.expected.items():
             if not hmac.compare_digest(self._hashes[name].digest(), digest):
                 raise DigestMismatch(name)
         with storage_errors():
             os.fsync(self._file.fileno())
-            self._file.close()
+        self._spool.close()
         self._file = None
         return self.sha256.hexdigest()
 
@@ -287,7 +319,7 @@ class Upload:
     def discard(self) -> None:
         """Forget the upload: close and remove its file (unless it became a blob). Safe to call more than once."""
         if self._file is not None:
-            self._file.close()
+            self._spool.close()
             self._file = None
         if not self.moved:
             self.path.unlink(missing_ok=True)
@@ -495,6 +527,7 @@ class RecordStore:
         """
         loop = asyncio.get_running_loop()
         try:
+            await upload.drain()
             sha256 = await loop.run_in_executor(None, upload.seal)
             return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
         finally:

@@ -26,6 +26,7 @@ from tornado_records.http_semantics import (
     precondition_status,
     requested_range,
 )
+from tornado_records.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
 
 log = logging.getLogger("tornado_records.handlers")
@@ -106,6 +107,9 @@ class RecordHandler(BaseHandler):
             )
             if isinstance(self.upload, Upload):
                 self.upload_events.source = self.upload.path
+                self.upload.follow(self.upload_events.changed.set)  # a listener (handlers/live.py) sees new bytes
+            else:
+                self.upload.on_written = self.upload_events.changed.set
             self._joined_at = self._last_byte = time.monotonic()
             self._watch_idle()
 
@@ -164,27 +168,31 @@ class RecordHandler(BaseHandler):
         except RecordNotFound:
             return None
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
         if self.upload is None:
-            return
+            return None
         upload = self.upload
         self._last_byte = now = time.monotonic()
         try:
             limit = self.settings["config"].max_body_size
-            if upload.size + len(chunk) > limit:
+            if upload.received + len(chunk) > limit:
                 raise ApiError(413, f"The body is over the limit of {limit} bytes")
             if isinstance(upload, Piece):
-                if upload.write(chunk):
+                first = upload.name is None
+                lagging = upload.write(chunk)
+                if first:
                     self._piece_began(upload)
                 if now - self._joined_at >= JOIN_INTERVAL:
                     self._joined_at = now
                     upload.join_soon()
             else:
-                upload.write(chunk)
-            self.upload_events.progress(upload.size)
+                lagging = upload.write(chunk)
+            self.upload_events.progress(upload.received)
         except Exception as exc:
             self._end_upload(abort_reason(exc, 500))
             self.refuse_body(exc)
+            return None
+        return lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
 
     def _piece_began(self, piece: Piece) -> None:
         """A piece has its first byte: if the record's recorder broke off before, it is back."""
@@ -233,7 +241,7 @@ class RecordHandler(BaseHandler):
             self._idle_timer = tornado.ioloop.IOLoop.current().call_later(left, self._watch_idle)
             return
         self._idle_timer = None
-        kept = f"; the {self.upload.size} bytes received are kept" if isinstance(self.upload, Piece) else ""
+        kept = f"; the {self.upload.received} bytes received are kept" if isinstance(self.upload, Piece) else ""
         self._end_upload("idle-timeout")
         self.refuse_body(
             ApiError(408, f"No byte of the body arrived for {timeout:g} s: the upload was ended as broken{kept}")
@@ -245,6 +253,13 @@ class RecordHandler(BaseHandler):
             assert self.refused
             return  # the body arrived to its end after it was refused, and the answer was sent
         if isinstance(upload, Piece):
+            try:
+                await upload.drain()
+            except Exception as exc:  # the disk filled up with the body's last bytes: what fit is kept
+                self.upload = upload
+                self._end_upload(abort_reason(exc, 500))
+                self.refuse_body(exc)
+                return
             record = await self._track(self._end_piece(upload, None))
             self.set_status(204)
             if record is not None:
@@ -322,7 +337,17 @@ class RecordHandler(BaseHandler):
             raise ApiError(416, str(exc), {"Content-Range": exc.content_range}) from None
 
     async def _send(self, blob: Blob, part: ByteRange) -> None:
-        """Stream the bytes of `part` from the blob, a chunk at a time."""
+        """Send the bytes of `part` from the blob: with sendfile where the connection allows (see sendfile.py),
+        else a chunk at a time."""
+        if can_sendfile(self):
+            try:
+                await send_runs(self, blob.file.runs(part.start, part.length))
+            except ShortFile:
+                log.warning("the content of event %s at %s ended before its size: the download was cut off",
+                            self.event, self.start.isoformat())  # fmt: skip
+                self.request.connection.stream.close()
+                raise StreamClosedError() from None
+            return
         blob.file.seek(part.start)
         remaining = part.length
         while remaining > 0 and (chunk := blob.file.read(min(DOWNLOAD_CHUNK, remaining))):

@@ -165,7 +165,7 @@ class CreationHandler(TransferHandler):
         if self.refused:
             return
         upload = self.upload
-        complete = self.complete or upload.length == upload.written  # its length reached: done, as tusd does
+        complete = self.complete or upload.length == upload.received  # its length reached: done, as tusd does
         await self.finish_body(complete)
         if not complete or self.tus:
             self.set_status(201)
@@ -257,7 +257,7 @@ class UploadHandler(TransferHandler):
                 self.set_header("ETag", upload.etag)
             self.set_status(204)
             return
-        complete = self.complete or upload.length == upload.written  # its length reached: done, as tusd does
+        complete = self.complete or upload.length == upload.received  # its length reached: done, as tusd does
         await self.finish_body(complete)
 
     async def head(self, *_: str) -> None:

@@ -132,12 +132,14 @@ class TransferHandler(BaseHandler):
         self._last_byte = now = time.monotonic()
         try:
             room = self._room(upload)
-            upload.write(chunk[:room])
+            lagging = upload.write(chunk[:room])
             if room < len(chunk):
                 raise ApiError(413, f"The upload is over its length or the limit of "
                                     f"{self.settings['config'].max_body_size} bytes; what fit is kept")  # fmt: skip
             if upload.events is not None:
-                upload.events.progress(upload.written)
+                upload.events.progress(upload.received)
+            if lagging is not None:
+                await lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
             if now - self._recorded_at >= SYNC_INTERVAL:
                 self._recorded_at = now
                 await self.resumables.record(upload)
@@ -152,7 +154,7 @@ class TransferHandler(BaseHandler):
         limit = self.settings["config"].max_body_size
         if upload.length is not None:
             limit = min(limit, upload.length)
-        return max(0, limit - upload.written)
+        return max(0, limit - upload.received)
 
     async def end_transfer(self) -> None:
         """Make what arrived durable and recorded, and free the upload for the next request; once."""

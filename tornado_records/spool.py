@@ -1,0 +1,271 @@
+"""Spool: the bytes of an upload on their way to its file, written and hashed by a writer thread within a stated lag.
+
+Every way in (a plain PUT, an append request's piece, a resumable upload's requests) hands what it receives to the
+spool of its file, on the event loop, and goes on receiving. A writer thread takes everything waiting at each turn (up
+to TURN_BYTES), writes it with one `os.writev` and feeds it to the upload's hashes; both release the GIL, so the second core does
+that work while the event loop reads the socket.
+
+The lag is bounded in bytes and in time:
+
+- at most LAG_BYTES received bytes are not in the file yet: past that, `put` returns an awaitable that the request's
+  `data_received` awaits (Tornado reads no more of the body until the writer has caught up), so memory stays flat;
+- bytes are handed to the writer as soon as KICK_BYTES are waiting, and at the latest KICK_DELAY seconds after they
+  arrived: what arrives is in the file within KICK_DELAY plus the write's own time (the page cache, not an fsync:
+  durability stays with the commit, the joins and the offsets, which `drain` first).
+
+A failure of the writer (an OSError: ENOSPC for a full disk, or for the room a `room` function leaves) is kept, and
+raised by the next `put` or by `drain`; `written` then counts exactly the bytes that are in the file, hashed. The
+spool knows nothing of the store: its owners (store.Upload, appends.Piece, resumable.Resumable) turn errors into the
+store's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import hashlib
+import os
+import threading
+from typing import Awaitable, BinaryIO, Callable, Iterable
+
+# Small enough that the writer copies bytes that are still in the CPU's cache (a 4 MiB lag with 1 MiB chunks tripled
+# the writer's time in the kernel's copy to the page cache: see docs/benchmarks.md).
+LAG_BYTES = 1 << 20  # received but not yet in the file: the most an upload holds in memory (plus one chunk)
+KICK_BYTES = 256 << 10  # bytes waiting that wake the writer at once
+# The most one turn takes: the writer wakes a receiver held back by the lag after each turn, and goes on with what
+# is left, so that the two work at once rather than in turns.
+TURN_BYTES = 512 << 10
+KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
+WRITERS = 32  # threads shared by all uploads' spools (each spool uses one at a time)
+_IOV_MAX = 1024
+
+_writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="spool-writer")
+
+
+class Spool:
+    """Received bytes on their way to `file` (opened unbuffered for writing; the spool closes it): `received`
+    counts what was handed in, `written` what is in the file and hashed into each of `hashes`.
+
+    `room`, if given, is asked (in the writer thread) how many more bytes may be written; past it the writer stops
+    with OSError(ENOSPC), having written what fit.
+    """
+
+    def __init__(
+        self, file: BinaryIO, hashes: Iterable["hashlib._Hash"] = (), room: Callable[[], int] | None = None
+    ) -> None:
+        self.received = 0
+        self.written = 0
+        self._file = file
+        self._fd = file.fileno()
+        self._hashes = list(hashes)
+        self._room = room
+        self._lock = threading.Lock()
+        self._queue: list[bytes] = []
+        self._queued = 0  # bytes in _queue
+        self._behind = 0  # received, not yet written (queued or being written)
+        self._running = False  # a writer thread owns the turn
+        self._closing = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._wake_at = 0  # the waiter wakes once _behind is at most this (-1: once the writer is idle)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.on_written: Callable[[], None] | None = None  # called on the event loop after bytes reach the file
+
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the writer, if anything."""
+        return self._error
+
+    def put(self, chunk: bytes) -> Awaitable[None] | None:
+        """Hand received bytes to the writer; an awaitable to await before handing more when the lag is past
+        LAG_BYTES (else None). Raises what stopped the writer, if it stopped."""
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise ValueError("the spool is closed")
+        size = len(chunk)
+        if not size:
+            return None
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        with self._lock:
+            self._queue.append(chunk)
+            self._queued += size
+            self._behind += size
+            self.received += size
+            kick = not self._running and self._queued >= KICK_BYTES
+            if kick:
+                self._running = True
+            behind = self._behind
+        if kick:
+            self._cancel_timer()
+            _writers.submit(self._run)
+        elif self._timer is None and not self._running:
+            self._timer = self._event_loop().call_later(KICK_DELAY, self._kick)
+        if behind > LAG_BYTES:
+            return self._wait(LAG_BYTES)
+        return None
+
+    async def drain(self) -> None:
+        """Wait until every byte received is in the file (or the writer stopped); raise what stopped it, if it
+        stopped."""
+        self._cancel_timer()
+        self._kick()
+        await self._wait(-1)
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Drop what is not written yet and close the file (once the writer is done with it). Safe to call more
+        than once."""
+        self._cancel_timer()
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+            self._behind -= self._queued
+            self._queue, self._queued = [], 0
+            running = self._running
+            self._notify()
+        if not running:
+            self._file.close()
+
+    # -- the event loop's side -------------------------------------------------------------------------------------
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _kick(self) -> None:
+        """Wake the writer for whatever is waiting (the end of KICK_DELAY, or a drain)."""
+        self._timer = None
+        with self._lock:
+            kick = not self._running and self._queue and not self._closing
+            if kick:
+                self._running = True
+        if kick:
+            _writers.submit(self._run)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wait(self, wake_at: int) -> asyncio.Future[None]:
+        future = self._event_loop().create_future()
+        with self._lock:
+            if self._satisfied(wake_at):
+                future.set_result(None)
+            else:
+                self._waiter, self._wake_at = future, wake_at
+        return future
+
+    def _satisfied(self, wake_at: int) -> bool:
+        if self._error is not None or self._closing:
+            return True
+        if wake_at < 0:
+            return not self._running and not self._queue
+        return self._behind <= wake_at
+
+    # -- the writer thread's side ------------------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake the waiter if what it waits for has come (call with the lock held)."""
+        waiter = self._waiter
+        if waiter is not None and self._satisfied(self._wake_at):
+            self._waiter = None
+            self._event_loop_threadsafe(waiter)
+
+    def _event_loop_threadsafe(self, waiter: asyncio.Future[None]) -> None:
+        self._event_loop_threadsafe_call(_resolve, waiter)
+
+    def _event_loop_threadsafe_call(self, function: Callable, *arguments: object) -> None:
+        assert self._loop is not None  # bytes were put, on it
+        self._loop.call_soon_threadsafe(function, *arguments)
+
+    def _run(self) -> None:
+        """The writer's turn: write and hash what is waiting, again while more comes."""
+        while True:
+            with self._lock:
+                if not self._queue or self._error is not None or self._closing:
+                    self._running = False
+                    self._notify()
+                    if self._closing:
+                        self._file.close()
+                    return
+                batch = self._take()
+            try:
+                self._write(batch)
+            except BaseException as exc:  # kept for the event loop: the next put or drain raises it
+                with self._lock:
+                    self._error = exc
+                    self._behind = 0
+                    self._queue, self._queued = [], 0
+
+    def _take(self) -> list[bytes]:
+        """The chunks waiting, up to TURN_BYTES of them (at least one), off the queue (call with the lock held)."""
+        size = count = 0
+        for chunk in self._queue:
+            if count and size + len(chunk) > TURN_BYTES:
+                break
+            size += len(chunk)
+            count += 1
+        batch, self._queue = self._queue[:count], self._queue[count:]
+        self._queued -= size
+        return batch
+
+    def _write(self, batch: list[bytes]) -> None:
+        total = sum(len(chunk) for chunk in batch)
+        fit = total if self._room is None else max(0, min(total, self._room()))
+        views = _cut(batch, fit)
+        done = 0
+        failure: BaseException | None = None
+        try:
+            while views:
+                n = os.writev(self._fd, views[:_IOV_MAX])
+                done += n
+                views = _skip(views, n)
+            if fit < total:
+                raise OSError(errno.ENOSPC, "no room left on the disk for more of this upload")
+        except BaseException as exc:
+            failure = exc
+        for view in _cut(batch, done):
+            for digest in self._hashes:
+                digest.update(view)
+        with self._lock:
+            self.written += done
+            self._behind -= done
+            self._notify()
+        if done and self.on_written is not None:
+            self._event_loop_threadsafe_call(self.on_written)
+        if failure is not None:
+            raise failure
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def _cut(batch: list[bytes], size: int) -> list[bytes | memoryview]:
+    """The first `size` bytes of the batch, as its chunks (the last one cut)."""
+    views: list[bytes | memoryview] = []
+    for chunk in batch:
+        if size <= 0:
+            break
+        views.append(chunk if len(chunk) <= size else memoryview(chunk)[:size])
+        size -= len(chunk)
+    return views
+
+
+def _skip(views: list[bytes | memoryview], size: int) -> list[bytes | memoryview]:
+    """The views without their first `size` bytes (after a write that took only part of them)."""
+    while views and size >= len(views[0]):
+        size -= len(views[0])
+        views = views[1:]
+    if views and size:
+        views = [memoryview(views[0])[size:], *views[1:]]
+    return views
