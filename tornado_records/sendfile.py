@@ -68,6 +68,7 @@ async def send_runs(handler: tornado.web.RequestHandler, runs: Iterable[tuple[in
                 if sent == 0:
                     raise ShortFile()
                 connection._expected_content_remaining -= sent  # what Tornado counts of its own writes
+                handler.bytes_sent = getattr(handler, "bytes_sent", 0) + sent  # the access log's and the metrics' count
             offset += sent
             length -= sent
             await asyncio.sleep(0)
