@@ -66,6 +66,12 @@ class Piece:
         """Bytes in its file (what a join or a listener may take from it)."""
         return 0 if self._spool is None else self._spool.written
 
+    def follow(self, on_written: Callable[[], None]) -> None:
+        """Have `on_written` called (on the event loop) whenever received bytes reach the file."""
+        self.on_written = on_written
+        if self._spool is not None:
+            self._spool.on_written = on_written
+
     @property
     def received(self) -> int:
         """Bytes received: in its file, or on their way to it (see spool.py)."""

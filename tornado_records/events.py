@@ -282,7 +282,7 @@ class UploadEvents:
         self.paused = resumable  # a resumable upload between the requests that bring its bytes
         self.started = utc_now()
         self.source: Path | None = None  # the file that receives the bytes (not in append mode: see appends.py)
-        self.changed = asyncio.Event()  # set at each change (bytes, a join, the end), for those who follow it
+        self.changed = asyncio.Event()  # set at each change (bytes in the file, a join, the end), for its listeners
         self._last_report = time.monotonic()
         hub.uploads += 1
         hub.flights.append(self)
@@ -306,7 +306,6 @@ class UploadEvents:
         """The upload has received `size` bytes so far."""
         self.hub.received_bytes += size - self.size
         self.size = size
-        self.changed.set()
         now = time.monotonic()
         if now - self._last_report >= self.hub.progress_interval and not self.ended:
             self._last_report = now

@@ -107,9 +107,7 @@ class RecordHandler(BaseHandler):
             )
             if isinstance(self.upload, Upload):
                 self.upload_events.source = self.upload.path
-                self.upload.follow(self.upload_events.changed.set)  # a listener (handlers/live.py) sees new bytes
-            else:
-                self.upload.on_written = self.upload_events.changed.set
+            self.upload.follow(self.upload_events.changed.set)  # a listener (handlers/live.py) sees new bytes
             self._joined_at = self._last_byte = time.monotonic()
             self._watch_idle()
 
