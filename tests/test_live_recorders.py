@@ -126,7 +126,12 @@ def liquidsoap(tmp_path: Path, output: str, staircase: Path, address: str, name:
 
 
 def finished(recorder: subprocess.Popen, timeout: float = 120) -> str:
-    output, _ = recorder.communicate(timeout=timeout)
+    try:
+        output, _ = recorder.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        recorder.kill()
+        output, _ = recorder.communicate()
+        raise AssertionError(f"the recorder did not end within {timeout} s:\n{output[-6000:]}") from None
     assert recorder.returncode == 0, output[-3000:]
     return output
 
