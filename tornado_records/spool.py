@@ -67,8 +67,9 @@ class Spool:
         self._running = False  # a writer thread owns the turn
         self._closing = False
         self._error: BaseException | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._wake_at = 0  # the waiter wakes once _behind is at most this (-1: once the writer is idle)
+        # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
+        # request's drain, a join's drain and a lagging receiver may all wait at once.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.on_written: Callable[[], None] | None = None  # called on the event loop after bytes reach the file
@@ -160,7 +161,7 @@ class Spool:
             if self._satisfied(wake_at):
                 future.set_result(None)
             else:
-                self._waiter, self._wake_at = future, wake_at
+                self._waiters.append((wake_at, future))
         return future
 
     def _satisfied(self, wake_at: int) -> bool:
@@ -173,14 +174,14 @@ class Spool:
     # -- the writer thread's side ------------------------------------------------------------------------------------
 
     def _notify(self) -> None:
-        """Wake the waiter if what it waits for has come (call with the lock held)."""
-        waiter = self._waiter
-        if waiter is not None and self._satisfied(self._wake_at):
-            self._waiter = None
-            self._event_loop_threadsafe(waiter)
-
-    def _event_loop_threadsafe(self, waiter: asyncio.Future[None]) -> None:
-        self._event_loop_threadsafe_call(_resolve, waiter)
+        """Wake the waiters whose wait is over (call with the lock held)."""
+        waiting = []
+        for wake_at, waiter in self._waiters:
+            if self._satisfied(wake_at):
+                self._event_loop_threadsafe_call(_resolve, waiter)
+            else:
+                waiting.append((wake_at, waiter))
+        self._waiters = waiting
 
     def _event_loop_threadsafe_call(self, function: Callable, *arguments: object) -> None:
         assert self._loop is not None  # bytes were put, on it

@@ -1,0 +1,67 @@
+"""The spool's waits: every one that waits is woken, however many wait at once.
+
+An append request's end drains its spool while a periodic join may be draining it too (and a receiver held back by
+the lag may be waiting as well). A spool that kept one waiter lost the other: the join never ended, the request's
+answer never came, and the recorder (curl under Liquidsoap's output.external) hung. The writer is held in `room`, a
+real hook of the spool, so that both waits begin while it writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from pathlib import Path
+
+from tornado_records.spool import KICK_BYTES, LAG_BYTES, Spool
+
+
+def held_spool(path: Path) -> tuple[Spool, threading.Event, threading.Event]:
+    """A spool on `path` whose writer, at its first turn, waits for `release` (after setting `entered`)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def room() -> int:
+        entered.set()
+        release.wait(10)
+        return 1 << 40
+
+    return Spool(open(path, "wb", buffering=0), [hashlib.sha256()], room=room), entered, release
+
+
+def test_two_drains_at_once_both_end(tmp_path: Path) -> None:
+    async def main() -> None:
+        spool, entered, release = held_spool(tmp_path / "file")
+        chunk = b"x" * KICK_BYTES
+        assert spool.put(chunk) is None
+        assert await asyncio.to_thread(entered.wait, 5)
+        spool.put(b"y" * 1000)  # waits behind the turn in progress
+        first = asyncio.ensure_future(spool.drain())
+        second = asyncio.ensure_future(spool.drain())
+        await asyncio.sleep(0.05)
+        assert not first.done() and not second.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        assert spool.written == spool.received == KICK_BYTES + 1000
+        spool.close()
+
+    asyncio.run(main())
+    assert (tmp_path / "file").read_bytes() == b"x" * KICK_BYTES + b"y" * 1000
+
+
+def test_a_lagging_receiver_and_a_drain_both_end(tmp_path: Path) -> None:
+    async def main() -> None:
+        spool, entered, release = held_spool(tmp_path / "file")
+        assert spool.put(b"a" * KICK_BYTES) is None
+        assert await asyncio.to_thread(entered.wait, 5)
+        lagging = spool.put(b"b" * LAG_BYTES)  # past the lag: the receiver must wait
+        assert lagging is not None
+        drained = asyncio.ensure_future(spool.drain())
+        await asyncio.sleep(0.05)
+        assert not drained.done()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(lagging, drained), 5)
+        assert spool.written == KICK_BYTES + LAG_BYTES
+        spool.close()
+
+    asyncio.run(main())
+    assert (tmp_path / "file").stat().st_size == KICK_BYTES + LAG_BYTES
