@@ -18,6 +18,7 @@ from conftest import COMMAND, EVENT, eventually, record_url, wait_until
 from test_eventlog import Stream, put
 from test_sse import listen
 from tornado_records import retention as retention_module
+from tornado_records import sqldb
 from tornado_records.config import build_config
 from tornado_records.retention import Retention, sweep_interval
 
@@ -43,7 +44,8 @@ class Clock:
 def retention_of(app: tornado.web.Application, clock: Clock, days: int, interval: float = 0.05) -> Retention:
     """Sweeps of the app's data directory as `--retention {days}d` makes them, on the test's clock."""
     settings = app.settings
-    index = settings["config"].data_dir / "records.sqlite3"
+    config = settings["config"]
+    index = sqldb.connect(config.index.url, config.data_dir, read_only=True)
     return Retention(
         settings["store"], settings["hub"], index, datetime.timedelta(days=days), clock=clock, interval=interval
     )

@@ -14,7 +14,8 @@ import yaml
 
 from tornado_records.access import client_address
 from tornado_records.config import Config
-from tornado_records.eventlog import EventLog
+from tornado_records import sqldb
+from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
@@ -50,9 +51,8 @@ def resource(name: str) -> Path:
 
 def make_app(config: Config) -> tornado.web.Application:
     """The application serving the records kept in `config.data_dir`."""
-    store = RecordStore(config.data_dir)
-    index = config.data_dir / "records.sqlite3"
-    hub = EventHub(keepalive=config.sse_keepalive, log=EventLog(index))
+    store = RecordStore(config.data_dir, config.index.url)
+    hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()
     page = resource("static/openapi.html").read_bytes()
@@ -82,11 +82,24 @@ def make_app(config: Config) -> tornado.web.Application:
         store=store,
         hub=hub,
         resumables=Resumables(store, hub, config.upload_expiry.total_seconds()),
-        metrics=Metrics(hub, config.data_dir, index),
-        retention=None if config.retention is None else Retention(store, hub, index, config.retention),
+        metrics=Metrics(hub, config.data_dir, reader(config)),
+        retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for
         stopping=False,  # set at shutdown: new requests are refused
     )
+
+
+def reader(config: Config) -> sqldb.Database:
+    """A read-only connection to the index."""
+    return sqldb.connect(config.index.url, config.data_dir, read_only=True)
+
+
+def event_log(config: Config) -> EventLog:
+    """The event log in the index: this process's, or that of every process sharing a PostgreSQL index."""
+    index = sqldb.connect(config.index.url, config.data_dir)
+    if index.shared:
+        return SharedEventLog(index, sqldb.connect(config.index.url, config.data_dir))
+    return EventLog(index)
 
 
 def start_app(app: tornado.web.Application) -> None:

@@ -53,6 +53,8 @@ class Piece:
         self._spool: Spool | None = None  # from its first byte on
         self.on_written: Callable[[], None] | None = None  # called on the event loop when bytes reach the file
         self._turn: asyncio.Future[None] | None = None  # done once every piece before it has ended
+        # done once the pieces before it that other processes sharing the index received have ended (at once alone)
+        self._others: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()  # one join at a time
         self._noted: asyncio.Future[None] | None = None
         self._joining: asyncio.Task | None = None
@@ -104,6 +106,7 @@ class Piece:
         self.name = name
         self.store.writing.add(name)
         self._turn = asyncio.get_running_loop().create_future()
+        self._others = asyncio.get_running_loop().create_future()
         queue = self.queue
         queue.append(self)
         if queue[0] is self:
@@ -112,15 +115,19 @@ class Piece:
 
     async def _note(self) -> None:
         """List the piece in the index, so that a crash does not lose it (without it, its bytes still join the
-        record while the process lives)."""
+        record while the process lives); then, if processes share the index, wait for the pieces they received
+        before it."""
         try:
-            await self.store.note_append(self.name, self.event, self.start, self.content_type)
+            seq = await self.store.note_append(self.name, self.event, self.start, self.content_type)
+            if self.store.shared:
+                await self.store.wait_for_others(self.event, self.start, seq)
         except Exception as exc:  # noqa: BLE001 (logged: the piece goes on without its row)
             log.warning("could not list the append %s in the index: %s", self.name, exc)
+        self._others.set_result(None)
 
     def join_soon(self) -> None:
         """Join what arrived to the record in the background, if this piece is first in line and not joining."""
-        if self._turn is not None and self._turn.done() and not self._lock.locked():
+        if self._turn is not None and self._turn.done() and self._others.done() and not self._lock.locked():
             self._joining = asyncio.ensure_future(self._join_logged())
 
     async def _join_logged(self) -> None:
@@ -156,6 +163,7 @@ class Piece:
             return None
         try:
             await self._turn
+            await self._others
             await self.join()
         except Exception as exc:  # noqa: BLE001 (a full disk, or a damaged record: the bytes stay on disk)
             log.warning(

@@ -1,22 +1,23 @@
 """The catalogue of events: one row per event in the index's `catalogue` table, with its title and the totals of its
 records (count, bytes, last change), kept in the same transaction as each change of a record, so that the events
-list is a read of one small table at any number of records. Functions of a SQLite connection; they know no HTTP."""
+list is a read of one small table at any number of records. Functions of a connection to the index (sqldb); they know no HTTP."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-import sqlite3
 import time
+
+from tornado_records.sqldb import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is the table `events`)
     event    TEXT    PRIMARY KEY,        -- canonical UUID
     title    TEXT,                       -- a human title, or NULL
-    records  INTEGER NOT NULL DEFAULT 0,
-    bytes    INTEGER NOT NULL DEFAULT 0,
-    modified INTEGER NOT NULL DEFAULT 0  -- Unix microseconds of the last change of one of its records (an order)
-) WITHOUT ROWID;
+    records  BIGINT  NOT NULL DEFAULT 0,
+    bytes    BIGINT  NOT NULL DEFAULT 0,
+    modified BIGINT  NOT NULL DEFAULT 0  -- Unix microseconds of the last change of one of its records (an order)
+) {without_rowid};
 CREATE INDEX IF NOT EXISTS catalogue_by_change ON catalogue (modified, event);
 """
 # A row stays while the event has records or a title.
@@ -50,38 +51,38 @@ class EventSummary:
         }
 
 
-def create(conn: sqlite3.Connection) -> None:
+def create(conn: Database) -> None:
     """Make the table, and count every event's records and bytes again from the records (at each start: the totals
     heal whatever changed the index behind the service's back, and an index from before the table gets them)."""
-    conn.executescript(
-        SCHEMA
-        + """
-        BEGIN IMMEDIATE;
-        UPDATE catalogue SET records = 0, bytes = 0;
-        INSERT INTO catalogue (event, records, bytes, modified)
-            SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records WHERE true GROUP BY event
-            ON CONFLICT (event) DO UPDATE SET records = excluded.records, bytes = excluded.bytes,
-                modified = max(modified, excluded.modified);
-        DELETE FROM catalogue WHERE records <= 0 AND title IS NULL;
-        COMMIT;
-        """
-    )
+    conn.schema(SCHEMA)
+    with conn.transaction():
+        if conn.shared:  # the others write meanwhile: count their changes after this, not before
+            conn.execute("LOCK TABLE records, catalogue IN SHARE ROW EXCLUSIVE MODE")
+        conn.execute("UPDATE catalogue SET records = 0, bytes = 0")
+        conn.execute(
+            "INSERT INTO catalogue (event, records, bytes, modified)"
+            " SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records WHERE true GROUP BY event"
+            " ON CONFLICT (event) DO UPDATE SET records = excluded.records, bytes = excluded.bytes,"
+            f" modified = {conn.greatest}(catalogue.modified, excluded.modified)"
+        )
+        conn.execute("DELETE FROM catalogue WHERE records <= 0 AND title IS NULL")
 
 
-def count_change(conn: sqlite3.Connection, event: str, old_size: int | None, new_size: int | None) -> None:
+def count_change(conn: Database, event: str, old_size: int | None, new_size: int | None) -> None:
     """Count one change of a record of `event` (inside the change's transaction): sizes None where the record was
     absent before (created) or is absent after (deleted)."""
     records = (new_size is not None) - (old_size is not None)
     added = (new_size or 0) - (old_size or 0)
     conn.execute(
         "INSERT INTO catalogue (event, records, bytes, modified) VALUES (?, ?, ?, ?) ON CONFLICT (event) DO UPDATE"
-        " SET records = records + excluded.records, bytes = bytes + excluded.bytes, modified = excluded.modified",
+        " SET records = catalogue.records + excluded.records, bytes = catalogue.bytes + excluded.bytes,"
+        " modified = excluded.modified",
         (event, records, added, time.time_ns() // 1000),
     )
     conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
 
 
-def set_title(conn: sqlite3.Connection, event: str, title: str | None) -> None:
+def set_title(conn: Database, event: str, title: str | None) -> None:
     """Give the event a title, or take it away (None)."""
     conn.execute(
         "INSERT INTO catalogue (event, title) VALUES (?, ?) ON CONFLICT (event) DO UPDATE SET title = excluded.title",
@@ -90,14 +91,14 @@ def set_title(conn: sqlite3.Connection, event: str, title: str | None) -> None:
     conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
 
 
-def title(conn: sqlite3.Connection, event: str) -> str | None:
+def title(conn: Database, event: str) -> str | None:
     """The event's title, or None."""
     row = conn.execute("SELECT title FROM catalogue WHERE event = ?", (event,)).fetchone()
     return None if row is None else row[0]
 
 
 def page(
-    conn: sqlite3.Connection, *, search: str | None, limit: int, offset: int, descending: bool
+    conn: Database, *, search: str | None, limit: int, offset: int, descending: bool
 ) -> tuple[int, list[EventSummary]]:
     """How many events have records (and match `search`, a case-insensitive part of the title or the UUID), and
     those of the page asked for, by last change (most recent first if `descending`)."""
@@ -105,8 +106,8 @@ def page(
     parameters: tuple = ()
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where += " AND (event LIKE ? ESCAPE '\\' OR title LIKE ? ESCAPE '\\')"
-        parameters = (pattern, pattern)  # LIKE ignores the case of ASCII letters
+        where += f" AND (event {conn.like} ? ESCAPE '\\' OR title {conn.like} ? ESCAPE '\\')"
+        parameters = (pattern, pattern)  # whatever the case of ASCII letters
     (count,) = conn.execute(f"SELECT count(*) FROM catalogue WHERE {where}", parameters).fetchone()
     order = "DESC" if descending else "ASC"
     rows = conn.execute(

@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+from tornado_records import sqldb
+
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -135,6 +137,28 @@ class Secret:
         return hmac.compare_digest(self.value, given)
 
 
+@dataclasses.dataclass(frozen=True)
+class Index:
+    """Where the index is: `sqlite` (records.sqlite3 in the data directory) or a PostgreSQL URL, which is shown
+    (repr, str) without its password."""
+
+    url: str = dataclasses.field(repr=False)
+
+    def __str__(self) -> str:
+        return sqldb.safe_url(self.url)
+
+    def __repr__(self) -> str:
+        return f"Index({str(self)!r})"
+
+
+def parse_index(text: str) -> Index:
+    """`sqlite`, or a postgresql:// URL (libpq's form: postgresql://user:password@host:port/database?options)."""
+    text = text.strip()
+    if text == "sqlite" or sqldb.is_postgresql(text):
+        return Index(text)
+    raise ValueError(f"{sqldb.safe_url(text)!r} is neither sqlite nor a postgresql:// URL")
+
+
 def parse_token_file(text: str) -> Secret | None:
     """The secret held by the file at this path (its one line); None for an empty path (no token needed)."""
     if not text.strip():
@@ -178,6 +202,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "0.0.0.0", "address to listen on", str.strip),
     Setting("port", "10700", "TCP port to listen on", parse_port),
     Setting("data_dir", "data", "directory that holds the index, the recordings and uploads in flight", Path),
+    Setting(
+        "index",
+        "sqlite",
+        "where the index of records and the event log are: sqlite (records.sqlite3 in the data directory), or a "
+        "postgresql://user:password@host/database URL, which several processes may share",
+        parse_index,
+    ),
     Setting(
         "max_body_size",
         "32G",
@@ -251,6 +282,7 @@ class Config:
     host: str
     port: int
     data_dir: Path
+    index: Index
     max_body_size: int
     accel_redirect: str
     sse_keepalive: float

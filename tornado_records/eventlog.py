@@ -1,21 +1,28 @@
 """EventLog: the recent events, kept in the index database so that Last-Event-ID replay outlives the process.
 
-The table `events` of records.sqlite3 holds each event's id, its wire form (as the stream sends it) and when it was
+The table `events` of the index holds each event's id, its wire form (as the stream sends it) and when it was
 published, bounded by a count (MAX_EVENTS, the newest) and an age (MAX_AGE). `append` only queues (it runs on the
 event loop, for every event); one thread writes what has queued in one fsynced transaction at most every
 FLUSH_DELAY seconds, so a crash or a power cut loses at most the events of the last FLUSH_DELAY seconds (plus one
 fsync). Knows no HTTP.
+
+SharedEventLog is the log of processes that share a PostgreSQL index: the table is the one stream of them all. A
+process's events get their ids in the transaction that writes them (under a lock: ids commit in their order), a
+NOTIFY wakes every process, and each one sends its subscribers the rows after the last it sent, its own included.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from pathlib import Path
+from typing import Callable
+
+from tornado_records.sqldb import Database
 
 log = logging.getLogger("tornado_records.eventlog")
 
@@ -25,9 +32,9 @@ FLUSH_DELAY = 0.1  # seconds that events gather before they are written together
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
-    id      INTEGER PRIMARY KEY,  -- the event's id on the stream
-    wire    BLOB    NOT NULL,     -- the event as the stream sends it: id line, data line, blank line
-    created REAL    NOT NULL      -- Unix time of its publication
+    id      BIGINT PRIMARY KEY,         -- the event's id on the stream
+    wire    {blob} NOT NULL,            -- the event as the stream sends it: id line, data line, blank line
+    created DOUBLE PRECISION NOT NULL   -- Unix time of its publication
 );
 """
 
@@ -42,7 +49,7 @@ class EventLog:
 
     def __init__(
         self,
-        path: Path,
+        index: Path | Database,
         *,
         max_events: int = MAX_EVENTS,
         max_age: float = MAX_AGE,
@@ -51,11 +58,10 @@ class EventLog:
         self.max_events = max_events
         self.max_age = max_age
         self.flush_delay = flush_delay
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")  # each batch's commit is fsynced (in the writer thread)
-        self._conn.executescript(_SCHEMA)
-        self._trim()
+        self._conn = Database(index) if isinstance(index, Path) else index  # fsynced commits (synchronous=FULL)
+        self._conn.schema(_SCHEMA)
+        with self._conn.transaction():
+            self._trim()
         self._queue: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._write_batches, name="records-eventlog", daemon=True)
@@ -66,13 +72,18 @@ class EventLog:
         """The newest id the table holds (0 if none)."""
         return self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
 
+    @property
+    def assigns_ids(self) -> bool:
+        """Whether the log gives events their ids (publish), or takes them as the hub made them (append)."""
+        return False
+
     def recent(self) -> list[Event]:
         """The events kept for replay, oldest first."""
         rows = self._conn.execute(
             "SELECT id, wire, created FROM events WHERE created >= ? ORDER BY id DESC LIMIT ?",
             (self.oldest(), self.max_events),
         ).fetchall()
-        return rows[::-1]
+        return [(event_id, bytes(wire), created) for event_id, wire, created in rows[::-1]]
 
     def oldest(self) -> float:
         """The Unix time of publication of the oldest event that may still be replayed."""
@@ -102,16 +113,16 @@ class EventLog:
             if len(events) < len(batch):
                 return
 
-    def _write(self, events: list[Event]) -> None:
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._conn.executemany("INSERT OR IGNORE INTO events (id, wire, created) VALUES (?, ?, ?)", events)
-            self._trim()
-            self._conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):  # the thread lives on whatever happens: the next batch may work
-                self._conn.execute("ROLLBACK")
+    def _write(self, events: list) -> None:
+        try:  # the thread lives on whatever happens: the next batch may work
+            with self._conn.transaction():
+                self._insert(events)
+                self._trim()
+        except Database.errors as exc:
             log.warning("could not keep %d event(s) for replay after a restart: %s", len(events), exc)
+
+    def _insert(self, events: list[Event]) -> None:
+        self._conn.executemany("INSERT INTO events (id, wire, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", events)
 
     def _trim(self) -> None:
         """Remove the events past the bounds: those older than max_age, and all but the newest max_events."""
@@ -120,3 +131,73 @@ class EventLog:
             " OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (self.oldest(), self.max_events),
         )
+
+
+def frame(event_id: int, body: str) -> bytes:
+    """An event's wire form: its id line and its data line (`body`, one line of JSON)."""
+    return f"id: {event_id}\ndata: {body}\n\n".encode()
+
+
+class SharedEventLog(EventLog):
+    """The event log of processes sharing a PostgreSQL index: `publish` queues an event's body; the writer thread
+    gives it the next id (at least the time in microseconds, as the hub does) and writes it with a NOTIFY; a
+    listening thread hands each process the rows after the last it had (`deliver`, called on the event loop)."""
+
+    CHANNEL = "tornado_records_events"
+    POLL = 1.0  # seconds: the listener also looks without a NOTIFY this often (a NOTIFY lost with a connection)
+
+    def __init__(self, index: Database, listen: Database, *, flush_delay: float = 0.005, **kwargs: float) -> None:
+        super().__init__(index, flush_delay=flush_delay, **kwargs)
+        self._listen = listen
+        self.deliver: Callable[[list[Event]], None] | None = None
+        self._seen = self.last_id
+
+    @property
+    def assigns_ids(self) -> bool:
+        return True
+
+    def publish(self, body: str, created: float) -> None:
+        """Keep an event (its JSON `body`); every process's hub gets it through `deliver`. Does no I/O."""
+        self._queue.put((0, body, created))
+
+    def start(self, deliver: Callable[[list[Event]], None], loop: "asyncio.AbstractEventLoop") -> None:
+        """Hand the events of every process to `deliver` on `loop`, from now on."""
+        self.deliver = lambda rows: loop.call_soon_threadsafe(deliver, rows)
+        self._listen.execute(f"LISTEN {self.CHANNEL}")
+        threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True).start()
+
+    def close(self) -> None:
+        super().close()
+        with contextlib.suppress(Exception):
+            self._listen.close()
+
+    def _insert(self, events: list) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
+        last = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        first = max(last + 1, time.time_ns() // 1000)
+        rows = [(first + n, frame(first + n, body), created) for n, (_, body, created) in enumerate(events)]
+        super()._insert(rows)
+        self._conn.execute(f"NOTIFY {self.CHANNEL}")
+
+    def _listen_for_events(self) -> None:
+        while not self._closing.is_set():
+            try:
+                for _ in self._listen.notifies(timeout=self.POLL, stop_after=1):
+                    pass
+                rows = self._conn_read(self._seen)
+            except Exception as exc:  # noqa: BLE001 (the database is away for a while: look again)
+                if self._closing.is_set():
+                    return
+                log.warning("could not read the shared event log: %s", exc)
+                self._closing.wait(self.POLL)
+                continue
+            if rows and self.deliver is not None:
+                self._seen = rows[-1][0]
+                self.deliver(rows)
+
+    def _conn_read(self, after: int) -> list[Event]:
+        rows = self._listen.execute("SELECT id, wire, created FROM events WHERE id > ? ORDER BY id", (after,))
+        return [(event_id, bytes(wire), created) for event_id, wire, created in rows]
+
+
+_EVENTS_LOCK = 7_261_442  # the advisory lock held while an event's id is chosen and its row written

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from tornado_records.eventlog import EventLog
+from tornado_records.eventlog import EventLog, frame
 
 log = logging.getLogger("tornado_records.events")
 
@@ -40,10 +40,14 @@ def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def event_body(event_type: str, data: dict[str, Any]) -> str:
+    """The data line of an unnamed Server-Sent Event: `{"type", "created_at", "data"}` as JSON."""
+    return json.dumps({"type": event_type, "created_at": utc_now(), "data": data}, separators=(",", ":"))
+
+
 def event_bytes(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
     """One unnamed Server-Sent Event: its id line and a data line holding `{"type", "created_at", "data"}`."""
-    body = json.dumps({"type": event_type, "created_at": utc_now(), "data": data}, separators=(",", ":"))
-    return f"id: {event_id}\ndata: {body}\n\n".encode()
+    return frame(event_id, event_body(event_type, data))
 
 
 class Subscriber:
@@ -140,15 +144,22 @@ class EventHub:
         # went back.
         first = time.time_ns() // 1000 if first_id is None else first_id
         if log is not None:
-            first = max(first, log.last_id + 1)
+            first = log.last_id + 1 if log.assigns_ids else max(first, log.last_id + 1)
         self.last_id = first - 1
+        self._listening = False
         self._replay: collections.deque[tuple[int, bytes, float]] = collections.deque(
             [] if log is None else log.recent(), maxlen=replay if log is None else log.max_events
         )
         self._timer: asyncio.TimerHandle | None = None
 
-    def publish(self, event_type: str, data: dict[str, Any]) -> int:
-        """Send an event to every subscriber and keep it for replay; returns its id."""
+    def publish(self, event_type: str, data: dict[str, Any]) -> None:
+        """Send an event to every subscriber and keep it for replay (with a shared log: to every process's
+        subscribers, through the log)."""
+        if self.log is not None and self.log.assigns_ids:
+            self._listen()
+            self.published[event_type] += 1
+            self.log.publish(event_body(event_type, data), time.time())
+            return
         self.last_id += 1
         wire = event_bytes(self.last_id, event_type, data)
         created = time.time()
@@ -157,7 +168,21 @@ class EventHub:
             self.log.append(self.last_id, wire, created)
         self.published[event_type] += 1
         self._send(wire)
-        return self.last_id
+
+    def deliver(self, events: list[tuple[int, bytes, float]]) -> None:
+        """Send every subscriber the events a shared log brought (of every process, in their order) that it has not
+        sent yet, and keep them for replay."""
+        for event_id, wire, created in events:
+            if event_id > self.last_id:
+                self.last_id = event_id
+                self._replay.append((event_id, wire, created))
+                self._send(wire)
+
+    def _listen(self) -> None:
+        """With a shared log: begin taking its events (on the event loop, at the first publish or subscribe)."""
+        if not self._listening and self.log is not None and self.log.assigns_ids:
+            self._listening = True
+            self.log.start(self.deliver, asyncio.get_running_loop())
 
     def subscribe(
         self,
@@ -172,6 +197,7 @@ class EventHub:
         to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
         """
         subscriber = Subscriber(send, on_drop)
+        self._listen()
         if self.closed:
             subscriber.close()
             return subscriber

@@ -8,7 +8,6 @@ disk holding the data directory, and the records stored (one query of the index,
 from __future__ import annotations
 
 import os
-import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -16,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tornado_records.sqldb import Database
 from tornado_records.events import EventHub
 
 PREFIX = "tornado_records_"
@@ -25,7 +25,7 @@ METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"}
 class Metrics:
     """The metrics of one application: `observe` each finished request, `exposition()` for a scrape."""
 
-    def __init__(self, hub: EventHub, data_dir: Path, index: Path) -> None:
+    def __init__(self, hub: EventHub, data_dir: Path, index: Database) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             PREFIX + "http_requests",
@@ -61,10 +61,10 @@ class Metrics:
 class StateCollector(Collector):
     """The metrics read at scrape time: the hub's counts, the disk, the records stored."""
 
-    def __init__(self, hub: EventHub, data_dir: Path, index: Path) -> None:
+    def __init__(self, hub: EventHub, data_dir: Path, index: Database) -> None:
         self.hub = hub
         self.data_dir = data_dir
-        self._index = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._index = index  # a read-only connection of its own
 
     def close(self) -> None:
         self._index.close()

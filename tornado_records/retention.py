@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import sqlite3
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
+from tornado_records.sqldb import Database
 from tornado_records.events import EventHub, publish_deleted
 from tornado_records.store import RecordNotFound, RecordStore
 
@@ -41,7 +40,7 @@ class Retention:
         self,
         store: RecordStore,
         hub: EventHub,
-        index: Path,
+        index: Database,
         retention: datetime.timedelta,
         *,
         clock: Callable[[], datetime.datetime] = datetime.datetime.now,
@@ -52,7 +51,7 @@ class Retention:
         self.retention = retention
         self.clock = clock
         self.interval = sweep_interval(retention) if interval is None else interval
-        self._index = sqlite3.connect(f"{index.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        self._index = index  # a read-only connection of its own
         self._stopped = asyncio.Event()
         self._task: asyncio.Task | None = None
 

@@ -17,25 +17,25 @@ the runs already named.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
-import errno
 import hashlib
 import hmac
 import logging
 import os
-import sqlite3
+import secrets
+import shutil
 import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
 
-from tornado_records import catalogue
+from tornado_records import catalogue, sqldb
+from tornado_records.starts import SqlStarts, StartIndex
 from tornado_records.spool import Spool
 
 log = logging.getLogger("tornado_records.store")
@@ -46,11 +46,11 @@ CREATE TABLE IF NOT EXISTS records (
     start    TEXT    NOT NULL,  -- canonical naive ISO 8601 (datetime.isoformat), sorts as time does
     blob     TEXT    NOT NULL UNIQUE,
     type     TEXT    NOT NULL,
-    size     INTEGER NOT NULL,
+    size     BIGINT  NOT NULL,
     sha256   TEXT    NOT NULL,
-    modified INTEGER NOT NULL,  -- Unix seconds
+    modified BIGINT  NOT NULL,  -- Unix seconds
     PRIMARY KEY (event, start)
-) WITHOUT ROWID;
+) {without_rowid};
 -- blob: one file name (the whole file is the content), or runs "name:offset:length ..." (appended records).
 
 CREATE TABLE IF NOT EXISTS appends (  -- append requests with bytes on disk: their rest joins the record at start-up
@@ -58,8 +58,9 @@ CREATE TABLE IF NOT EXISTS appends (  -- append requests with bytes on disk: the
     event     TEXT    NOT NULL,
     start     TEXT    NOT NULL,
     type      TEXT    NOT NULL,
-    seq       INTEGER NOT NULL,  -- the order their first bytes arrived in
-    committed INTEGER NOT NULL   -- bytes of the file from which on nothing is in the record yet
+    seq       BIGINT  NOT NULL,  -- the order their first bytes arrived in
+    committed BIGINT  NOT NULL,  -- bytes of the file from which on nothing is in the record yet
+    owner     BIGINT  NOT NULL DEFAULT 0  -- the process writing it (processes sharing a PostgreSQL index), else 0
 );
 
 CREATE TABLE IF NOT EXISTS uploads (  -- resumable uploads (resumable.py); the bytes of each are the file uploads/<id>
@@ -67,15 +68,16 @@ CREATE TABLE IF NOT EXISTS uploads (  -- resumable uploads (resumable.py); the b
     event      TEXT    NOT NULL,
     start      TEXT    NOT NULL,
     type       TEXT    NOT NULL,
-    received   INTEGER NOT NULL,     -- the durable offset: bytes of the file known to be on disk (fsync)
-    length     INTEGER,              -- the announced length, NULL until known
-    expires    INTEGER NOT NULL,     -- Unix seconds
+    received   BIGINT  NOT NULL,     -- the durable offset: bytes of the file known to be on disk (fsync)
+    length     BIGINT,               -- the announced length, NULL until known
+    expires    BIGINT  NOT NULL,     -- Unix seconds
     conditions TEXT    NOT NULL,     -- JSON: the creation request's precondition headers, checked at completion
     digest     TEXT    NOT NULL,     -- hex SHA-256 the whole content must have, or empty
     etag       TEXT                  -- the record version it made, once completed (the row stays until it expires)
 );
 """
 
+ORPHAN_AGE = 3600.0  # seconds: a blob no row names is removed at start-up once this old (when processes share the index)
 HASH_CACHE = 256  # SHA-256 states of recent contents kept, so that an append hashes only what it adds
 
 
@@ -328,26 +330,30 @@ class Upload:
 class RecordStore:
     """The records of one data directory. Reads run on the caller's thread; writes go through one writer thread."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, index: str = "sqlite") -> None:
         self.root = root
         self.blobs = root / "blobs"
-        self.tmp = root / "tmp"
-        for directory in (root, self.blobs, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True)
-        index = root / "records.sqlite3"
+        self.blobs.mkdir(parents=True, exist_ok=True)
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records-writer")
-        self._wconn = sqlite3.connect(index, isolation_level=None, check_same_thread=False)
-        self._wconn.execute("PRAGMA journal_mode=WAL")
-        self._wconn.execute("PRAGMA synchronous=FULL")
-        self._wconn.executescript(_SCHEMA)
+        self._wconn = sqldb.connect(index, root)
+        self._wconn.schema(_SCHEMA)
+        self._wconn.add_column("appends", "owner", "BIGINT NOT NULL DEFAULT 0")  # an index from before processes
         catalogue.create(self._wconn)
-        self._rconn = sqlite3.connect(index, isolation_level=None)
+        self._rconn = sqldb.connect(index, root)
+        self.shared = self._wconn.shared  # other processes share the index (and the data directory)
+        # Processes sharing an index each hold a name of their own while they live (an advisory lock in
+        # PostgreSQL): their uploads in flight are in tmp/<owner>/, their append requests' rows carry it, and what a
+        # process that ended left is tidied by one that finds its name free. One process alone is owner 0.
+        self.owner = secrets.randbits(31) | 1 if self.shared else 0
+        self._wconn.claim(self.owner)
+        self.tmp = root / "tmp" / str(self.owner) if self.shared else root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
         self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
         self.writing: set[str] = set()  # blob files that append requests are still writing (see appends.py)
         self.appends: dict[tuple[str, str], list] = {}  # each record's append requests with bytes, in order
         self.ending: set[asyncio.Future] = set()  # append requests that ended and are joining their records
         self.interrupted: set[tuple[str, str]] = set()  # records whose last append request broke off
-        self._starts = StartIndex(self._wconn.execute("SELECT event, start FROM records"))
+        self._starts = SqlStarts(self._rconn) if self.shared else StartIndex(self._wconn)
         self._recover()
 
     def finish_later(self, work: Awaitable, what: str) -> asyncio.Future:
@@ -416,7 +422,7 @@ class RecordStore:
         await loop.run_in_executor(self._writer, self._in_transaction, catalogue.set_title, str(event), title)
 
     def _in_transaction(self, change: Callable, *arguments: object) -> None:
-        with storage_errors(), _transaction(self._wconn):
+        with storage_errors(), self._wconn.transaction():
             change(self._wconn, *arguments)
 
     def get(self, event: uuid.UUID, start: datetime.datetime) -> Record:
@@ -458,7 +464,8 @@ class RecordStore:
         record made of several runs, or one whose file an append request is still writing)."""
         segments = record.segments
         if len(segments) == 1 and segments[0].offset == 0 and segments[0].name not in self.writing:
-            return segments[0].name
+            if not self.shared or not self._rconn.execute("SELECT 1 FROM appends WHERE blob = ?", (segments[0].name,)).fetchone():
+                return segments[0].name
         return None
 
     def content_hash(self, record: Record) -> "hashlib._Hash":
@@ -539,7 +546,8 @@ class RecordStore:
             str(upload.event), upload.start.isoformat(), upload.content_type, upload.size, sha256, int(time.time()), blob
         )
         try:
-            with storage_errors(), _transaction(self._wconn):
+            with storage_errors(), self._wconn.transaction():
+                self._wconn.lock_record(str(upload.event), upload.start.isoformat())
                 old = self._current(upload.event, upload.start)
                 if condition is not None and not condition(old):
                     raise PreconditionFailed(upload.event, upload.start)
@@ -548,10 +556,7 @@ class RecordStore:
                 # The file's mtime is the record's Last-Modified, so nginx sending it itself (X-Accel-Redirect) agrees.
                 os.utime(self.blobs / blob, (record.modified, record.modified))
                 _fsync_dir(self.blobs)
-                self._wconn.execute(
-                    f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    dataclasses.astuple(record),
-                )
+                self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
         except BaseException:
             (self.blobs / blob).unlink(missing_ok=True)
@@ -567,9 +572,18 @@ class RecordStore:
         if old is None:
             return
         keep = {s.name for s in new.segments} if new is not None else set()
+        keep |= self.writing | self._written_elsewhere(old.event, old.start)
         for segment in old.segments:
-            if segment.name not in keep and segment.name not in self.writing:
+            if segment.name not in keep:
                 (self.blobs / segment.name).unlink(missing_ok=True)
+
+    def _written_elsewhere(self, event: str, start: str) -> set[str]:
+        """The files that append requests of other processes sharing the index write for the record (in the writer
+        thread)."""
+        if not self.shared:
+            return set()
+        rows = self._wconn.execute("SELECT blob FROM appends WHERE event = ? AND start = ?", (event, start))
+        return {name for (name,) in rows}
 
     async def append(
         self, name: str, event: str, start: str, content_type: str, at: int, upto: int
@@ -608,7 +622,8 @@ class RecordStore:
         """append() in the writer thread (or at start-up), given the version it extends and that version's hash;
         _Changed if the record is no longer that version."""
         path = self.blobs / name
-        with storage_errors(), _transaction(self._wconn):
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record(event, start)
             old = self._current(event, start)
             if old != expected:
                 raise _Changed()
@@ -622,9 +637,7 @@ class RecordStore:
             content_type = old.type if old is not None else content_type
             record = Record(event, start, content_type, size, digest.hexdigest(), int(time.time()), blob_spec(segments))
             os.utime(path, (record.modified, record.modified))  # Last-Modified, when nginx sends the file itself
-            self._wconn.execute(
-                f"INSERT OR REPLACE INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", dataclasses.astuple(record)
-            )
+            self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
             catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
             self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
         self._starts.add(event, start)
@@ -638,11 +651,55 @@ class RecordStore:
         if current is None or name not in {s.name for s in current.segments}:
             (self.blobs / name).unlink(missing_ok=True)
 
-    async def note_append(self, name: str, event: str, start: str, content_type: str) -> None:
-        """List the blob file `name` as an append request's, so that a crash does not lose what it received."""
-        row = (name, event, start, content_type, time.time_ns())
-        sql = "INSERT INTO appends (blob, event, start, type, seq, committed) VALUES (?, ?, ?, ?, ?, 0)"
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, row)
+    async def note_append(self, name: str, event: str, start: str, content_type: str) -> int:
+        """List the blob file `name` as an append request's, so that a crash does not lose what it received; returns
+        its place in the record's line (after every piece listed before, of any process)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._note_append, name, event, start, content_type)
+
+    def _note_append(self, name: str, event: str, start: str, content_type: str) -> int:
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record(event, start)
+            (seq,) = self._wconn.execute(
+                f"SELECT {self._wconn.greatest}(coalesce(max(seq), 0) + 1, ?) FROM appends"
+                " WHERE event = ? AND start = ?",
+                (time.time_ns(), event, start),
+            ).fetchone()
+            self._wconn.execute(
+                "INSERT INTO appends (blob, event, start, type, seq, committed, owner) VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (name, event, start, content_type, seq, self.owner),
+            )
+        return seq
+
+    async def wait_for_others(self, event: str, start: str, seq: int, poll: float = 0.25) -> None:
+        """Wait until no append request of another process that shares the index is before `seq` in the record's
+        line; those of a process that ended are joined to the record here, in their order."""
+        loop = asyncio.get_running_loop()
+        while True:
+            owners = [
+                owner
+                for (owner,) in self._rconn.execute(
+                    "SELECT DISTINCT owner FROM appends WHERE event = ? AND start = ? AND seq < ? AND owner <> ?",
+                    (event, start, seq, self.owner),
+                )
+            ]
+            if not owners:
+                return
+            for owner in owners:
+                await loop.run_in_executor(self._writer, self.recover_owner, owner)
+            await asyncio.sleep(poll)
+
+    def recover_owner(self, owner: int) -> bool:
+        """If the process `owner` has ended: join what its append requests received to their records, and remove
+        its uploads in flight; whether it had ended (in the writer thread, or at start-up)."""
+        if not self._wconn.claim(owner, wait=False):
+            return False
+        try:
+            self._recover_appends(owner)
+            shutil.rmtree(self.root / "tmp" / str(owner), ignore_errors=True)
+        finally:
+            self._wconn.release(owner)
+        return True
 
     async def forget_append(self, name: str) -> None:
         """The append request writing `name` has ended and all it received is in its record."""
@@ -658,7 +715,10 @@ class RecordStore:
 
     async def save_upload(self, row: dict) -> None:
         """Insert or replace a resumable upload's row (all its columns)."""
-        sql = f"INSERT OR REPLACE INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(row))})"
+        sql = (
+            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(row))}) ON CONFLICT (id) DO UPDATE"
+            f" SET {', '.join(f'{name} = excluded.{name}' for name in _UPLOAD_COLUMNS.split(', ')[1:])}"
+        )
         values = tuple(row[name] for name in _UPLOAD_COLUMNS.split(", "))
         await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, values)
 
@@ -677,7 +737,7 @@ class RecordStore:
         return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
 
     def _execute(self, sql: str, parameters: tuple) -> None:
-        with storage_errors(), _transaction(self._wconn):
+        with storage_errors(), self._wconn.transaction():
             self._wconn.execute(sql, parameters)
 
     async def delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None = None) -> Record:
@@ -690,7 +750,8 @@ class RecordStore:
         return await loop.run_in_executor(self._writer, self._delete, event, start, condition)
 
     def _delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None) -> Record:
-        with storage_errors(), _transaction(self._wconn):
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record(str(event), start.isoformat())
             record = self._current(event, start)
             if condition is not None and not condition(record):
                 raise PreconditionFailed(event, start)
@@ -703,7 +764,7 @@ class RecordStore:
         return record
 
     def _current(
-        self, event: uuid.UUID | str, start: datetime.datetime | str, conn: sqlite3.Connection | None = None
+        self, event: uuid.UUID | str, start: datetime.datetime | str, conn: sqldb.Database | None = None
     ) -> Record | None:
         """The current version of a record as the writer sees it (call inside a writer transaction), or as `conn`
         sees it."""
@@ -718,6 +779,9 @@ class RecordStore:
     def _recover(self) -> None:
         """Tidy what a stopped or crashed process left behind: the bytes that append requests had received join
         their records; uploads in flight and blobs no record points to are removed."""
+        if self.shared:
+            self._recover_shared()
+            return
         self._recover_appends()
         leftovers = list(self.tmp.iterdir())
         for path in leftovers:
@@ -733,10 +797,32 @@ class RecordStore:
             )
 
 
-    def _recover_appends(self) -> None:
+    def _recover_shared(self) -> None:
+        """With an index shared by processes: tidy what each process that ended left (recover_owner), and remove
+        the blobs that no record nor append request names, once they are ORPHAN_AGE old (a younger one may be a
+        version that another process is committing)."""
+        owners = {owner for (owner,) in self._wconn.execute("SELECT DISTINCT owner FROM appends")}
+        owners |= {int(path.name) for path in (self.root / "tmp").iterdir() if path.name.isdigit()}
+        for owner in owners - {self.owner}:
+            self.recover_owner(owner)
+        known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
+        known |= {name for (name,) in self._wconn.execute("SELECT blob FROM appends")}
+        old = time.time() - ORPHAN_AGE
+        orphans = [path for path in self.blobs.iterdir() if path.name not in known and path.stat().st_mtime < old]
+        for path in orphans:
+            path.unlink(missing_ok=True)
+        if orphans:
+            log.warning("removed %d orphan blob(s) from %s", len(orphans), self.root)
+
+    def _recover_appends(self, owner: int | None = None) -> None:
         """Join to their records the bytes that append requests had received and that were not in them yet, in the
-        order the requests began (a crash, or a disk too full for the last transaction)."""
-        rows = self._wconn.execute("SELECT blob, event, start, type, committed FROM appends ORDER BY seq").fetchall()
+        order the requests began (a crash, or a disk too full for the last transaction): all of them, or those of
+        the process `owner`."""
+        rows = self._wconn.execute(
+            "SELECT blob, event, start, type, committed FROM appends"
+            + (" ORDER BY seq" if owner is None else " WHERE owner = ? ORDER BY seq"),
+            () if owner is None else (owner,),
+        ).fetchall()
         for name, event, start, content_type, committed in rows:
             path = self.blobs / name
             size = path.stat().st_size if path.exists() else 0
@@ -757,6 +843,11 @@ class RecordStore:
 
 
 _COLUMNS = "event, start, type, size, sha256, modified, blob"
+_PUT_RECORD = (
+    f"INSERT INTO records ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event, start) DO UPDATE SET"
+    " type = excluded.type, size = excluded.size, sha256 = excluded.sha256, modified = excluded.modified,"
+    " blob = excluded.blob"
+)
 _UPLOAD_COLUMNS = "id, event, start, type, received, length, expires, conditions, digest, etag"
 DOWNLOAD_BLOCK = 1 << 20
 
@@ -766,81 +857,13 @@ def _runs(blob: str) -> list[Segment]:
     return Record("", "", "", 0, "", 0, blob).segments
 
 
-class StartIndex:
-    """The starts of each event's records, sorted, in memory: a listing's count and its page at any offset are found
-    by bisection, where SQLite would scan every row before them. Changed by the writer thread, read by the event
-    loop; a lock keeps each change and each read whole."""
-
-    def __init__(self, rows: Iterable[tuple[str, str]]) -> None:
-        self._starts: dict[str, list[str]] = collections.defaultdict(list)
-        for event, start in rows:
-            self._starts[event].append(start)
-        for starts in self._starts.values():
-            starts.sort()  # canonical isoformat strings sort as the times they name
-        self._lock = threading.Lock()
-
-    def add(self, event: str, start: str) -> None:
-        with self._lock:
-            starts = self._starts[event]
-            at = bisect.bisect_left(starts, start)
-            if at == len(starts) or starts[at] != start:
-                starts.insert(at, start)
-
-    def remove(self, event: str, start: str) -> None:
-        with self._lock:
-            starts = self._starts.get(event, [])
-            at = bisect.bisect_left(starts, start)
-            if at < len(starts) and starts[at] == start:
-                del starts[at]
-            if not starts:
-                self._starts.pop(event, None)
-
-    def bounds(self, event: str) -> dict[str, str | None]:
-        """The event's first and last start (None if it has no records)."""
-        with self._lock:
-            starts = self._starts.get(event) or [None]
-            return {"first_start": starts[0], "last_start": starts[-1]}
-
-    def page(
-        self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool
-    ) -> tuple[int, list[str]]:
-        """How many starts lie strictly between after and before, and those of the page asked for."""
-        with self._lock:
-            starts = self._starts.get(event, [])
-            low = 0 if after is None else bisect.bisect_right(starts, after)
-            high = len(starts) if before is None else bisect.bisect_left(starts, before)
-            count = max(0, high - low)
-            if descending:
-                last = max(low, high - offset)
-                return count, starts[max(low, last - limit) : last]
-            first = min(high, low + offset)
-            return count, starts[first : min(high, first + limit)]
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """Run the block in BEGIN IMMEDIATE ... COMMIT, or ROLLBACK if it raises."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # COMMIT itself may fail (a full disk), leaving the transaction open
-            conn.execute("ROLLBACK")
-        raise
-
-
 @contextlib.contextmanager
 def storage_errors() -> Iterator[None]:
-    """Turn "no space left on the disk" (from the file system or from SQLite) into StorageFull."""
+    """Turn "no space left on the disk" (from the file system or from the index's database) into StorageFull."""
     try:
         yield
-    except OSError as exc:
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise StorageFull() from exc
-        raise
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+    except (OSError, *sqldb.Database.errors) as exc:
+        if sqldb.Database.is_full(exc):
             raise StorageFull() from exc
         raise
 

@@ -1,0 +1,195 @@
+"""The index's database: SQLite (a file in the data directory, the default) or PostgreSQL (`--index postgresql://...`),
+behind one small connection class, so that the store, the catalogue and the event log write their SQL once.
+
+The SQL they write is the common part of both dialects: `?` placeholders (made `%s` for PostgreSQL), upserts with
+`ON CONFLICT`, and BIGINT columns. Where the two differ, `Database` says how (`like`, `greatest`, `lock_record`,
+`schema`). Knows no HTTP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import re
+import sqlite3
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+try:  # only for --index postgresql://... (pip install 'tornado-records[scale]')
+    import psycopg
+    import psycopg.errors
+    import psycopg.pq
+except ImportError:  # pragma: no cover (checked when such an index is asked for)
+    psycopg = None
+
+SQLITE_FILE = "records.sqlite3"  # the default index, in the data directory
+
+
+class Database:
+    """One connection to the index. `execute` runs one statement outside or inside `transaction()`; rows are
+    tuples."""
+
+    dialect = "sqlite"
+    shared = False  # other processes may use the same index at the same time
+    like = "LIKE"  # the operator matching a pattern whatever the case of its ASCII letters
+    greatest = "max"  # the larger of two values (a scalar function)
+
+    def __init__(self, path: Path, *, read_only: bool = False, immutable: bool = False) -> None:
+        self.name = str(path)
+        if read_only:
+            uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        else:
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        """Run one statement; the cursor (fetchone, fetchall, iteration)."""
+        return self._conn.execute(sql, parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, rows)
+
+    def schema(self, sql: str) -> None:
+        """Run `;`-separated CREATE statements, written with {blob} and {without_rowid} for what differs."""
+        self._conn.executescript(sql.format(blob="BLOB", without_rowid="WITHOUT ROWID"))
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block in one transaction that holds the right to write from its start (SQLite: BEGIN IMMEDIATE),
+        committed at its end, rolled back if it raises."""
+        self.execute(self._begin)
+        try:
+            yield
+            self.execute("COMMIT")
+        except BaseException:
+            if self.in_transaction:  # COMMIT itself may fail (a full disk), leaving the transaction open
+                self.execute("ROLLBACK")
+            raise
+
+    _begin = "BEGIN IMMEDIATE"
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.in_transaction
+
+    def lock_record(self, event: str, start: str) -> None:
+        """Inside a transaction: hold the record (event, start) until its end, against writers in other processes
+        (SQLite: BEGIN IMMEDIATE already holds every record)."""
+
+    def claim(self, owner: int, wait: bool = True) -> bool:
+        """Hold the name `owner` for as long as this connection lives (or until `release`): a process holds its own,
+        and another's that it finds free is the name of a process that ended. Without `wait`, False at once if
+        another connection holds it. One process alone on a SQLite index holds every name."""
+        return True
+
+    def release(self, owner: int) -> None:
+        """Stop holding the name `owner`."""
+
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        """Add a column to a table made before it existed."""
+        if column not in {row[1] for row in self.execute(f"PRAGMA table_info({table})")}:
+            self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    @staticmethod
+    def is_full(exc: BaseException) -> bool:
+        """Whether the error says that the disk holding the database is full."""
+        if isinstance(exc, sqlite3.Error):
+            return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        if psycopg is not None and isinstance(exc, psycopg.errors.DiskFull):
+            return True
+        return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+
+
+class PostgresDatabase(Database):
+    """One connection to a PostgreSQL database (autocommit: statements outside `transaction()` stand alone)."""
+
+    dialect = "postgresql"
+    shared = True
+    like = "ILIKE"
+    greatest = "greatest"
+    _begin = "BEGIN"
+
+    def __init__(self, url: str, *, read_only: bool = False) -> None:  # noqa: ARG002 (the same calls as SQLite's)
+        if psycopg is None:
+            raise RuntimeError("an index in PostgreSQL needs psycopg: pip install 'tornado-records[scale]'")
+        self.name = safe_url(url)
+        self._conn = psycopg.connect(url, autocommit=True)
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(_placeholders(sql), parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_placeholders(sql), list(rows))
+
+    def schema(self, sql: str) -> None:
+        with self.transaction():
+            self.execute("SELECT pg_advisory_xact_lock(0)")  # processes starting together create the tables once
+            for statement in re.sub(r"--[^\n]*", "", sql.format(blob="BYTEA", without_rowid="")).split(";"):
+                if statement.strip():
+                    self.execute(statement)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    def lock_record(self, event: str, start: str) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?, ?)", (_key(event), _key(start)))
+
+    def claim(self, owner: int, wait: bool = True) -> bool:
+        if wait:
+            self.execute("SELECT pg_advisory_lock(?, ?)", (_OWNERS, owner))
+            return True
+        return self.execute("SELECT pg_try_advisory_lock(?, ?)", (_OWNERS, owner)).fetchone()[0]
+
+    def release(self, owner: int) -> None:
+        self.execute("SELECT pg_advisory_unlock(?, ?)", (_OWNERS, owner))
+
+    def add_column(self, table: str, column: str, definition: str) -> None:
+        self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
+
+    def notifies(self, timeout: float, stop_after: int) -> Iterator[Any]:
+        """The NOTIFYs that come within `timeout` seconds (up to `stop_after`), for a connection that LISTENs."""
+        return self._conn.notifies(timeout=timeout, stop_after=stop_after)
+
+
+@functools.lru_cache(maxsize=256)
+def _placeholders(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+_OWNERS = 1_953_723_252  # the advisory locks (this, owner) that say which processes live
+
+
+def _key(text: str) -> int:
+    """A 32-bit signed key for an advisory lock."""
+    return zlib.crc32(text.encode()) - (1 << 31)
+
+
+def is_postgresql(index: str) -> bool:
+    return index.startswith(("postgresql://", "postgres://"))
+
+
+def connect(index: str, data_dir: Path, *, read_only: bool = False, immutable: bool = False) -> Database:
+    """The index named by the --index setting: `sqlite` (the file in the data directory) or a PostgreSQL URL."""
+    if is_postgresql(index):
+        return PostgresDatabase(index, read_only=read_only)
+    return Database(data_dir / SQLITE_FILE, read_only=read_only, immutable=immutable)
+
+
+def safe_url(url: str) -> str:
+    """A database URL without its password, for logs and messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
