@@ -41,9 +41,32 @@ def settings() -> dict[str, str]:
     return {}
 
 
+# The engines a test of the contract runs on: the embedded default (SQLite and files), and the scale-out set
+# (PostgreSQL); the modules below run once on each, the others on the default only.
+ENGINES = ("sqlite", "postgresql")
+ON_EVERY_ENGINE = {
+    "test_records", "test_conditional", "test_list", "test_events_list", "test_sse", "test_events", "test_append",
+    "test_resumable", "test_resumable_restart", "test_ranges", "test_digest_fields", "test_eventlog", "test_live",
+}  # fmt: skip
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.module.__name__ in ON_EVERY_ENGINE and {"app", "service"} & set(metafunc.fixturenames):
+        metafunc.parametrize("engine", ENGINES, indirect=True)
+
+
 @pytest.fixture
-def app(data_dir: Path, settings: dict[str, str]) -> Iterator:
-    app = make_app(build_config({"data_dir": str(data_dir), **settings}, {}))
+def engine(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The settings that put the service under test on its engine (none: the embedded default); a fresh database
+    for each test."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return {"index": request.getfixturevalue("postgres_url")}
+    return {}
+
+
+@pytest.fixture
+def app(data_dir: Path, settings: dict[str, str], engine: dict[str, str]) -> Iterator:
+    app = make_app(build_config({"data_dir": str(data_dir), **engine, **settings}, {}))
     yield app
     close_app(app)
 
@@ -198,15 +221,16 @@ class Service:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator:
-    """`service(*flags)` starts a real process on `tmp_path/data`, or on `data_dir=` (each call a new process); all
-    stop at the end."""
+def service(tmp_path: Path, engine: dict[str, str]) -> Iterator:
+    """`service(*flags)` starts a real process on `tmp_path/data`, or on `data_dir=` (each call a new process), on
+    the test's engine; all stop at the end."""
     started: list[Service] = []
+    on_engine = [f"--{name.replace('_', '-')}={value}" for name, value in engine.items()]
 
     def start(
         *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, data_dir: Path | None = None
     ) -> Service:
-        started.append(Service(data_dir or tmp_path / "data", *args, env=env, cwd=cwd))
+        started.append(Service(data_dir or tmp_path / "data", *on_engine, *args, env=env, cwd=cwd))
         return started[-1]
 
     yield start
