@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import pytest
 import tornado.httpclient
@@ -105,25 +105,27 @@ def headless_chromium(profile: Path) -> list[str]:
     ]
 
 
+def missing(message: str) -> NoReturn:
+    """Skip the test for a missing real component, but fail it when RECORDS_TEST_REQUIRE_ALL is set (as .ci/run
+    sets it), so CI never skips one silently."""
+    if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
+        pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
+    pytest.skip(message)
+
+
 def require(program: str) -> str:
     """The path of a real component (curl, nginx, ffmpeg, chromium); skips the test where it is missing, but
-    fails it when RECORDS_TEST_REQUIRE_ALL is set (as .ci/run sets it), so CI never skips one silently."""
+    fails it when RECORDS_TEST_REQUIRE_ALL is set (see `missing`)."""
     path = shutil.which(program)
     if path is None:
-        message = f"{program} is not installed"
-        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
-            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
-        pytest.skip(message)
+        missing(f"{program} is not installed")
     return path
 
 
 def require_root(why: str) -> None:
     """Skip the test unless it runs as root (CI does); fail it instead when RECORDS_TEST_REQUIRE_ALL is set."""
     if os.geteuid() != 0:
-        message = f"{why} needs root"
-        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
-            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
-        pytest.skip(message)
+        missing(f"{why} needs root")
 
 
 @contextlib.contextmanager
