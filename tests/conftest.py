@@ -20,6 +20,9 @@ import tornado.httpclient
 from tornado_records.app import close_app, make_app, make_server
 from tornado_records.config import build_config
 
+# The real engines (PostgreSQL, SeaweedFS's S3) and their per-test database and bucket: tests/engines.py.
+pytest_plugins = ["engines"]
+
 EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
 START = "2024-01-01T00:00:00"
 
