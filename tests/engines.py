@@ -22,8 +22,10 @@ import socket
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from types import TracebackType
+from typing import Any, Iterator, Self
 
 import botocore.session
 import psycopg
@@ -38,8 +40,25 @@ from conftest import free_port, missing, require, wait_until
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")  # Debian's packages: one bin/ a major version (Debian 12: 15/bin)
 POSTGRES_USER = "postgres"  # the superuser of our cluster; also the system user the server runs as under root
+INITDB_FLAGS = ("-A", "trust", "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions")
 # Speed over durability: the cluster is thrown away at the end of the session.
 POSTGRES_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
+
+
+class Engine:
+    """A server the tests start; `with` stops it (and removes its files) at the end, however the block ends."""
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.stop()
 
 
 def postgres_bin() -> Path:
@@ -63,7 +82,7 @@ def as_server_user() -> list[str]:
     return [require("runuser"), "-u", POSTGRES_USER, "--"]
 
 
-class PostgreSQL:
+class PostgreSQL(Engine):
     """A PostgreSQL server of our own: a new cluster in a temporary directory, listening on a free port of 127.0.0.1
     (and on a Unix socket in that directory, never in /run/postgresql), trusting every connection as the
     superuser `postgres`. It needs no systemd and does not touch a cluster that Debian's package may run on 5432."""
@@ -78,8 +97,14 @@ class PostgreSQL:
         self.url = self.database_url("postgres")
         if prefix:
             shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C",
-                  "--no-sync", "--no-instructions")  # fmt: skip
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        self._run("initdb", "-D", str(self.data), *INITDB_FLAGS)
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         options += "".join(f" -c {setting}" for setting in POSTGRES_SETTINGS)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
@@ -111,6 +136,15 @@ class PostgreSQL:
         """Drop database `name`, closing whatever connections to it are still open."""
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
+    @contextmanager
+    def new_database(self) -> Iterator[str]:
+        """A new, empty database for the block: its URL; dropped at the end."""
+        name = self.create_database()
+        try:
+            yield self.database_url(name)
+        finally:
+            self.drop_database(name)
+
     def databases(self) -> set[str]:
         """The names of the databases on this server."""
         with psycopg.connect(self.url) as connection:
@@ -130,22 +164,16 @@ def postgres() -> Iterator[PostgreSQL]:
     """A PostgreSQL server for the session (`.url` of its database `postgres`, `.create_database()`,
     `.drop_database(name)`, `.database_url(name)`); skips (fails under RECORDS_TEST_REQUIRE_ALL) where PostgreSQL
     is not installed."""
-    server = PostgreSQL(postgres_bin(), as_server_user())
-    try:
+    with PostgreSQL(postgres_bin(), as_server_user()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def postgres_url(postgres: PostgreSQL) -> Iterator[str]:
     """The URL of a new, empty database for this test alone (postgresql://postgres@127.0.0.1:PORT/test_...),
     dropped at its end."""
-    name = postgres.create_database()
-    try:
-        yield postgres.database_url(name)
-    finally:
-        postgres.drop_database(name)
+    with postgres.new_database() as url:
+        yield url
 
 
 # -- SeaweedFS (S3) ----------------------------------------------------------------------------------------------
@@ -206,7 +234,7 @@ def _is_free(port: int) -> bool:
     return True
 
 
-class SeaweedFS:
+class SeaweedFS(Engine):
     """A SeaweedFS of our own (`weed mini`: master, volume, filer, S3 gateway and admin server in one process) with
     its data in a temporary directory and one S3 identity, allowed everything.
 
@@ -332,6 +360,15 @@ class SeaweedFS:
                 self.client.delete_objects(Bucket=name, Delete={"Objects": objects, "Quiet": True})
         self.client.delete_bucket(Bucket=name)
 
+    @contextmanager
+    def new_bucket(self) -> Iterator[str]:
+        """A new, empty bucket for the block: its name; emptied and removed at the end."""
+        name = self.create_bucket()
+        try:
+            yield name
+        finally:
+            self.remove_bucket(name)
+
     def stop(self) -> None:
         """Stop weed (SIGTERM; SIGKILL if it has not stopped after 20 s) and remove its directory and sockets."""
         if self.proc.poll() is None:
@@ -351,26 +388,22 @@ class SeaweedFS:
 def seaweedfs() -> Iterator[SeaweedFS]:
     """A SeaweedFS S3 server for the session: `.endpoint` (http://127.0.0.1:PORT), `.access_key`, `.secret_key`,
     `.region` (us-east-1), `.client` (botocore's synchronous S3 client, signed with those keys), `.keys(bucket)`,
-    `.env()`; skips (fails under RECORDS_TEST_REQUIRE_ALL) where `weed` is missing. See SeaweedFS for the ports."""
-    server = SeaweedFS(weed_program())
-    try:
+    `.env()`, `.new_bucket()`; skips (fails under RECORDS_TEST_REQUIRE_ALL) where `weed` is missing. See SeaweedFS for
+    the ports it takes."""
+    with SeaweedFS(weed_program()) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def bucket(seaweedfs: SeaweedFS) -> Iterator[str]:
     """The name of a new, empty bucket on `seaweedfs` for this test alone; emptied and removed at its end."""
-    name = seaweedfs.create_bucket()
-    try:
+    with seaweedfs.new_bucket() as name:
         yield name
-    finally:
-        seaweedfs.remove_bucket(name)
 
 
 @pytest.fixture
 def s3_env(seaweedfs: SeaweedFS) -> dict[str, str]:
     """The AWS environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_DEFAULT_REGION,
-    AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3) that point a process's S3 client at `seaweedfs`: pass them as `env=`."""
+    AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3; AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE set to /dev/null) that point
+    a process's S3 client at `seaweedfs`: a new dict for each test, to pass as `env={**os.environ, **s3_env}`."""
     return seaweedfs.env()
