@@ -5,7 +5,7 @@ ListMultipartUploads, AbortMultipartUpload, conditional PutObject)."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import random
 import subprocess
 import sys
 from typing import Any
@@ -31,7 +31,7 @@ def test_postgres_url_is_an_empty_database_that_works(postgres_url: str) -> None
         connection.execute("CREATE TABLE records (id integer PRIMARY KEY, name text NOT NULL)")
         connection.execute("INSERT INTO records VALUES (1, 'one'), (2, 'two')")
         assert connection.execute("SELECT name FROM records ORDER BY id").fetchall() == [("one",), ("two",)]
-        assert connection.execute("SHOW server_version_num").fetchone()[0] >= "150000"
+        assert int(connection.execute("SHOW server_version_num").fetchone()[0]) >= 150000
 
 
 SEEN: list[str] = []
@@ -48,10 +48,18 @@ def test_each_test_has_its_own_database(run: int, postgres: PostgreSQL, postgres
 # -- SeaweedFS (S3) ----------------------------------------------------------------------------------------------
 
 
-def data(size: int, seed: bytes = b"") -> bytes:
-    """`size` bytes that differ from one offset to the next (and from one seed to another)."""
-    block = b"".join(hashlib.sha256(seed + i.to_bytes(4, "big")).digest() for i in range(MIB // 32))
-    return (block * (size // len(block) + 1))[:size]
+def data(size: int, seed: str = "") -> bytes:
+    """`size` random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def upload_parts(s3: Any, bucket: str, key: str, upload: str, bodies: list[bytes]) -> list[dict[str, Any]]:
+    """Upload `bodies` as parts 1, 2, ... of multipart upload `upload`; returns them for CompleteMultipartUpload."""
+    parts = []
+    for number, body in enumerate(bodies, start=1):
+        answer = s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=number, Body=body)
+        parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+    return parts
 
 
 def test_put_list_and_get_a_range(seaweedfs: SeaweedFS, bucket: str) -> None:
@@ -70,15 +78,11 @@ def test_put_list_and_get_a_range(seaweedfs: SeaweedFS, bucket: str) -> None:
 
 def test_multipart_upload_with_a_part_copied_from_an_object(seaweedfs: SeaweedFS, bucket: str) -> None:
     s3 = seaweedfs.client
-    source = data(3 * MIB, b"source")
+    source = data(3 * MIB, "source")
     s3.put_object(Bucket=bucket, Key="source", Body=source)
-    first, second = data(PART, b"1"), data(PART, b"2")
+    first, second = data(PART, "1"), data(PART, "2")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="joined")["UploadId"]
-    parts = [
-        {"PartNumber": number, "ETag": s3.upload_part(Bucket=bucket, Key="joined", UploadId=upload,
-                                                      PartNumber=number, Body=body)["ETag"]}
-        for number, body in ((1, first), (2, second))
-    ]  # fmt: skip
+    parts = upload_parts(s3, bucket, "joined", upload, [first, second])
     copied = s3.upload_part_copy(
         Bucket=bucket, Key="joined", UploadId=upload, PartNumber=3,
         CopySource={"Bucket": bucket, "Key": "source"}, CopySourceRange=f"bytes={MIB}-{3 * MIB - 1}",
@@ -94,7 +98,7 @@ def test_multipart_upload_with_a_part_copied_from_an_object(seaweedfs: SeaweedFS
 
 def test_a_whole_object_copied_as_a_part(seaweedfs: SeaweedFS, bucket: str) -> None:
     s3 = seaweedfs.client
-    head, tail = data(PART, b"head"), b"tail"
+    head, tail = data(PART, "head"), b"tail"
     s3.put_object(Bucket=bucket, Key="head", Body=head)
     upload = s3.create_multipart_upload(Bucket=bucket, Key="whole")["UploadId"]
     copied = s3.upload_part_copy(
@@ -109,11 +113,7 @@ def test_a_whole_object_copied_as_a_part(seaweedfs: SeaweedFS, bucket: str) -> N
 def complete_with_small_parts(s3: Any, bucket: str) -> None:
     """A multipart upload of two parts of 1 MiB each (the first below S3's 5 MiB least)."""
     upload = s3.create_multipart_upload(Bucket=bucket, Key="small")["UploadId"]
-    parts = [
-        {"PartNumber": number, "ETag": s3.upload_part(Bucket=bucket, Key="small", UploadId=upload,
-                                                      PartNumber=number, Body=data(MIB))["ETag"]}
-        for number in (1, 2)
-    ]  # fmt: skip
+    parts = upload_parts(s3, bucket, "small", upload, [data(MIB), data(MIB)])
     s3.complete_multipart_upload(Bucket=bucket, Key="small", UploadId=upload, MultipartUpload={"Parts": parts})
 
 
