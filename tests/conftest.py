@@ -12,13 +12,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import pytest
 import tornado.httpclient
 
 from tornado_records.app import close_app, make_app, make_server
 from tornado_records.config import build_config
+
+# The real engines (PostgreSQL, SeaweedFS's S3) and their per-test database and bucket: tests/engines.py.
+pytest_plugins = ["engines"]
 
 EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
 START = "2024-01-01T00:00:00"
@@ -128,25 +131,27 @@ def headless_chromium(profile: Path) -> list[str]:
     ]
 
 
+def missing(message: str) -> NoReturn:
+    """Skip the test for a missing real component, but fail it when RECORDS_TEST_REQUIRE_ALL is set (as .ci/run
+    sets it), so CI never skips one silently."""
+    if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
+        pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
+    pytest.skip(message)
+
+
 def require(program: str) -> str:
     """The path of a real component (curl, nginx, ffmpeg, chromium); skips the test where it is missing, but
-    fails it when RECORDS_TEST_REQUIRE_ALL is set (as .ci/run sets it), so CI never skips one silently."""
+    fails it when RECORDS_TEST_REQUIRE_ALL is set (see `missing`)."""
     path = shutil.which(program)
     if path is None:
-        message = f"{program} is not installed"
-        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
-            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
-        pytest.skip(message)
+        missing(f"{program} is not installed")
     return path
 
 
 def require_root(why: str) -> None:
     """Skip the test unless it runs as root (CI does); fail it instead when RECORDS_TEST_REQUIRE_ALL is set."""
     if os.geteuid() != 0:
-        message = f"{why} needs root"
-        if os.environ.get("RECORDS_TEST_REQUIRE_ALL"):
-            pytest.fail(message + " and RECORDS_TEST_REQUIRE_ALL is set")
-        pytest.skip(message)
+        missing(f"{why} needs root")
 
 
 @contextlib.contextmanager
