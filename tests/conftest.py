@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator, NoReturn
 
+import psycopg
 import pytest
 import tornado.httpclient
 
@@ -67,6 +69,20 @@ def engine(request: pytest.FixtureRequest) -> dict[str, str]:
     return {}
 
 
+def run_on_index(engine: dict[str, str], data_dir: Path, *statements: str) -> list[tuple]:
+    """Run SQL statements on the index of the service under test, behind its back (SQLite's file, or the
+    PostgreSQL database of `engine`), in one transaction; the rows of the last."""
+    index = psycopg.connect(engine["index"]) if "index" in engine else sqlite3.connect(data_dir / "records.sqlite3")
+    try:
+        for statement in statements:
+            cursor = index.execute(statement)
+        rows = cursor.fetchall() if cursor.description else []
+        index.commit()
+        return rows
+    finally:
+        index.close()
+
+
 @pytest.fixture
 def app(data_dir: Path, settings: dict[str, str], engine: dict[str, str]) -> Iterator:
     app = make_app(build_config({"data_dir": str(data_dir), **engine, **settings}, {}))
@@ -103,7 +119,9 @@ def record_url(event: str = EVENT, start: str = START) -> str:
 
 
 def files_in(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+    """The files in a directory and its subdirectories (processes sharing an index keep their uploads in flight in
+    tmp/<process>/), by name."""
+    return sorted(p.name for p in directory.rglob("*") if not p.is_dir()) if directory.exists() else []
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:  # noqa: ANN001

@@ -10,13 +10,12 @@ import os
 import random
 import signal
 import socket
-import sqlite3
 import struct
 import threading
 import time
 from pathlib import Path
 
-from conftest import EVENT, files_in, record_url, wait_until
+from conftest import EVENT, files_in, record_url, run_on_index, wait_until
 from rawhttp import Answer, chunk, connect, open_event_stream, read_until, request, request_head, sha256_field
 from test_disk_full import small_disk  # noqa: F401 (a fixture)
 from test_sse import conforms
@@ -60,15 +59,15 @@ def body_of(url: str, path: str = record_url()) -> bytes | None:
     return body if status == 200 else None
 
 
-def stored_files(data: Path) -> tuple[set[str], set[str]]:
+def stored_files(data: Path, engine: dict[str, str]) -> tuple[set[str], set[str]]:
     """The blob files on disk, and those the index names."""
-    with sqlite3.connect(data / "records.sqlite3") as index:
-        named = {part.split(":")[0] for (blob,) in index.execute("SELECT blob FROM records") for part in blob.split()}
-        assert index.execute("SELECT count(*) FROM appends").fetchone() == (0,)
+    blobs = run_on_index(engine, data, "SELECT blob FROM records")
+    named = {part.split(":")[0] for (blob,) in blobs for part in blob.split()}
+    assert run_on_index(engine, data, "SELECT count(*) FROM appends") == [(0,)]
     return set(files_in(data / "blobs")), named
 
 
-def test_appends_extend_the_record_and_its_validators_cover_the_whole(service) -> None:
+def test_appends_extend_the_record_and_its_validators_cover_the_whole(service, engine) -> None:
     svc = service()
     first = Appender(svc.url)
     first.send(b"hello ")
@@ -89,7 +88,7 @@ def test_appends_extend_the_record_and_its_validators_cover_the_whole(service) -
     assert status == 206 and body == b"lo wo" and headers["Content-Range"] == "bytes 3-7/11"  # across the two pieces
     listed = json.loads(request(svc.url, "GET", f"/records/{EVENT}")[2])["records"]
     assert [(r["size"], r["etag"]) for r in listed] == [(11, answer.headers["etag"])]
-    on_disk, named = stored_files(svc.data_dir)
+    on_disk, named = stored_files(svc.data_dir, engine)
     assert on_disk == named and len(on_disk) == 2 and files_in(svc.data_dir / "tmp") == []
     # a plain PUT still replaces the record, whole
     assert request(svc.url, "PUT", record_url() + "?append=false", b"new")[0] == 204
@@ -117,7 +116,7 @@ def test_bad_append_values_and_digests_in_append_mode_are_refused(service) -> No
     assert status == 412 and body_of(svc.url) == b"old"
 
 
-def test_what_arrived_before_the_client_left_is_kept(service) -> None:
+def test_what_arrived_before_the_client_left_is_kept(service, engine) -> None:
     svc = service()
     events = open_event_stream(svc.url)
     for reset in (False, True):
@@ -134,7 +133,7 @@ def test_what_arrived_before_the_client_left_is_kept(service) -> None:
     interrupted = [conforms(json.loads(line[6:])) for line in seen.split(b"\n") if b"upload-interrupted" in line]
     assert [(e["data"]["bytes"], e["data"]["reason"]) for e in interrupted] == [(100_000, "client-gone")] * 2
     assert interrupted[-1]["data"]["size"] == 200_000
-    on_disk, named = stored_files(svc.data_dir)
+    on_disk, named = stored_files(svc.data_dir, engine)
     assert on_disk == named
 
 
@@ -175,7 +174,7 @@ def test_pieces_join_in_the_order_their_first_bytes_came(service) -> None:
     assert empty.answer().status == 408
 
 
-def test_appends_continue_after_a_replacement_and_a_delete(service) -> None:
+def test_appends_continue_after_a_replacement_and_a_delete(service, engine) -> None:
     svc = service()
     appender = Appender(svc.url)
     appender.send(b"aaa")
@@ -191,7 +190,7 @@ def test_appends_continue_after_a_replacement_and_a_delete(service) -> None:
     appender.send(b"eee")
     assert appender.end().status == 204
     assert body_of(svc.url) == b"eee"
-    on_disk, named = stored_files(svc.data_dir)
+    on_disk, named = stored_files(svc.data_dir, engine)
     assert on_disk == named
 
 
@@ -245,7 +244,7 @@ def test_readers_during_appends_get_one_whole_version(service) -> None:
     assert reads[0] > 20
 
 
-def test_kill_9_during_appends_loses_nothing_that_arrived(service) -> None:
+def test_kill_9_during_appends_loses_nothing_that_arrived(service, engine) -> None:
     data = service().data_dir  # the first process only makes the data directory
     rng = random.Random(9)
     sent = b""
@@ -268,7 +267,7 @@ def test_kill_9_during_appends_loses_nothing_that_arrived(service) -> None:
     status, headers, _ = request(svc.url, "HEAD", record_url())
     assert headers["ETag"] == f'"{hashlib.sha256(sent).hexdigest()}"'
     assert "joined" in svc.log and "Traceback" not in svc.log
-    on_disk, named = stored_files(data)
+    on_disk, named = stored_files(data, engine)
     assert on_disk == named and files_in(data / "tmp") == []
 
 

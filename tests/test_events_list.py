@@ -5,13 +5,12 @@ lists and on /sse, bad input (400) and the write token (401)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import uuid
 from pathlib import Path
 
 import pytest
 
-from conftest import record_url
+from conftest import record_url, run_on_index
 from rawhttp import open_event_stream, read_until, request
 from test_sse import conforms
 
@@ -64,7 +63,7 @@ def test_events_list_counts_sizes_and_bounds_follow_every_change(service) -> Non
     assert [e["event"] for e in get_json(svc.url, "/records")["events"]] == [second]
 
 
-def test_totals_survive_a_restart_and_are_counted_again_at_start(service, tmp_path: Path) -> None:
+def test_totals_survive_a_restart_and_are_counted_again_at_start(service, engine, tmp_path: Path) -> None:
     svc = service()
     for n, event in enumerate(EVENTS):
         for hour in range(n + 1):
@@ -77,15 +76,17 @@ def test_totals_survive_a_restart_and_are_counted_again_at_start(service, tmp_pa
     counted = {EVENTS[0]: (1, 1), EVENTS[1]: (2, 3), EVENTS[2]: (3, 6)}
     # The totals are counted again at each start: from an index made by a version of the service without the list,
     # and over totals that something changed behind the service's back (a title stays).
-    with sqlite3.connect(tmp_path / "data" / "records.sqlite3") as index:
-        index.execute("DROP TABLE catalogue")
+    run_on_index(engine, tmp_path / "data", "DROP TABLE catalogue")
     restarted = service()
     assert {e["event"]: (e["records"], e["bytes"]) for e in get_json(restarted.url, "/records")["events"]} == counted
     assert title(restarted.url, EVENTS[0], "Kept")[0] == 200
     assert restarted.stop() == 0
-    with sqlite3.connect(tmp_path / "data" / "records.sqlite3") as index:
-        index.execute("UPDATE catalogue SET records = records + 7, bytes = 0")
-        index.execute("INSERT INTO catalogue (event, records, bytes, modified) VALUES ('stray', 5, 5, 0)")
+    run_on_index(
+        engine,
+        tmp_path / "data",
+        "UPDATE catalogue SET records = records + 7, bytes = 0",
+        "INSERT INTO catalogue (event, records, bytes, modified) VALUES ('stray', 5, 5, 0)",
+    )
     healed = get_json(service().url, "/records")["events"]
     assert {e["event"]: (e["records"], e["bytes"]) for e in healed} == counted
     assert [e["title"] for e in healed if e["event"] == EVENTS[0]] == ["Kept"]

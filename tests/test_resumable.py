@@ -136,6 +136,7 @@ async def test_cancel_removes_the_upload_and_its_bytes(fetch: Any, data_dir: Pat
     assert (await fetch(location, method="HEAD", headers=TUS)).code == 404
     assert (await patch(fetch, location, 5000, b"x", {**TUS, **CHUNK})).code == 404
     assert files_in(data_dir / "uploads") == [] and (await fetch(record_url())).code == 404
+    await app.settings["hub"].settled()
     seen = [conforms(event) for _, event in events.events()]
     assert seen[0]["type"] == "upload-started" and seen[0]["data"]["resumable"] is True
     assert seen[-1]["type"] == "upload-aborted" and seen[-1]["data"]["reason"] == "cancelled"
@@ -278,6 +279,7 @@ async def test_expired_uploads_go(fetch: Any, app: Any, data_dir: Path) -> None:
     assert await app.settings["resumables"].sweep() == 1  # the second; the first went when it was found expired
     assert (await fetch(second, method="HEAD", headers=TUS)).code == 404
     assert await eventually(lambda: files_in(data_dir / "uploads") == [])
+    await app.settings["hub"].settled()
     reasons = [event["data"].get("reason") for _, event in events.events() if event["type"] == "upload-aborted"]
     assert reasons == ["expired", "expired"]
 
@@ -320,5 +322,6 @@ async def test_a_new_request_ends_the_one_in_progress(http_server: Any, base_url
     assert await eventually(lambda: other.closed())
     rest = await patch(fetch, location, 124_000, BODY[124_000:], {**TUS, **CHUNK})
     assert rest.code == 204 and (await fetch(record_url())).body == BODY
+    await app.settings["hub"].settled()
     seen = [conforms(event)["type"] for _, event in events.events()]
     assert seen[0] == "upload-started" and seen[-1] == "record-created" and "upload-aborted" not in seen

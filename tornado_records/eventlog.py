@@ -140,7 +140,7 @@ def frame(event_id: int, body: str) -> bytes:
 
 class SharedEventLog(EventLog):
     """The event log of processes sharing a PostgreSQL index: `publish` queues an event's body; the writer thread
-    gives it the next id (at least the time in microseconds, as the hub does) and writes it with a NOTIFY; a
+    gives it the next id (the time in microseconds for the first, as the hub does) and writes it with a NOTIFY; a
     listening thread hands each process the rows after the last it had (`deliver`, called on the event loop)."""
 
     CHANNEL = "tornado_records_events"
@@ -151,6 +151,9 @@ class SharedEventLog(EventLog):
         self._listen = listen
         self.deliver: Callable[[list[Event]], None] | None = None
         self._seen = self.last_id
+        self.queued = 0  # events this process published (counted on the event loop)
+        self.written = 0  # of those, how many are in the table (counted by the writer thread)
+        self.written_id = 0  # the newest id the writer gave
 
     @property
     def assigns_ids(self) -> bool:
@@ -158,6 +161,7 @@ class SharedEventLog(EventLog):
 
     def publish(self, body: str, created: float) -> None:
         """Keep an event (its JSON `body`); every process's hub gets it through `deliver`. Does no I/O."""
+        self.queued += 1
         self._queue.put((0, body, created))
 
     def start(self, deliver: Callable[[list[Event]], None], loop: "asyncio.AbstractEventLoop") -> None:
@@ -174,10 +178,12 @@ class SharedEventLog(EventLog):
     def _insert(self, events: list) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
         last = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
-        first = max(last + 1, time.time_ns() // 1000)
+        first = last + 1 if last else time.time_ns() // 1000  # as the hub's: from the time, then one by one
         rows = [(first + n, frame(first + n, body), created) for n, (_, body, created) in enumerate(events)]
         super()._insert(rows)
         self._conn.execute(f"NOTIFY {self.CHANNEL}")
+        self.written += len(rows)  # (were the commit to fail, the hub's `settled` would wait on: it is for tests)
+        self.written_id = rows[-1][0]
 
     def _listen_for_events(self) -> None:
         while not self._closing.is_set():

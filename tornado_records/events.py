@@ -57,10 +57,13 @@ class Subscriber:
     sent; only one is in flight at a time. A client that keeps up costs one `send` per event and no task switch.
     """
 
-    __slots__ = ("send", "on_drop", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
+    __slots__ = ("send", "on_drop", "since", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
 
-    def __init__(self, send: Callable[[list[bytes]], asyncio.Future], on_drop: Callable[[], None]) -> None:
+    def __init__(
+        self, send: Callable[[list[bytes]], asyncio.Future], on_drop: Callable[[], None], since: float = -math.inf
+    ) -> None:
         self.send = send
+        self.since = since  # events published before this (Unix time) are not for it: it came without a Last-Event-ID
         self.on_drop = on_drop
         self.queue: list[bytes] = []
         self.unsent = 0  # bytes queued or in flight
@@ -176,7 +179,14 @@ class EventHub:
             if event_id > self.last_id:
                 self.last_id = event_id
                 self._replay.append((event_id, wire, created))
-                self._send(wire)
+                self._send(wire, created)
+
+    async def settled(self) -> None:
+        """Wait until every event published until now has reached the subscribers (with a shared log, a little
+        after `publish`)."""
+        log = self.log
+        while log is not None and log.assigns_ids and (log.written < log.queued or self.last_id < log.written_id):
+            await asyncio.sleep(0.005)
 
     def _listen(self) -> None:
         """With a shared log: begin taking its events (on the event loop, at the first publish or subscribe)."""
@@ -196,7 +206,7 @@ class EventHub:
         A `last_id` beyond the newest event comes from an earlier run of the service: every buffered event is new
         to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
         """
-        subscriber = Subscriber(send, on_drop)
+        subscriber = Subscriber(send, on_drop, -math.inf if last_id is not None else time.time())
         self._listen()
         if self.closed:
             subscriber.close()
@@ -249,10 +259,14 @@ class EventHub:
         for subscriber in list(self.subscribers):
             self._drop(subscriber)
 
-    def _send(self, wire: bytes) -> None:
+    def _send(self, wire: bytes, created: float = math.inf) -> None:
+        """Send to every subscriber (those that came without a Last-Event-ID after the event was published skip
+        it: a shared log delivers it a little later than it was published)."""
         self.sent_bytes += len(wire) * len(self.subscribers)
         behind = []
         for subscriber in tuple(self.subscribers):
+            if created < subscriber.since:
+                continue
             subscriber.put(wire)
             if subscriber.unsent > self.max_unsent:
                 behind.append(subscriber)
