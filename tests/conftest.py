@@ -279,14 +279,14 @@ def free_port() -> int:
 class Nginx:
     """A real nginx running deploy/nginx.conf, with only its addresses and paths changed for the test."""
 
-    def __init__(self, workdir: Path, upstream_port: int, data_dir: Path) -> None:
+    def __init__(self, workdir: Path, upstream_ports: list[int], data_dir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         conf = (REPO / "deploy" / "nginx.conf").read_text()
         for old, new in [
-            ("server 127.0.0.1:10700;", f"server 127.0.0.1:{upstream_port};"),
+            ("server 127.0.0.1:10700;", " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports)),
             ("/var/lib/tornado-records", str(data_dir)),
             ("listen 80;", f"listen 127.0.0.1:{self.port};"),
             ("user www-data;", "user root;" if os.geteuid() == 0 else ""),
@@ -327,11 +327,13 @@ TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 @pytest.fixture
 def nginx(tmp_path: Path) -> Iterator:
-    """`nginx(service)` puts a real nginx with deploy/nginx.conf in front of a running service."""
+    """`nginx(service)` puts a real nginx with deploy/nginx.conf in front of a running service (`nginx(service,
+    others)`: of several, one upstream server line each, as docs/scale-out.md says)."""
     started: list[Nginx] = []
 
-    def start(upstream: Service) -> Nginx:
-        started.append(Nginx(tmp_path / f"nginx{len(started)}", upstream.port, upstream.data_dir))
+    def start(upstream: Service, others: list[Service] = ()) -> Nginx:
+        ports = [upstream.port, *(other.port for other in others)]
+        started.append(Nginx(tmp_path / f"nginx{len(started)}", ports, upstream.data_dir))
         return started[-1]
 
     yield start

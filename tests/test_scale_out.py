@@ -1,0 +1,160 @@
+"""Several `tornado-records` processes on one PostgreSQL index (and one data directory), behind nginx: what one
+stores, the others list and send; every process's /sse gives every event of every process once, in one order; a
+process killed with SIGKILL leaves nothing visible, and what it leaves behind is tidied by another; writers racing on
+two processes leave one whole winner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import EVENT, files_in, record_url, run_on_index, wait_until
+from rawhttp import request
+from test_append import Appender, body_of
+
+
+def processes(service, postgres_url: str, count: int = 2, *flags: str) -> list:  # noqa: ANN001
+    """`count` processes on one data directory and one PostgreSQL index."""
+    return [service("--index", postgres_url, *flags) for _ in range(count)]
+
+
+def events_of(url: str, count: int, seen: list) -> threading.Thread:
+    """Read `count` events of `url`'s /sse into `seen` (id and JSON), in a thread."""
+    answer = urllib.request.urlopen(url + "/sse", timeout=30)  # subscribed once the head has come
+
+    def read() -> None:
+        event_id = None
+        while len(seen) < count:
+            line = answer.readline()
+            if line.startswith(b"id: "):
+                event_id = int(line[4:])
+            elif line.startswith(b"data: "):
+                seen.append((event_id, json.loads(line[6:])))
+        answer.close()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, nginx, postgres_url) -> None:
+    a, b = processes(service, postgres_url, 2, "--accel-redirect", "/_blobs/")
+    body = os.urandom(300_000)
+    assert request(a.url, "PUT", record_url(), body, {"Content-Type": "audio/ogg"})[0] == 204
+    status, headers, listed = request(b.url, "GET", f"/records/{EVENT}")
+    assert status == 200 and [r["size"] for r in json.loads(listed)["records"]] == [len(body)]
+    assert json.loads(request(b.url, "GET", "/records")[2])["events"][0]["records"] == 1
+    assert request(b.url, "PUT", f"/records/{EVENT}", b'{"title": "Morning"}')[0] == 200
+    assert json.loads(request(a.url, "GET", f"/records/{EVENT}")[2])["title"] == "Morning"
+    # through nginx, in front of both: whichever answers, nginx sends the same bytes (X-Accel-Redirect)
+    front = nginx(a, [b])
+    for _ in range(4):
+        status, headers, got = request(front.url, "GET", record_url())
+        assert status == 200 and got == body and headers["etag"] == f'"{hashlib.sha256(body).hexdigest()}"'
+    assert request(b.url, "DELETE", record_url())[0] == 204
+    assert request(a.url, "GET", record_url())[0] == 404
+
+
+def test_every_process_streams_every_event_once_in_one_order(service, nginx, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    front = nginx(a, [b])
+    uploads = 6
+    expected = uploads * 2 + 1  # upload-started and record-created each, then record-deleted
+    seen_a: list = []
+    seen_b: list = []
+    readers = [events_of(a.url, expected, seen_a), events_of(b.url, expected, seen_b)]
+    for n in range(uploads):  # nginx takes turns between the two
+        assert request(front.url, "PUT", record_url(start=f"2024-01-01T0{n}:00:00"), b"x" * (n + 1))[0] == 204
+    assert request(front.url, "DELETE", record_url(start="2024-01-01T00:00:00"))[0] == 204
+    for reader in readers:
+        reader.join(timeout=20)
+    assert len(seen_a) == expected and seen_a == seen_b  # the same events, ids and order on both
+    ids = [event_id for event_id, _ in seen_a]
+    assert ids == sorted(set(ids))  # each once, in increasing order
+    created = [e["data"]["record"]["start"] for _, e in seen_a if e["type"] == "record-created"]
+    assert sorted(created) == [f"2024-01-01T0{n}:00:00" for n in range(uploads)]
+    # Last-Event-ID on the other process replays from the shared log: nothing lost across a reconnect
+    middle = ids[4]
+    replay: list = []
+    reader = events_of_replay(b.url, middle, expected - 5, replay)
+    reader.join(timeout=20)
+    assert replay == seen_a[5:]
+
+
+def events_of_replay(url: str, last_id: int, count: int, seen: list) -> threading.Thread:
+    """Read `count` events of `url`'s /sse after `last_id` into `seen`, in a thread."""
+    answer = urllib.request.urlopen(urllib.request.Request(url + "/sse", headers={"Last-Event-ID": str(last_id)}))
+
+    def read() -> None:
+        event_id = None
+        while len(seen) < count:
+            line = answer.readline()
+            if line.startswith(b"id: "):
+                event_id = int(line[4:])
+            elif line.startswith(b"data: "):
+                seen.append((event_id, json.loads(line[6:])))
+        answer.close()
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_kill_9_during_an_upload_leaves_nothing_and_the_others_tidy_up(service, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    data = a.data_dir
+    unfinished = Appender(a.url, record_url())  # a plain PUT this time, left unfinished
+    unfinished.send(os.urandom(200_000))
+    assert wait_until(lambda: sum(p.stat().st_size for p in (data / "tmp").rglob("*.part")) == 200_000)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    assert request(b.url, "GET", record_url())[0] == 404  # nothing visible
+    assert request(b.url, "PUT", record_url(start="2024-01-02T00:00:00"), b"still serving")[0] == 204
+    assert files_in(data / "tmp") != []  # the killed process's upload is still there: no live process owns it
+    c = service("--index", postgres_url)  # a process that starts tidies what ended processes left
+    assert files_in(data / "tmp") == []
+    assert request(c.url, "GET", f"/records/{EVENT}")[0] == 200
+    assert len(files_in(data / "blobs")) == 1  # the one record's blob; nothing leaked
+    b.stop()
+    c.stop()
+
+
+def test_an_append_of_a_killed_process_joins_before_the_next_on_another(service, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    first = Appender(a.url)
+    first.send(b"head of the broadcast;")
+    assert wait_until(lambda: run_on_index({"index": postgres_url}, a.data_dir, "SELECT count(*) FROM appends") == [(1,)])
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    second = Appender(b.url)
+    second.send(b" the rest.")
+    assert second.end().status == 204
+    assert body_of(b.url) == b"head of the broadcast; the rest."
+    assert run_on_index({"index": postgres_url}, a.data_dir, "SELECT count(*) FROM appends") == [(0,)]
+
+
+def test_racing_writers_on_two_processes_leave_one_whole_winner(service, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    bodies = [bytes([n]) * 500_000 for n in range(8)]
+    statuses: list[int] = [0] * len(bodies)
+
+    def put(n: int) -> None:
+        target = (a, b)[n % 2]
+        statuses[n] = request(target.url, "PUT", record_url(), bodies[n], {"If-None-Match": "*"})[0]
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(statuses) == [204] + [412] * (len(bodies) - 1), statuses
+    winner = bodies[statuses.index(204)]
+    assert body_of(a.url) == winner and body_of(b.url) == winner
+    assert len(files_in(a.data_dir / "blobs")) == 1 and files_in(a.data_dir / "tmp") == []
