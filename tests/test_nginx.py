@@ -132,15 +132,16 @@ def test_upload_started_arrives_through_nginx_while_the_body_is_still_being_sent
 
 
 def test_systemd_accepts_the_shipped_unit(tmp_path):
-    """systemd's own check of deploy/tornado-records.service, with ExecStart pointed at this installation."""
+    """systemd's own check of deploy/tornado-records@.service (an instance of it: port 10701), with ExecStart pointed
+    at this installation."""
     command = Path(sys.executable).with_name("tornado-records")
-    unit = (REPO / "deploy" / "tornado-records.service").read_text()
-    assert "/opt/tornado-records/.venv/bin/tornado-records" in unit
-    (tmp_path / "tornado-records.service").write_text(
+    unit = (REPO / "deploy" / "tornado-records@.service").read_text()
+    assert "/opt/tornado-records/.venv/bin/tornado-records" in unit and "--port %i" in unit
+    (tmp_path / "tornado-records@.service").write_text(
         unit.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command))
     )
     result = subprocess.run(
-        [require("systemd-analyze"), "verify", str(tmp_path / "tornado-records.service")],
+        [require("systemd-analyze"), "verify", str(tmp_path / "tornado-records@10701.service")],
         capture_output=True,
         text=True,
     )
