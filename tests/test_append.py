@@ -26,9 +26,9 @@ APPEND = record_url() + "?append=true"
 class Appender:
     """An append request sent by hand: a chunk whenever the test says, then a clean end, a drop or a reset."""
 
-    def __init__(self, url: str, path: str = APPEND, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, path: str = APPEND, headers: dict[str, str] | None = None, method: str = "PUT") -> None:
         self.sock = connect(url)
-        self.sock.sendall(request_head("PUT", path, {"Transfer-Encoding": "chunked", **(headers or {})}))
+        self.sock.sendall(request_head(method, path, {"Transfer-Encoding": "chunked", **(headers or {})}))
         self.sent = b""
 
     def send(self, data: bytes) -> None:

@@ -18,6 +18,7 @@ import pytest
 from conftest import EVENT, files_in, record_url, run_on_index, wait_until
 from rawhttp import request
 from test_append import Appender, body_of
+from test_resumable import CHUNK, TUS
 
 
 def processes(service, postgres_url: str, count: int = 2, *flags: str) -> list:  # noqa: ANN001
@@ -158,3 +159,24 @@ def test_racing_writers_on_two_processes_leave_one_whole_winner(service, postgre
     winner = bodies[statuses.index(204)]
     assert body_of(a.url) == winner and body_of(b.url) == winner
     assert len(files_in(a.data_dir / "blobs")) == 1 and files_in(a.data_dir / "tmp") == []
+
+
+def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(service, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    body = os.urandom(600_000)
+    status, headers, _ = request(a.url, "POST", record_url(), b"", {**TUS, "Upload-Length": str(len(body))})
+    assert status == 201
+    upload = headers["Location"].split("/uploads/", 1)[1]
+    path = f"/uploads/{upload}"
+    assert request(b.url, "PATCH", path, body[:200_000], {**TUS, **CHUNK, "Upload-Offset": "0"})[0] == 204
+    # a request on one process holds the upload: the other answers 423, as tusd does, and keeps nothing of it
+    holding = Appender(a.url, path, {**TUS, **CHUNK, "Upload-Offset": "200000"}, method="PATCH")
+    holding.send(body[200_000:300_000])
+    assert wait_until(lambda: (Path(a.data_dir) / "uploads" / upload).stat().st_size == 300_000)
+    status, headers, refusal = request(b.url, "PATCH", path, body[200_000:], {**TUS, **CHUNK, "Upload-Offset": "200000"})
+    assert status == 423 and "another process" in json.loads(refusal)["detail"]
+    holding.drop()  # its link breaks: what it brought is recorded, and the upload is free again
+    assert wait_until(lambda: request(b.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == "300000")
+    assert request(b.url, "PATCH", path, body[300_000:], {**TUS, **CHUNK, "Upload-Offset": "300000"})[0] == 204
+    assert body_of(a.url) == body
+    assert request(a.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == str(len(body))

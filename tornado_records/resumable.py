@@ -36,7 +36,15 @@ import tornado.ioloop
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.http_semantics import Validators, precondition_status
 from tornado_records.spool import Spool
-from tornado_records.store import DigestMismatch, PreconditionFailed, Record, RecordStore, StoreError, storage_errors
+from tornado_records.store import (
+    ORPHAN_AGE,
+    DigestMismatch,
+    PreconditionFailed,
+    Record,
+    RecordStore,
+    StoreError,
+    storage_errors,
+)
 
 log = logging.getLogger("tornado_records.resumable")
 
@@ -174,13 +182,17 @@ class Resumables:
     # -- finding and creating ------------------------------------------------------------------------------------
 
     def get(self, upload_id: str) -> Resumable:
-        """The upload of that id; UploadGone if there is none, or if it has expired (it is then removed)."""
+        """The upload of that id; UploadGone if there is none, or if it has expired (it is then removed).
+
+        With processes sharing the index, an upload that no request here transfers to is read from the index again
+        (another process may have moved it on)."""
         upload = self._open.get(upload_id)
-        if upload is None:
-            rows = [row for row in self.store.upload_rows() if row["id"] == upload_id] if _is_id(upload_id) else []
+        if upload is None or (self.store.shared and upload.holder is None and not upload.lock.locked()):
+            rows = self.store.upload_rows(upload_id) if _is_id(upload_id) else []
             if not rows:
+                self._open.pop(upload_id, None)
                 raise UploadGone(upload_id)
-            upload = self._open[upload_id] = self._from_row(rows[0])
+            upload = self._open[upload_id] = self._refreshed(upload, rows[0])
         if upload.expires <= time.time() and upload.holder is None:
             if upload_id not in self._removing:
                 asyncio.ensure_future(self._remove(upload, "expired"))
@@ -231,11 +243,20 @@ class Resumables:
         if upload.holder is not None:
             upload.holder()  # the draft: a new request ends the one still in progress
         await upload.lock.acquire()
+        try:
+            await self.store.hold(upload.id)  # Busy while a request to another process transfers to it
+        except BaseException:
+            upload.lock.release()
+            raise
+        if self.store.shared:
+            await asyncio.get_running_loop().run_in_executor(None, _cut_back, upload)
         upload.holder = stop
         if upload.events is not None:
             upload.events.pause(False)
 
     def release(self, upload: Resumable) -> None:
+        if upload.lock.locked():
+            self.store.let_go(upload.id)
         upload.holder = None
         if upload.events is not None:
             upload.events.pause(True)
@@ -353,6 +374,16 @@ class Resumables:
                 gone += 1
         return gone
 
+    def _refreshed(self, upload: Resumable | None, row: dict) -> Resumable:
+        """The upload as its row says, keeping what this process knows of it while the row says what it knew."""
+        fresh = self._from_row(row)
+        if upload is None or (upload.offset, upload.written, upload.etag) != (fresh.offset, fresh.offset, fresh.etag):
+            if upload is not None:
+                upload.close()
+            return fresh  # moved on elsewhere: its running hash here is stale (completion reads the file instead)
+        upload.length, upload.expires = fresh.length, fresh.expires
+        return upload
+
     def _from_row(self, row: dict) -> Resumable:
         upload = Resumable(
             row["id"], row["event"], datetime.datetime.fromisoformat(row["start"]), row["type"], row["received"],
@@ -375,10 +406,11 @@ class Resumables:
                 path.unlink(missing_ok=True)
                 self.store.forget_upload_now(row["id"])
                 removed += 1
-            elif row["etag"] is None and path.stat().st_size > row["received"]:
+            elif row["etag"] is None and path.stat().st_size > row["received"] and not self.store.shared:
                 os.truncate(path, row["received"])  # never recorded, never acknowledged: the client sends it again
+        young = time.time() - ORPHAN_AGE  # with a shared index, a younger file may be one another process creates
         for path in self.dir.iterdir():
-            if path.name not in rows:
+            if path.name not in rows and (not self.store.shared or path.stat().st_mtime < young):
                 path.unlink()
                 removed += 1
         if removed:
@@ -398,6 +430,14 @@ def _create_file(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _cut_back(upload: Resumable) -> None:
+    """Cut the upload's file back to its durable offset (with processes sharing the index, at each take: what
+    another process wrote past it before it ended was never recorded, nor acknowledged)."""
+    if upload._spool is None and upload.etag is None and upload.path.exists():
+        if upload.path.stat().st_size > upload.offset:
+            os.truncate(upload.path, upload.offset)
 
 
 def _fsync(fd: int) -> None:

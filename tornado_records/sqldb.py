@@ -89,6 +89,14 @@ class Database:
     def release(self, owner: int) -> None:
         """Stop holding the name `owner`."""
 
+    def hold(self, name: str) -> bool:
+        """Hold `name` (such as an upload's id) for this connection, unless another connection holds it (then
+        False); one process alone holds every name."""
+        return True
+
+    def let_go(self, name: str) -> None:
+        """Stop holding `name`."""
+
     def add_column(self, table: str, column: str, definition: str) -> None:
         """Add a column to a table made before it existed."""
         if column not in {row[1] for row in self.execute(f"PRAGMA table_info({table})")}:
@@ -154,6 +162,12 @@ class PostgresDatabase(Database):
     def release(self, owner: int) -> None:
         self.execute("SELECT pg_advisory_unlock(?, ?)", (_OWNERS, owner))
 
+    def hold(self, name: str) -> bool:
+        return self.execute("SELECT pg_try_advisory_lock(?, ?)", (_NAMES, _key(name))).fetchone()[0]
+
+    def let_go(self, name: str) -> None:
+        self.execute("SELECT pg_advisory_unlock(?, ?)", (_NAMES, _key(name)))
+
     def add_column(self, table: str, column: str, definition: str) -> None:
         self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
 
@@ -168,6 +182,7 @@ def _placeholders(sql: str) -> str:
 
 
 _OWNERS = 1_953_723_252  # the advisory locks (this, owner) that say which processes live
+_NAMES = 1_953_723_253  # the advisory locks (this, key of a name) that a process holds on a thing, such as an upload
 
 
 def _key(text: str) -> int:

@@ -108,6 +108,13 @@ class StorageFull(StoreError):
         super().__init__(detail)
 
 
+class Busy(StoreError):
+    """Another process sharing the index is writing it (such as a resumable upload): try again once it is done."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} is being written by a request to another process of the service: try again later")
+
+
 class ContentDamaged(StoreError):
     """A file of the record's content is missing from the disk, or its size is not what the index says: the record
     is damaged, and is not served."""
@@ -708,10 +715,24 @@ class RecordStore:
 
     # -- resumable uploads (see resumable.py) ----------------------------------------------------------------------
 
-    def upload_rows(self) -> list[dict]:
-        """Every resumable upload's row, as a dict of its columns."""
-        cursor = self._rconn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads")
+    def upload_rows(self, upload_id: str | None = None) -> list[dict]:
+        """Every resumable upload's row (or that of `upload_id`), as a dict of its columns."""
+        where, parameters = ("", ()) if upload_id is None else (" WHERE id = ?", (upload_id,))
+        cursor = self._rconn.execute(f"SELECT {_UPLOAD_COLUMNS} FROM uploads{where}", parameters)
         return [dict(zip(_UPLOAD_COLUMNS.split(", "), row)) for row in cursor]
+
+    async def hold(self, name: str) -> None:
+        """Hold `name` (a resumable upload's id) against the other processes sharing the index until `let_go`; Busy
+        if one of them holds it. Alone on the index, nothing to do."""
+        if self.shared:
+            loop = asyncio.get_running_loop()
+            if not await loop.run_in_executor(self._writer, self._wconn.hold, name):
+                raise Busy(f"The upload {name}")
+
+    def let_go(self, name: str) -> None:
+        """Stop holding `name` (in the writer thread, after what it has to do before)."""
+        if self.shared:
+            self._writer.submit(self._wconn.let_go, name)
 
     async def save_upload(self, row: dict) -> None:
         """Insert or replace a resumable upload's row (all its columns)."""

@@ -13,6 +13,7 @@ import tornado.web
 from tornado_records import __version__
 from tornado_records.access import bearer_token
 from tornado_records.store import (
+    Busy,
     ContentDamaged,
     DigestMismatch,
     PreconditionFailed,
@@ -31,6 +32,7 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     DigestMismatch: 400,
     PreconditionFailed: 412,
     StorageFull: 507,
+    Busy: 423,  # as tusd answers an upload locked by another request; tus-js-client tries again
     ContentDamaged: 500,
 }
 
