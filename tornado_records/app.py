@@ -107,6 +107,7 @@ def start_app(app: tornado.web.Application) -> None:
     if app.settings["retention"] is not None:
         app.settings["retention"].start()
     app.settings["resumables"].start()
+    app.settings["store"].start()
 
 
 async def stop_app(app: tornado.web.Application) -> None:
@@ -114,6 +115,7 @@ async def stop_app(app: tornado.web.Application) -> None:
     if app.settings["retention"] is not None:
         await app.settings["retention"].stop()
     app.settings["resumables"].stop()
+    app.settings["store"].stop()
 
 
 def close_app(app: tornado.web.Application) -> None:

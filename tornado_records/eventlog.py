@@ -144,12 +144,13 @@ class SharedEventLog(EventLog):
     listening thread hands each process the rows after the last it had (`deliver`, called on the event loop)."""
 
     CHANNEL = "tornado_records_events"
-    POLL = 1.0  # seconds: the listener also looks without a NOTIFY this often (a NOTIFY lost with a connection)
+    POLL = 0.5  # seconds: the listener also looks without a NOTIFY this often (a NOTIFY lost with a connection)
 
     def __init__(self, index: Database, listen: Database, *, flush_delay: float = 0.005, **kwargs: float) -> None:
         super().__init__(index, flush_delay=flush_delay, **kwargs)
         self._listen = listen
         self.deliver: Callable[[list[Event]], None] | None = None
+        self._listener: threading.Thread | None = None
         self._seen = self.last_id
         self.queued = 0  # events this process published (counted on the event loop)
         self.written = 0  # of those, how many are in the table (counted by the writer thread)
@@ -168,10 +169,13 @@ class SharedEventLog(EventLog):
         """Hand the events of every process to `deliver` on `loop`, from now on."""
         self.deliver = lambda rows: loop.call_soon_threadsafe(deliver, rows)
         self._listen.execute(f"LISTEN {self.CHANNEL}")
-        threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True).start()
+        self._listener = threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True)
+        self._listener.start()
 
     def close(self) -> None:
         super().close()
+        if self._listener is not None:
+            self._listener.join(timeout=2 * self.POLL)  # its connection is closed once it no longer uses it
         with contextlib.suppress(Exception):
             self._listen.close()
 

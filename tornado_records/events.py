@@ -155,14 +155,14 @@ class EventHub:
         )
         self._timer: asyncio.TimerHandle | None = None
 
-    def publish(self, event_type: str, data: dict[str, Any]) -> None:
-        """Send an event to every subscriber and keep it for replay (with a shared log: to every process's
-        subscribers, through the log)."""
+    def publish(self, event_type: str, data: dict[str, Any]) -> int | None:
+        """Send an event to every subscriber and keep it for replay; returns its id (with a shared log: None, the
+        log gives the id and brings the event back to every process's subscribers)."""
         if self.log is not None and self.log.assigns_ids:
             self._listen()
             self.published[event_type] += 1
             self.log.publish(event_body(event_type, data), time.time())
-            return
+            return None
         self.last_id += 1
         wire = event_bytes(self.last_id, event_type, data)
         created = time.time()
@@ -171,6 +171,7 @@ class EventHub:
             self.log.append(self.last_id, wire, created)
         self.published[event_type] += 1
         self._send(wire)
+        return self.last_id
 
     def deliver(self, events: list[tuple[int, bytes, float]]) -> None:
         """Send every subscriber the events a shared log brought (of every process, in their order) that it has not

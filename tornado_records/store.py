@@ -34,6 +34,8 @@ import uuid
 from pathlib import Path
 from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
 
+import tornado.ioloop
+
 from tornado_records import catalogue, sqldb
 from tornado_records.starts import SqlStarts, StartIndex
 from tornado_records.spool import Spool
@@ -77,6 +79,8 @@ CREATE TABLE IF NOT EXISTS uploads (  -- resumable uploads (resumable.py); the b
 );
 """
 
+ENDED_WAIT = 1.0  # seconds a start waits for a process that has just ended to let go of its name (shared index)
+ENDED_TIDY = 10.0  # seconds between looks for what ended processes left (shared index)
 ORPHAN_AGE = 3600.0  # seconds: a blob no row names is removed at start-up once this old (when processes share the index)
 HASH_CACHE = 256  # SHA-256 states of recent contents kept, so that an append hashes only what it adds
 
@@ -360,6 +364,7 @@ class RecordStore:
         self.appends: dict[tuple[str, str], list] = {}  # each record's append requests with bytes, in order
         self.ending: set[asyncio.Future] = set()  # append requests that ended and are joining their records
         self.interrupted: set[tuple[str, str]] = set()  # records whose last append request broke off
+        self._tidying: tornado.ioloop.PeriodicCallback | None = None
         self._starts = SqlStarts(self._rconn) if self.shared else StartIndex(self._wconn)
         self._recover()
 
@@ -696,6 +701,36 @@ class RecordStore:
                 await loop.run_in_executor(self._writer, self.recover_owner, owner)
             await asyncio.sleep(poll)
 
+    def start(self) -> None:
+        """With a shared index: look for what ended processes left every ENDED_TIDY seconds (on the event loop)."""
+        if self.shared:
+            self._tidying = tornado.ioloop.PeriodicCallback(self._tidy_logged, ENDED_TIDY * 1000)
+            self._tidying.start()
+
+    def stop(self) -> None:
+        if self._tidying is not None:
+            self._tidying.stop()
+
+    async def _tidy_logged(self) -> None:
+        try:
+            await self.tidy_ended()
+        except Exception as exc:  # noqa: BLE001 (the next look tries again)
+            log.warning("could not tidy what ended processes left: %s", exc)
+
+    async def tidy_ended(self) -> None:
+        """Tidy what processes that ended left (with a shared index; run every ENDED_TIDY seconds)."""
+        loop = asyncio.get_running_loop()
+        for owner in self._ended_candidates(self._appending_owners()):
+            await loop.run_in_executor(self._writer, self.recover_owner, owner)
+
+    def _appending_owners(self) -> set[int]:
+        return {owner for (owner,) in self._rconn.execute("SELECT DISTINCT owner FROM appends")}
+
+    def _ended_candidates(self, appending: set[int]) -> set[int]:
+        """The processes other than this one that have append rows or uploads in flight (alive or not)."""
+        owners = appending | {int(path.name) for path in (self.root / "tmp").iterdir() if path.name.isdigit()}
+        return owners - {self.owner}
+
     def recover_owner(self, owner: int) -> bool:
         """If the process `owner` has ended: join what its append requests received to their records, and remove
         its uploads in flight; whether it had ended (in the writer thread, or at start-up)."""
@@ -822,10 +857,13 @@ class RecordStore:
         """With an index shared by processes: tidy what each process that ended left (recover_owner), and remove
         the blobs that no record nor append request names, once they are ORPHAN_AGE old (a younger one may be a
         version that another process is committing)."""
-        owners = {owner for (owner,) in self._wconn.execute("SELECT DISTINCT owner FROM appends")}
-        owners |= {int(path.name) for path in (self.root / "tmp").iterdir() if path.name.isdigit()}
-        for owner in owners - {self.owner}:
-            self.recover_owner(owner)
+        appending = self._appending_owners()
+        waited_until = time.monotonic() + ENDED_WAIT
+        for owner in self._ended_candidates(appending):
+            # a process killed a moment ago may still hold its name while PostgreSQL notices: its appends must join
+            # at this start, so wait a little for those; the rest, the periodic tidy_ended finds later
+            while not self.recover_owner(owner) and owner in appending and time.monotonic() < waited_until:
+                time.sleep(0.05)
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
         known |= {name for (name,) in self._wconn.execute("SELECT blob FROM appends")}
         old = time.time() - ORPHAN_AGE
