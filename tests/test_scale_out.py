@@ -131,7 +131,12 @@ def test_an_append_of_a_killed_process_joins_before_the_next_on_another(service,
     a, b = processes(service, postgres_url)
     first = Appender(a.url)
     first.send(b"head of the broadcast;")
-    assert wait_until(lambda: run_on_index({"index": postgres_url}, a.data_dir, "SELECT count(*) FROM appends") == [(1,)])
+
+    def in_its_file() -> bool:  # the piece is listed in the index, and its bytes are in its file (spool.py's lag)
+        rows = run_on_index({"index": postgres_url}, a.data_dir, "SELECT blob FROM appends")
+        return len(rows) == 1 and (a.data_dir / "blobs" / rows[0][0]).stat().st_size == 22
+
+    assert wait_until(in_its_file)
     a.proc.send_signal(signal.SIGKILL)
     a.proc.wait()
     second = Appender(b.url)
