@@ -516,9 +516,44 @@ class Bench:
         """The reference nginx: WebDAV PUT and static GET of /files/*, `return 204` on /ping."""
         return self.nginx(reference_conf)
 
-    def accel(self, upstream: Server, data_dir: Path) -> contextlib.AbstractContextManager[Server]:
-        """deploy/nginx.conf in front of a service run with `--accel-redirect /_blobs/`."""
-        return self.nginx(lambda prefix, port: deploy_conf(prefix, port, upstream.port, data_dir))
+    def accel(self, upstream: Server, data_dir: Path, *others: Server) -> contextlib.AbstractContextManager[Server]:
+        """deploy/nginx.conf in front of a service run with `--accel-redirect /_blobs/` (or of several)."""
+        ports = [upstream.port, *(other.port for other in others)]
+        return self.nginx(lambda prefix, port: deploy_conf(prefix, port, ports, data_dir))
+
+    @contextlib.contextmanager
+    def postgres(self) -> Iterator[Callable[[], str]]:
+        """A PostgreSQL server of its own (Debian's, with its default settings: fsync on) on a free port; yields a
+        function that makes a new database and returns its URL."""
+        found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+        if not found:
+            raise BenchError("PostgreSQL is not installed (apt-get install postgresql)")
+        bindir = found[-1].parent
+        home = Path(tempfile.mkdtemp(prefix="tornado-records-bench-postgres-"))  # its own: the server's user enters it
+        as_user: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse root
+            shutil.chown(home, "postgres")
+            as_user = ["runuser", "-u", "postgres", "--"]
+        port = free_port()
+        initdb = [str(bindir / "initdb"), "-D", str(home / "db"), "-A", "trust", "-U", "postgres"]
+        subprocess.run([*as_user, *initdb], check=True, capture_output=True)
+        options = f"-p {port} -k {home} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        ctl = [*as_user, str(bindir / "pg_ctl"), "-D", str(home / "db"), "-l", str(home / "log")]
+        subprocess.run([*ctl, "-o", options, "-w", "start"], check=True, capture_output=True)
+        made = 0
+
+        def database() -> str:
+            nonlocal made
+            made += 1
+            createdb = [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres"]
+            subprocess.run([*createdb, f"bench{made}"], check=True, capture_output=True)
+            return f"postgresql://postgres@127.0.0.1:{port}/bench{made}"
+
+        try:
+            yield database
+        finally:
+            subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
+            shutil.rmtree(home, ignore_errors=True)
 
 
 NGINX_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -561,11 +596,12 @@ http {{
 """
 
 
-def deploy_conf(prefix: Path, port: int, upstream_port: int, data_dir: Path) -> str:
-    """deploy/nginx.conf with only its addresses and paths changed (as tests/conftest.py runs it)."""
+def deploy_conf(prefix: Path, port: int, upstream_ports: list[int], data_dir: Path) -> str:
+    """deploy/nginx.conf with only its addresses and paths changed (as tests/conftest.py runs it): one upstream
+    server line per process, as docs/scale-out.md says."""
     conf = (REPO / "deploy" / "nginx.conf").read_text()
     for old, new in [
-        ("server 127.0.0.1:10700;", f"server 127.0.0.1:{upstream_port};"),
+        ("server 127.0.0.1:10700;", " ".join(f"server 127.0.0.1:{upstream};" for upstream in upstream_ports)),
         ("/var/lib/tornado-records", str(data_dir)),
         ("listen 80;", f"listen 127.0.0.1:{port};"),
         ("user www-data;", nginx_user()),
@@ -627,25 +663,28 @@ def figure_download(bench: Bench) -> list[Row]:
         if not bench.supports("--accel-redirect"):
             rows.append(Row(figure, "n/a (no --accel-redirect yet)"))
         else:
-            with bench.service(data_dir, "--accel-redirect", "/_blobs/") as service, bench.accel(
-                service, data_dir
-            ) as front:
+            with (
+                bench.service(data_dir, "--accel-redirect", "/_blobs/") as service,
+                bench.accel(service, data_dir) as front,
+            ):
                 accel = repeat(bench.options.runs, lambda: {"ours": fetch(front.url(record_path()), size).mb_per_s})
             rows.append(compare(figure, accel["ours"], m["nginx"], "{:.0f}", Target(">=", 0.9)))
     shutil.rmtree(data_dir, ignore_errors=True)
     return rows
 
 
+def at_once(put_urls: list[str], get_urls: list[str], source: Path, size: int) -> float:
+    """Aggregate MB/s of uploads of `source` to `put_urls` and downloads of `size` bytes from `get_urls`, at once."""
+    began = time.monotonic()
+    transfers = [put(url, source) for url in put_urls] + [get(url, size) for url in get_urls]
+    moved = sum(finished(transfer).size for transfer in transfers)
+    return moved / (time.monotonic() - began) / MB
+
+
 def figure_concurrent(bench: Bench) -> list[Row]:
     """3. Eight uploads and eight downloads at once (each an eighth of the big size): aggregate MB/s."""
     size = bench.options.size // 8
     source = bench.source(size)
-
-    def at_once(put_urls: list[str], get_urls: list[str]) -> float:
-        began = time.monotonic()
-        transfers = [put(url, source) for url in put_urls] + [get(url, size) for url in get_urls]
-        moved = sum(finished(transfer).size for transfer in transfers)
-        return moved / (time.monotonic() - began) / MB
 
     with bench.service() as service, bench.reference() as nginx:
         ours_down = [service.url(record_path(i)) for i in range(8)]
@@ -656,7 +695,10 @@ def figure_concurrent(bench: Bench) -> list[Row]:
             upload(url, source)
 
         def measure() -> dict[str, float]:
-            return {"ours": at_once(ours_up, ours_down), "nginx": at_once(nginx_up, nginx_down)}
+            return {
+                "ours": at_once(ours_up, ours_down, source, size),
+                "nginx": at_once(nginx_up, nginx_down, source, size),
+            }
 
         m = repeat(bench.options.runs, measure)
     return [
@@ -852,7 +894,9 @@ def figure_list(bench: Bench) -> list[Row]:
         alone(f"list, {large:,} records, deep offset (ms)", many, "{:.2f}", Target("<=", 3), ratio=many / few),
         alone(
             f"events list, {len(events):,} events of {small + large + EVENTS_LISTED:,} records, deep offset (ms)",
-            m["events"], "{:.2f}", Target("<=", 5, " ms"),
+            m["events"],
+            "{:.2f}",
+            Target("<=", 5, " ms"),
         ),  # fmt: skip
     ]
 
@@ -1045,8 +1089,87 @@ def figure_append(bench: Bench) -> list[Row]:
     return [
         alone(f"upload {size} (s)", m["upload"], "{:.2f}"),
         alone(f"append 1 MiB to {size} (ms)", 1000 * m["warm"], "{:.1f}", Target("<=", 0.05), m["warm"] / m["upload"]),
-        alone(f"append 1 MiB to {size}, first after a restart (ms)", 1000 * m["cold"], "{:.1f}",
-              ratio=m["cold"] / m["upload"]),  # fmt: skip
+        alone(
+            f"append 1 MiB to {size}, first after a restart (ms)",
+            1000 * m["cold"],
+            "{:.1f}",
+            ratio=m["cold"] / m["upload"],
+        ),  # fmt: skip
+    ]
+
+
+def figure_scale_out(bench: Bench) -> list[Row]:
+    """10. The scale-out set-up (docs/scale-out.md): the index in PostgreSQL, one process, then two behind nginx on
+    one data directory: the big upload and download, eight uploads and eight downloads at once, and one event
+    published on one process reaching the subscribers of both. Beside nginx, as figures 1-3 and 7 give the embedded
+    default's in the same run."""
+    size, eighth, n = bench.options.size, bench.options.size // 8, bench.options.subscribers
+    source, part = bench.source(size), bench.source(eighth)
+    runs = bench.options.runs
+    pg = "PostgreSQL index"
+
+    def eight_each(server: Server) -> float:  # 8 uploads and 8 downloads at once, the downloads of records 0-7
+        ups, downs = [server.url(record_path(8 + i)) for i in range(8)], [server.url(record_path(i)) for i in range(8)]
+        return at_once(ups, downs, part, eighth)
+
+    with bench.postgres() as database, bench.reference() as nginx:
+        theirs = [nginx.url(f"/files/down-{i}") for i in range(8)]
+        for url in theirs:
+            upload(url, part)
+        upload(nginx.url("/files/big"), source)
+
+        def nginx_eight() -> float:
+            return at_once([nginx.url(f"/files/up-{i}") for i in range(8)], theirs, part, eighth)
+
+        with bench.service(bench.fresh_dir("data"), "--index", database()) as one:
+
+            def big() -> dict[str, float]:
+                return {
+                    "up": upload(one.url(record_path()), source).mb_per_s,
+                    "down": fetch(one.url(record_path()), size).mb_per_s,
+                    "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
+                    "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
+                }
+
+            m = repeat(runs, big)
+            for i in range(8):
+                upload(one.url(record_path(i)), part)
+            c1 = repeat(runs, lambda: {"ours": eight_each(one), "nginx": nginx_eight()})
+        data_dir, flags = bench.fresh_dir("data"), ("--index", database(), "--accel-redirect", "/_blobs/")
+        with (
+            bench.service(data_dir, *flags) as a,
+            bench.service(data_dir, *flags) as b,
+            bench.accel(a, data_dir, b) as front,
+        ):
+            for i in range(8):
+                upload(front.url(record_path(i)), part)
+            c2 = repeat(runs, lambda: {"ours": eight_each(front), "nginx": nginx_eight()})
+
+            def one_event() -> dict[str, float]:
+                with subscribers(a.port, n // 2) as on_a, subscribers(b.port, n - n // 2) as on_b:
+                    time.sleep(1.0)
+                    answered = put_small(a, record_path(100))
+                    seen = [t for pipe in on_a + on_b for t in pipe.recv()]
+                if len(seen) < n:
+                    raise BenchError(f"only {len(seen)} of {n} subscribers received the event")
+                delays = [(t - min(answered, *seen)) * 1e3 for t in seen]
+                return {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)}
+
+            e = repeat(runs, one_event)
+    eights = f"8 up + 8 down of {mib(eighth)} (MB/s)"
+    return [
+        compare(f"{pg}, 1 process: upload {mib(size)} (MB/s)", m["up"], m["nginx_up"], "{:.0f}", Target(">=", 1.0)),
+        compare(
+            f"{pg}, 1 process: download {mib(size)} (MB/s)", m["down"], m["nginx_down"], "{:.0f}", Target(">=", 1.0)
+        ),
+        compare(f"{pg}, 1 process: {eights}", c1["ours"], c1["nginx"], "{:.0f}", Target(">=", 0.8)),
+        compare(f"{pg}, 2 processes behind nginx: {eights}", c2["ours"], c2["nginx"], "{:.0f}", Target(">=", 0.8)),
+        Row(
+            f"{pg}, 2 processes: SSE, 1 event to {n:,} subscribers of both, p50 / p99 / max (ms)",
+            f"{e['p50']:.0f} / {e['p99']:.0f} / {e['max']:.0f}",
+            target="p99 <= 500 ms",
+            verdict=Target("<=", 500).verdict(e["p99"]),
+        ),
     ]
 
 
@@ -1061,6 +1184,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "rss": figure_rss,
     "append": figure_append,
     "ping-storm": figure_ping_storm,
+    "scale-out": figure_scale_out,
 }
 
 

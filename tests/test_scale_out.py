@@ -13,7 +13,6 @@ import threading
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from conftest import EVENT, files_in, record_url, run_on_index, wait_until
 from rawhttp import request

@@ -28,11 +28,10 @@ import logging
 import os
 import secrets
 import shutil
-import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, BinaryIO, Callable, Iterable, Iterator
+from typing import Awaitable, BinaryIO, Callable, Iterator
 
 import tornado.ioloop
 
