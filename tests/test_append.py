@@ -245,7 +245,8 @@ def test_readers_during_appends_get_one_whole_version(service) -> None:
 
 
 def test_kill_9_during_appends_loses_nothing_that_arrived(service, engine) -> None:
-    data = service().data_dir  # the first process only makes the data directory
+    first = service()  # it makes the data directory (and with a shared index, it is a live process beside the others)
+    data = first.data_dir
     rng = random.Random(9)
     sent = b""
     for round_ in range(5):
@@ -266,7 +267,8 @@ def test_kill_9_during_appends_loses_nothing_that_arrived(service, engine) -> No
     assert body_of(svc.url) == sent
     status, headers, _ = request(svc.url, "HEAD", record_url())
     assert headers["ETag"] == f'"{hashlib.sha256(sent).hexdigest()}"'
-    assert "joined" in svc.log and "Traceback" not in svc.log
+    # the new process joined what was kept (with a shared index, the live first process may be the one that did)
+    assert "joined" in svc.log + (first.log if "index" in engine else "") and "Traceback" not in svc.log
     on_disk, named = stored_files(data, engine)
     assert on_disk == named and files_in(data / "tmp") == []
 
