@@ -25,9 +25,10 @@ def processes(service, postgres_url: str, count: int = 2, *flags: str) -> list: 
     return [service("--index", postgres_url, *flags) for _ in range(count)]
 
 
-def events_of(url: str, count: int, seen: list) -> threading.Thread:
-    """Read `count` events of `url`'s /sse into `seen` (id and JSON), in a thread."""
-    answer = urllib.request.urlopen(url + "/sse", timeout=30)  # subscribed once the head has come
+def events_of(url: str, count: int, seen: list, last_id: int | None = None) -> threading.Thread:
+    """Read `count` events of `url`'s /sse (after `last_id`, if given) into `seen` (id and JSON), in a thread."""
+    headers = {} if last_id is None else {"Last-Event-ID": str(last_id)}
+    answer = urllib.request.urlopen(urllib.request.Request(url + "/sse", headers=headers), timeout=30)  # subscribed
 
     def read() -> None:
         event_id = None
@@ -83,28 +84,9 @@ def test_every_process_streams_every_event_once_in_one_order(service, nginx, pos
     # Last-Event-ID on the other process replays from the shared log: nothing lost across a reconnect
     middle = ids[4]
     replay: list = []
-    reader = events_of_replay(b.url, middle, expected - 5, replay)
+    reader = events_of(b.url, expected - 5, replay, last_id=middle)
     reader.join(timeout=20)
     assert replay == seen_a[5:]
-
-
-def events_of_replay(url: str, last_id: int, count: int, seen: list) -> threading.Thread:
-    """Read `count` events of `url`'s /sse after `last_id` into `seen`, in a thread."""
-    answer = urllib.request.urlopen(urllib.request.Request(url + "/sse", headers={"Last-Event-ID": str(last_id)}))
-
-    def read() -> None:
-        event_id = None
-        while len(seen) < count:
-            line = answer.readline()
-            if line.startswith(b"id: "):
-                event_id = int(line[4:])
-            elif line.startswith(b"data: "):
-                seen.append((event_id, json.loads(line[6:])))
-        answer.close()
-
-    thread = threading.Thread(target=read, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_kill_9_during_an_upload_leaves_nothing_and_the_others_tidy_up(service, postgres_url) -> None:
