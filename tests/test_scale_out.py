@@ -166,3 +166,24 @@ def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(se
     assert request(b.url, "PATCH", path, body[300_000:], {**TUS, **CHUNK, "Upload-Offset": "300000"})[0] == 204
     assert body_of(a.url) == body
     assert request(a.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == str(len(body))
+
+
+def test_connections_to_the_index_that_are_lost_are_made_again(service, postgres_url) -> None:
+    a, b = processes(service, postgres_url)
+    engine = {"index": postgres_url}
+    seen: list = []
+    reader = events_of(b.url, 4, seen)
+    # PostgreSQL ends every connection of the processes (as a restart of the server or a failover would)
+    ended = run_on_index(engine, a.data_dir, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                         " WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+    assert ended[0][0] >= 6  # each process: a writer, a reader, the event log's two, the metrics and retention reader
+    assert request(a.url, "PUT", record_url(), b"after the break", {"Content-Type": "audio/ogg"})[0] == 204
+    assert request(b.url, "PUT", record_url(start="2024-01-02T00:00:00"), b"on b too")[0] == 204
+    assert body_of(b.url) == b"after the break"
+    assert json.loads(request(b.url, "GET", f"/records/{EVENT}")[2])["count"] == 2
+    reader.join(timeout=20)
+    assert [e["type"] for _, e in seen] == ["upload-started", "record-created"] * 2  # the events still reach /sse
+    # each process holds its name again (what it leaves if it ends is found by the others)
+    held = run_on_index(engine, a.data_dir, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                        " AND classid = 1953723252 AND granted")  # fmt: skip
+    assert held == [(2,)]

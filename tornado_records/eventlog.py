@@ -169,6 +169,7 @@ class SharedEventLog(EventLog):
         """Hand the events of every process to `deliver` on `loop`, from now on."""
         self.deliver = lambda rows: loop.call_soon_threadsafe(deliver, rows)
         self._listen.execute(f"LISTEN {self.CHANNEL}")
+        self._listen.on_reconnect.append(lambda: self._listen.execute(f"LISTEN {self.CHANNEL}"))
         self._listener = threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True)
         self._listener.start()
 

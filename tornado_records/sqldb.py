@@ -15,7 +15,7 @@ import re
 import sqlite3
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 try:  # only for --index postgresql://... (pip install 'tornado-records[scale]')
     import psycopg
@@ -25,6 +25,13 @@ except ImportError:  # pragma: no cover (checked when such an index is asked for
     psycopg = None
 
 SQLITE_FILE = "records.sqlite3"  # the default index, in the data directory
+
+
+class IndexUnavailable(Exception):
+    """The index's database cannot be reached (a PostgreSQL server restarting, a network away): try again later."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"The index {name} cannot be reached ({reason}): try again shortly")
 
 
 class Database:
@@ -130,14 +137,61 @@ class PostgresDatabase(Database):
         if psycopg is None:
             raise RuntimeError("an index in PostgreSQL needs psycopg: pip install 'tornado-records[scale]'")
         self.name = safe_url(url)
+        self._url = url
         self._conn = psycopg.connect(url, autocommit=True)
+        # what a new connection must do again when the last one was lost (hold the process's name, LISTEN)
+        self.on_reconnect: list[Callable[[], None]] = []
 
     def execute(self, sql: str, parameters: Sequence[Any] = ()) -> Any:
-        return self._conn.execute(_placeholders(sql), parameters)
+        return self._again_if_lost(lambda: self._conn.execute(_placeholders(sql), parameters))
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        with self._conn.cursor() as cursor:
-            cursor.executemany(_placeholders(sql), list(rows))
+        def run() -> None:
+            with self._conn.cursor() as cursor:
+                cursor.executemany(_placeholders(sql), list(rows))
+
+        self._again_if_lost(run)
+
+    def _again_if_lost(self, run: Callable[[], Any]) -> Any:
+        """Run a statement; if the connection was lost, connect again and run it once more, unless a transaction
+        was open (it is gone with the connection: IndexUnavailable, and the next statement connects again)."""
+        if self._conn.broken or self._conn.closed:
+            self._reconnect()
+        try:
+            return run()
+        except psycopg.OperationalError as exc:
+            if not (self._conn.broken or self._conn.closed):
+                raise
+            in_transaction = self._in_transaction
+            self._in_transaction = False
+            if in_transaction:
+                raise IndexUnavailable(self.name, _first_line(exc)) from None
+            self._reconnect()
+            return run()
+
+    _in_transaction = False
+
+    def _reconnect(self) -> None:
+        try:
+            self._conn = psycopg.connect(self._url, autocommit=True)
+            for again in self.on_reconnect:
+                again()
+        except psycopg.OperationalError as exc:
+            raise IndexUnavailable(self.name, _first_line(exc)) from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.execute(self._begin)
+        self._in_transaction = True
+        try:
+            yield
+            self.execute("COMMIT")
+        except BaseException:
+            if self._in_transaction and self.in_transaction:
+                self.execute("ROLLBACK")
+            raise
+        finally:
+            self._in_transaction = False
 
     def schema(self, sql: str) -> None:
         with self.transaction():
@@ -148,7 +202,7 @@ class PostgresDatabase(Database):
 
     @property
     def in_transaction(self) -> bool:
-        return self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        return not self._conn.broken and self._conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     def lock_record(self, event: str, start: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?, ?)", (_key(event), _key(start)))
@@ -172,8 +226,15 @@ class PostgresDatabase(Database):
         self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
 
     def notifies(self, timeout: float, stop_after: int) -> Iterator[Any]:
-        """The NOTIFYs that come within `timeout` seconds (up to `stop_after`), for a connection that LISTENs."""
+        """The NOTIFYs that come within `timeout` seconds (up to `stop_after`), for a connection that LISTENs (one
+        lost is made again first, with its on_reconnect)."""
+        if self._conn.broken or self._conn.closed:
+            self._reconnect()
         return self._conn.notifies(timeout=timeout, stop_after=stop_after)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 @functools.lru_cache(maxsize=256)

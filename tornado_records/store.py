@@ -356,6 +356,8 @@ class RecordStore:
         # process that ended left is tidied by one that finds its name free. One process alone is owner 0.
         self.owner = secrets.randbits(31) | 1 if self.shared else 0
         self._wconn.claim(self.owner)
+        if self.shared:  # a connection lost and made again holds the name again
+            self._wconn.on_reconnect.append(lambda: self._wconn.claim(self.owner))
         self.tmp = root / "tmp" / str(self.owner) if self.shared else root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
@@ -569,6 +571,8 @@ class RecordStore:
                 _fsync_dir(self.blobs)
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
+        except sqldb.IndexUnavailable:
+            raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
         except BaseException:
             (self.blobs / blob).unlink(missing_ok=True)
             raise
@@ -639,6 +643,12 @@ class RecordStore:
             if old != expected:
                 raise _Changed()
             segments = old.segments if old is not None else []
+            # never a byte of the file twice: from where the record's runs of it end (another process may have
+            # joined them for this one, while it had lost its name with its connection to the index)
+            at = max([at] + [s.end for s in segments if s.name == name])
+            if at >= upto:
+                self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
+                return old, False
             if segments and segments[-1].name == name and segments[-1].end == at:
                 segments[-1] = Segment(name, segments[-1].offset, upto - segments[-1].offset)
             else:

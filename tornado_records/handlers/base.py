@@ -12,6 +12,7 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.access import bearer_token
+from tornado_records.sqldb import IndexUnavailable
 from tornado_records.store import (
     Busy,
     ContentDamaged,
@@ -33,6 +34,7 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     PreconditionFailed: 412,
     StorageFull: 507,
     Busy: 423,  # as tusd answers an upload locked by another request; tus-js-client tries again
+    IndexUnavailable: 503,  # a PostgreSQL index out of reach (restarting): the next request connects again
     ContentDamaged: 500,
 }
 
@@ -128,6 +130,8 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
         elif isinstance(exc, StoreError):
             detail = str(exc) if _status_of(exc, 500) != 500 else "Internal server error"
+        elif isinstance(exc, IndexUnavailable):
+            detail = str(exc)
         elif status_code == 405:
             detail = f"Method {self.request.method} is not allowed on {self.request.path}"
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
