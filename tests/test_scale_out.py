@@ -159,7 +159,7 @@ def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(se
     holding = Appender(a.url, path, {**TUS, **CHUNK, "Upload-Offset": "200000"}, method="PATCH")
     holding.send(body[200_000:300_000])
     assert wait_until(lambda: (Path(a.data_dir) / "uploads" / upload).stat().st_size == 300_000)
-    status, headers, refusal = request(b.url, "PATCH", path, body[200_000:], {**TUS, **CHUNK, "Upload-Offset": "200000"})
+    status, _, refusal = request(b.url, "PATCH", path, body[200_000:], {**TUS, **CHUNK, "Upload-Offset": "200000"})
     assert status == 423 and "another process" in json.loads(refusal)["detail"]
     holding.drop()  # its link breaks: what it brought is recorded, and the upload is free again
     assert wait_until(lambda: request(b.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == "300000")

@@ -77,7 +77,8 @@ class SqlStarts:
         """Nothing to do: the index has it."""
 
     def bounds(self, event: str) -> dict[str, str | None]:
-        first, last = self._index.execute("SELECT min(start), max(start) FROM records WHERE event = ?", (event,)).fetchone()
+        sql = "SELECT min(start), max(start) FROM records WHERE event = ?"
+        first, last = self._index.execute(sql, (event,)).fetchone()
         return {"first_start": first, "last_start": last}
 
     def page(
@@ -89,8 +90,9 @@ class SqlStarts:
         if before is not None:
             where, parameters = where + " AND start < ?", [*parameters, before]
         (count,) = self._index.execute(f"SELECT count(*) FROM records WHERE {where}", parameters).fetchone()
+        order = "DESC" if descending else "ASC"
         rows = self._index.execute(
-            f"SELECT start FROM records WHERE {where} ORDER BY start {'DESC' if descending else 'ASC'} LIMIT ? OFFSET ?",
+            f"SELECT start FROM records WHERE {where} ORDER BY start {order} LIMIT ? OFFSET ?",
             [*parameters, limit, offset],
         )
         return count, [start for (start,) in rows]

@@ -477,8 +477,9 @@ class RecordStore:
         record made of several runs, or one whose file an append request is still writing)."""
         segments = record.segments
         if len(segments) == 1 and segments[0].offset == 0 and segments[0].name not in self.writing:
-            if not self.shared or not self._rconn.execute("SELECT 1 FROM appends WHERE blob = ?", (segments[0].name,)).fetchone():
-                return segments[0].name
+            name = segments[0].name
+            if not self.shared or not self._rconn.execute("SELECT 1 FROM appends WHERE blob = ?", (name,)).fetchone():
+                return name
         return None
 
     def content_hash(self, record: Record) -> "hashlib._Hash":
