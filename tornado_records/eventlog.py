@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from tornado_records.sqldb import Database
 
@@ -83,7 +83,7 @@ class EventLog:
             "SELECT id, wire, created FROM events WHERE created >= ? ORDER BY id DESC LIMIT ?",
             (self.oldest(), self.max_events),
         ).fetchall()
-        return [(event_id, bytes(wire), created) for event_id, wire, created in rows[::-1]]
+        return _events(rows[::-1])
 
     def oldest(self) -> float:
         """The Unix time of publication of the oldest event that may still be replayed."""
@@ -131,6 +131,11 @@ class EventLog:
             " OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
             (self.oldest(), self.max_events),
         )
+
+
+def _events(rows: Iterable[tuple]) -> list[Event]:
+    """Rows of the table as events (PostgreSQL gives the wire as a memoryview, SQLite as bytes)."""
+    return [(event_id, bytes(wire), created) for event_id, wire, created in rows]
 
 
 def frame(event_id: int, body: str) -> bytes:
@@ -182,7 +187,7 @@ class SharedEventLog(EventLog):
 
     def _insert(self, events: list) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
-        last = self._conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        last = self.last_id
         first = last + 1 if last else time.time_ns() // 1000  # as the hub's: from the time, then one by one
         rows = [(first + n, frame(first + n, body), created) for n, (_, body, created) in enumerate(events)]
         super()._insert(rows)
@@ -195,7 +200,7 @@ class SharedEventLog(EventLog):
             try:
                 for _ in self._listen.notifies(timeout=self.POLL, stop_after=1):
                     pass
-                rows = self._conn_read(self._seen)
+                rows = self._rows_after(self._seen)
             except Exception as exc:  # noqa: BLE001 (the database is away for a while: look again)
                 if self._closing.is_set():
                     return
@@ -206,9 +211,9 @@ class SharedEventLog(EventLog):
                 self._seen = rows[-1][0]
                 self.deliver(rows)
 
-    def _conn_read(self, after: int) -> list[Event]:
+    def _rows_after(self, after: int) -> list[Event]:
         rows = self._listen.execute("SELECT id, wire, created FROM events WHERE id > ? ORDER BY id", (after,))
-        return [(event_id, bytes(wire), created) for event_id, wire, created in rows]
+        return _events(rows)
 
 
 _EVENTS_LOCK = 7_261_442  # the advisory lock held while an event's id is chosen and its row written

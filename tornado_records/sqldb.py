@@ -43,10 +43,10 @@ class Database:
     like = "LIKE"  # the operator matching a pattern whatever the case of its ASCII letters
     greatest = "max"  # the larger of two values (a scalar function)
 
-    def __init__(self, path: Path, *, read_only: bool = False, immutable: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
         self.name = str(path)
         if read_only:
-            uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+            uri = f"{path.resolve().as_uri()}?mode=ro"
             self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         else:
             self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -69,15 +69,20 @@ class Database:
         """Run the block in one transaction that holds the right to write from its start (SQLite: BEGIN IMMEDIATE),
         committed at its end, rolled back if it raises."""
         self.execute(self._begin)
+        self._in_transaction = True
         try:
             yield
             self.execute("COMMIT")
         except BaseException:
-            if self.in_transaction:  # COMMIT itself may fail (a full disk), leaving the transaction open
+            # COMMIT itself may fail (a full disk), leaving the transaction open; a connection lost took it along
+            if self._in_transaction and self.in_transaction:
                 self.execute("ROLLBACK")
             raise
+        finally:
+            self._in_transaction = False
 
     _begin = "BEGIN IMMEDIATE"
+    _in_transaction = False  # inside transaction() (PostgreSQL: cleared when the connection is lost)
 
     @property
     def in_transaction(self) -> bool:
@@ -169,8 +174,6 @@ class PostgresDatabase(Database):
             self._reconnect()
             return run()
 
-    _in_transaction = False
-
     def _reconnect(self) -> None:
         try:
             self._conn = psycopg.connect(self._url, autocommit=True)
@@ -178,20 +181,6 @@ class PostgresDatabase(Database):
                 again()
         except psycopg.OperationalError as exc:
             raise IndexUnavailable(self.name, _first_line(exc)) from None
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        self.execute(self._begin)
-        self._in_transaction = True
-        try:
-            yield
-            self.execute("COMMIT")
-        except BaseException:
-            if self._in_transaction and self.in_transaction:
-                self.execute("ROLLBACK")
-            raise
-        finally:
-            self._in_transaction = False
 
     def schema(self, sql: str) -> None:
         with self.transaction():
@@ -255,11 +244,11 @@ def is_postgresql(index: str) -> bool:
     return index.startswith(("postgresql://", "postgres://"))
 
 
-def connect(index: str, data_dir: Path, *, read_only: bool = False, immutable: bool = False) -> Database:
+def connect(index: str, data_dir: Path, *, read_only: bool = False) -> Database:
     """The index named by the --index setting: `sqlite` (the file in the data directory) or a PostgreSQL URL."""
     if is_postgresql(index):
         return PostgresDatabase(index, read_only=read_only)
-    return Database(data_dir / SQLITE_FILE, read_only=read_only, immutable=immutable)
+    return Database(data_dir / SQLITE_FILE, read_only=read_only)
 
 
 def safe_url(url: str) -> str:
