@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Iterator, NoReturn
 
+import botocore.session
 import psycopg
 import pytest
 import tornado.httpclient
@@ -46,9 +47,10 @@ def settings() -> dict[str, str]:
     return {}
 
 
-# The engines a test of the contract runs on: the embedded default (SQLite and files), and the scale-out set
-# (PostgreSQL); the modules below run once on each, the others on the default only.
-ENGINES = ("sqlite", "postgresql")
+# The engines a test of the contract runs on: the embedded default (SQLite and files), a PostgreSQL index with the
+# files, and the scale-out set (PostgreSQL and objects in SeaweedFS's S3); the modules below run once on each, the
+# others on the default only.
+ENGINES = ("sqlite", "postgresql", "s3")
 ON_EVERY_ENGINE = {
     "test_records", "test_conditional", "test_list", "test_events_list", "test_sse", "test_events", "test_append",
     "test_resumable", "test_resumable_restart", "test_ranges", "test_digest_fields", "test_eventlog", "test_live",
@@ -64,8 +66,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def engine(request: pytest.FixtureRequest) -> dict[str, str]:
     """The settings that put the service under test on its engine (none: the embedded default); a fresh database
     for each test."""
-    if getattr(request, "param", "sqlite") == "postgresql":
+    name = getattr(request, "param", "sqlite")
+    if name == "postgresql":
         return {"index": request.getfixturevalue("postgres_url")}
+    if name == "s3":  # the keys in the environment, as an operator gives them (the process started inherits them)
+        monkeypatch = request.getfixturevalue("monkeypatch")
+        for variable, value in request.getfixturevalue("s3_env").items():
+            monkeypatch.setenv(variable, value)
+        bucket = request.getfixturevalue("bucket")
+        return {"index": request.getfixturevalue("postgres_url"), "blobs": f"s3://{bucket}/records"}
     return {}
 
 
@@ -122,6 +131,27 @@ def files_in(directory: Path) -> list[str]:
     """The files in a directory and its subdirectories (processes sharing an index keep their uploads in flight in
     tmp/<process>/), by name."""
     return sorted(p.name for p in directory.rglob("*") if not p.is_dir()) if directory.exists() else []
+
+
+def stored_blobs(engine: dict[str, str], data_dir: Path) -> dict[str, bytes]:
+    """The blobs the service under test keeps, by name, with their bytes: the files in data_dir/blobs, or the objects
+    under the S3 prefix of `engine` (read with the keys in the environment, as the service reads them)."""
+    if "blobs" not in engine:
+        return {name: (data_dir / "blobs" / name).read_bytes() for name in files_in(data_dir / "blobs")}
+    bucket, _, prefix = engine["blobs"].removeprefix("s3://").partition("/")
+    client = botocore.session.get_session().create_client("s3")
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
+        keys = sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+        return {key[len(prefix) + 1 :]: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def blobs(engine: dict[str, str], data_dir: Path):
+    """`blobs()`: the blobs of the app under test, by name, with their bytes (see stored_blobs)."""
+    return lambda: stored_blobs(engine, data_dir)
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:  # noqa: ANN001

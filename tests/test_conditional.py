@@ -101,7 +101,7 @@ async def test_create_only_upload(fetch, data_dir: Path) -> None:
 
 
 @pytest.mark.gen_test
-async def test_put_if_match(fetch, data_dir: Path) -> None:
+async def test_put_if_match(blobs, fetch, data_dir: Path) -> None:
     etag = (await stored(fetch))["Etag"]
     assert (await upload(fetch, record_url(), b"other", If_Match='"stale"')).code == 412
     assert await content(fetch) == BODY
@@ -111,15 +111,15 @@ async def test_put_if_match(fetch, data_dir: Path) -> None:
     # The etag names the first version only.
     assert (await upload(fetch, record_url(), b"third", If_Match=etag)).code == 412
     assert await content(fetch) == b"second"
-    assert len(files_in(data_dir / "blobs")) == 1
+    assert len(list(blobs())) == 1
 
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("if_match", ["*", '"abc"'])
-async def test_put_if_match_on_a_missing_record_is_412(fetch, data_dir: Path, if_match: str) -> None:
+async def test_put_if_match_on_a_missing_record_is_412(blobs, fetch, data_dir: Path, if_match: str) -> None:
     assert (await upload(fetch, record_url(), BODY, If_Match=if_match)).code == 412
     assert await content(fetch) is None
-    assert files_in(data_dir / "blobs") == []
+    assert list(blobs()) == []
 
 
 @pytest.mark.gen_test
@@ -173,7 +173,7 @@ async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 @pytest.mark.gen_test
-async def test_racing_create_only_uploads_one_wins(fetch, data_dir: Path) -> None:
+async def test_racing_create_only_uploads_one_wins(blobs, fetch, data_dir: Path) -> None:
     release = asyncio.Event()
     bodies = [b"A" * 300_000, b"B" * 300_000]
     headers = {"If-None-Match": "*"}
@@ -190,7 +190,7 @@ async def test_racing_create_only_uploads_one_wins(fetch, data_dir: Path) -> Non
     winner = bodies[[r.code for r in responses].index(204)]
     assert await content(fetch) == winner
     assert files_in(data_dir / "tmp") == []
-    assert len(files_in(data_dir / "blobs")) == 1
+    assert len(list(blobs())) == 1
 
 
 @pytest.mark.gen_test

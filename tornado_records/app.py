@@ -51,7 +51,7 @@ def resource(name: str) -> Path:
 
 def make_app(config: Config) -> tornado.web.Application:
     """The application serving the records kept in `config.data_dir`."""
-    store = RecordStore(config.data_dir, config.index.url)
+    store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()

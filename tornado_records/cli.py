@@ -20,6 +20,7 @@ import tornado.netutil
 import uvloop
 
 from tornado_records import __version__, backup, check, sqldb
+from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.datadir import CommandError
@@ -155,6 +156,8 @@ async def serve(config: Config) -> None:
     except sqldb.Database.errors as exc:  # a PostgreSQL index (SQLite's errors are DatabaseErrors, above)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StartupError(f"cannot use the index {config.index}: {reason}") from None
+    except BlobsError as exc:
+        raise StartupError(f"cannot keep recordings in {config.blobs}: {exc}") from None
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)
@@ -164,12 +167,13 @@ async def serve(config: Config) -> None:
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     port = sockets[0].getsockname()[1]
     log.info(
-        "tornado-records %s serving on http://%s:%d, data in %s, index %s",
+        "tornado-records %s serving on http://%s:%d, data in %s, index %s%s",
         __version__,
         config.host,
         port,
         config.data_dir.resolve(),
         config.index,
+        f", recordings in {config.blobs}" if config.blobs else "",
     )
 
     stopping = asyncio.Event()

@@ -8,6 +8,7 @@ import hmac
 import ipaddress
 import logging
 import re
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,6 +160,25 @@ def parse_index(text: str) -> Index:
     raise ValueError(f"{sqldb.safe_url(text)!r} is neither sqlite nor a postgresql:// URL")
 
 
+def parse_blobs(text: str) -> str:
+    """Empty (the data directory's blobs/), or s3://bucket/prefix."""
+    text = text.strip()
+    if not text:
+        return ""
+    parsed = urllib.parse.urlsplit(text)
+    if parsed.scheme != "s3" or not parsed.netloc or parsed.query or parsed.fragment:
+        raise ValueError(f"{text!r} is not s3://bucket/prefix (leave it empty to keep recordings in the data directory)")
+    return text
+
+
+def parse_endpoint(text: str) -> str:
+    """Empty, or an http(s):// URL."""
+    text = text.strip()
+    if text and urllib.parse.urlsplit(text).scheme not in ("http", "https"):
+        raise ValueError(f"{text!r} is not an http:// or https:// URL")
+    return text
+
+
 def parse_token_file(text: str) -> Secret | None:
     """The secret held by the file at this path (its one line); None for an empty path (no token needed)."""
     if not text.strip():
@@ -208,6 +228,19 @@ SETTINGS: tuple[Setting, ...] = (
         "where the index of records and the event log are: sqlite (records.sqlite3 in the data directory), or a "
         "postgresql://user:password@host/database URL, which several processes may share",
         parse_index,
+    ),
+    Setting(
+        "blobs",
+        "",
+        "where the recordings are kept: empty for blobs/ in the data directory, or s3://bucket/prefix in an "
+        "S3-compatible object store (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
+        parse_blobs,
+    ),
+    Setting(
+        "s3_endpoint",
+        "",
+        "the object store's URL (such as http://127.0.0.1:8333) for --blobs s3://...; empty: AWS_ENDPOINT_URL, or AWS",
+        parse_endpoint,
     ),
     Setting(
         "max_body_size",
@@ -283,6 +316,8 @@ class Config:
     port: int
     data_dir: Path
     index: Index
+    blobs: str
+    s3_endpoint: str
     max_body_size: int
     accel_redirect: str
     sse_keepalive: float

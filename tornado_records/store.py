@@ -36,6 +36,9 @@ from typing import Awaitable, BinaryIO, Callable, Iterator
 import tornado.ioloop
 
 from tornado_records import catalogue, sqldb
+from tornado_records.blobs import (
+    BlobsError, FileContent, ObjectContent, ObjectSender, Segment, fsync_dir, open_blobs, piece_end,
+)
 from tornado_records.starts import SqlStarts, StartIndex
 from tornado_records.spool import Spool
 
@@ -137,19 +140,6 @@ Condition = Callable[["Record | None"], bool]
 """A precondition on a record's current version (None: there is none), checked as part of a change."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """`length` bytes of the file `name` in blobs/, from `offset`."""
-
-    name: str
-    offset: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.length
-
-
 def blob_spec(segments: list[Segment]) -> str:
     """The index's text for a content made of these runs."""
     return " ".join(f"{s.name}:{s.offset}:{s.length}" for s in segments)
@@ -194,53 +184,12 @@ class Record:
         }
 
 
-class Content:
-    """The bytes of a version, open for reading (seek, read): its runs, read one after the other."""
-
-    def __init__(self, files: list[tuple[BinaryIO, Segment]]) -> None:
-        self._files = files
-        self._at = 0
-
-    def seek(self, position: int) -> None:
-        self._at = position
-
-    def read(self, size: int) -> bytes:
-        """Up to `size` bytes from the position (fewer at the end of a run; empty at the end)."""
-        base = 0
-        for file, segment in self._files:
-            if self._at < base + segment.length:
-                skip = self._at - base
-                data = os.pread(file.fileno(), min(size, segment.length - skip), segment.offset + skip)
-                self._at += len(data)
-                return data
-            base += segment.length
-        return b""
-
-    def runs(self, start: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """The bytes start..start+length as runs of the open files: (file descriptor, offset, length)."""
-        base = 0
-        for file, segment in self._files:
-            if length <= 0:
-                return
-            if start < base + segment.length:
-                skip = max(0, start - base)
-                take = min(length, segment.length - skip)
-                yield file.fileno(), segment.offset + skip, take
-                start += take
-                length -= take
-            base += segment.length
-
-    def close(self) -> None:
-        for file, _ in self._files:
-            file.close()
-
-
 @dataclasses.dataclass
 class Blob:
     """A record and its content, open for reading; it stays readable even if the record is replaced meanwhile."""
 
     record: Record
-    file: Content
+    file: FileContent | ObjectContent
 
     def close(self) -> None:
         self.file.close()
@@ -268,8 +217,13 @@ class Upload:
         start: datetime.datetime,
         content_type: str,
         expected: dict[str, bytes] | None = None,
+        name: str = "",
+        sender: ObjectSender | None = None,
     ) -> None:
         self.path = path
+        self.name = name  # the blob it becomes
+        self.sender = sender  # writes it to the object store as it arrives (S3 blobs), else None
+        self._follower: Callable[[], None] | None = None
         self.event = event
         self.start = start
         self.content_type = content_type
@@ -279,6 +233,7 @@ class Upload:
         with storage_errors():
             self._file: BinaryIO | None = open(path, "xb", buffering=0)
         self._spool = Spool(self._file, self._hashes.values())
+        self._spool.on_written = self._written
 
     @property
     def received(self) -> int:
@@ -299,7 +254,13 @@ class Upload:
 
     def follow(self, on_written: Callable[[], None]) -> None:
         """Have `on_written` called (on the event loop) whenever received bytes reach the file."""
-        self._spool.on_written = on_written
+        self._follower = on_written
+
+    def _written(self) -> None:
+        if self.sender is not None:
+            self.sender.written(self._spool.written)
+        if self._follower is not None:
+            self._follower()
 
     async def drain(self) -> None:
         """Wait until all that was received is in the file; StorageFull if the disk is full."""
@@ -317,8 +278,9 @@ class Upload:
         for name, digest in self.expected.items():
             if not hmac.compare_digest(self._hashes[name].digest(), digest):
                 raise DigestMismatch(name)
-        with storage_errors():
-            os.fsync(self._file.fileno())
+        if self.sender is None:  # an object store keeps the content durably instead
+            with storage_errors():
+                os.fsync(self._file.fileno())
         self._spool.close()
         self._file = None
         return self.sha256.hexdigest()
@@ -335,15 +297,20 @@ class Upload:
             self._file = None
         if not self.moved:
             self.path.unlink(missing_ok=True)
+        if self.sender is not None:
+            sender, self.sender = self.sender, None
+            if sender.upload_id is not None:
+                asyncio.get_running_loop().run_in_executor(None, sender.abort)
 
 
 class RecordStore:
     """The records of one data directory. Reads run on the caller's thread; writes go through one writer thread."""
 
-    def __init__(self, root: Path, index: str = "sqlite") -> None:
+    def __init__(self, root: Path, index: str = "sqlite", blobs: str = "", endpoint: str | None = None) -> None:
         self.root = root
-        self.blobs = root / "blobs"
+        self.blobs = root / "blobs"  # blob files; with an object store, the files of append pieces while they arrive
         self.blobs.mkdir(parents=True, exist_ok=True)
+        self.blob_store = open_blobs(blobs, root, endpoint)  # where versions' content is kept
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records-writer")
         self._wconn = sqldb.connect(index, root)
         self._wconn.schema(_SCHEMA)
@@ -380,6 +347,7 @@ class RecordStore:
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
+        self.blob_store.close()
         self._wconn.close()
         self._rconn.close()
 
@@ -452,30 +420,23 @@ class RecordStore:
         file of it is missing or shorter than its runs (for a one-file record: not of the record's size)."""
         for _ in range(3):
             record = self.get(event, start)
-            files: list[tuple[BinaryIO, Segment]] = []
-            try:
-                for segment in record.segments:
-                    files.append((open(self.blobs / segment.name, "rb"), segment))
-            except FileNotFoundError:
-                Content(files).close()
-                if self.get(event, start) == record:
-                    raise ContentDamaged(record, f"its file blobs/{segment.name} is missing") from None
-                continue  # replaced or deleted between the query and the open: look again
-            blob = Blob(record, Content(files))
             whole = ":" not in record.blob  # one file that is the content; else runs, parts of files that may grow
-            for file, segment in files:
-                found = os.fstat(file.fileno()).st_size
-                if found < segment.end or (whole and found != record.size):
-                    blob.close()
-                    expected = f"{record.size} bytes" if whole else f"at least {segment.end} bytes (a run ends there)"
-                    raise ContentDamaged(record, f"its file blobs/{segment.name} is {found} bytes, not {expected}")
-            return blob
+            try:
+                return Blob(record, self.blob_store.open(record.segments, whole))
+            except FileNotFoundError as exc:
+                if self.get(event, start) == record:
+                    raise ContentDamaged(record, f"its blob {Path(exc.filename or str(exc)).name} is missing") from None
+                continue  # replaced or deleted between the query and the open: look again
+            except BlobsError as exc:
+                raise ContentDamaged(record, str(exc)) from None
         raise StoreError(f"the content of event {event} starting at {start.isoformat()} is missing from the disk")
 
     def sealed_file(self, record: Record) -> str | None:
         """The one blob file that holds exactly the record's content and will not change, or None (an appended
         record made of several runs, or one whose file an append request is still writing)."""
         segments = record.segments
+        if not self.blob_store.local:
+            return None
         if len(segments) == 1 and segments[0].offset == 0 and segments[0].name not in self.writing:
             name = segments[0].name
             if not self.shared or not self._rconn.execute("SELECT 1 FROM appends WHERE blob = ?", (name,)).fetchone():
@@ -508,8 +469,7 @@ class RecordStore:
             self._hashes.popitem(last=False)
 
     def _open_version(self, record: Record) -> Blob:
-        files = [(open(self.blobs / s.name, "rb"), s) for s in record.segments]
-        return Blob(record, Content(files))
+        return Blob(record, self.blob_store.open(record.segments, whole=False))
 
     # -- writing -------------------------------------------------------------------------------------------------
 
@@ -536,8 +496,15 @@ class RecordStore:
         the event loop's time in a storm of 50 uploads at once, before this moved; see bench/, ping-storm).
         """
         path = self.tmp / f"{uuid.uuid4().hex}.part"
+        name = self.new_name()
+        sender = None if self.blob_store.local else ObjectSender(self.blob_store, path, name)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, Upload, path, event, start, content_type, expected)
+        return await loop.run_in_executor(None, Upload, path, event, start, content_type, expected, name, sender)
+
+    def new_name(self) -> str:
+        """A new blob's name: random (in an object store, after the name of the process that writes it, so that
+        the sweep at a start knows whose unfinished uploads it finds)."""
+        return uuid.uuid4().hex if self.blob_store.local else f"{self.owner:x}-{uuid.uuid4().hex}"
 
     async def commit(self, upload: Upload, condition: Condition | None = None) -> tuple[Record, bool]:
         """Make a received upload the record's current version; returns it and whether the record is new.
@@ -550,12 +517,16 @@ class RecordStore:
         try:
             await upload.drain()
             sha256 = await loop.run_in_executor(None, upload.seal)
+            if upload.sender is not None:
+                await upload.sender.finish(upload.size)
+                upload.sender = None  # the object is whole: the commit removes it if it fails
             return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
         finally:
             upload.discard()
 
     def _commit(self, upload: Upload, sha256: str, condition: Condition | None) -> tuple[Record, bool]:
-        blob = uuid.uuid4().hex
+        """commit() in the writer thread; with an object store, the object `upload.name` is whole already."""
+        blob = upload.name
         record = Record(
             str(upload.event), upload.start.isoformat(), upload.content_type, upload.size, sha256, int(time.time()), blob
         )
@@ -565,17 +536,15 @@ class RecordStore:
                 old = self._current(upload.event, upload.start)
                 if condition is not None and not condition(old):
                     raise PreconditionFailed(upload.event, upload.start)
-                os.rename(upload.path, self.blobs / blob)
-                upload.moved = True
-                # The file's mtime is the record's Last-Modified, so nginx sending it itself (X-Accel-Redirect) agrees.
-                os.utime(self.blobs / blob, (record.modified, record.modified))
-                _fsync_dir(self.blobs)
+                if self.blob_store.local:
+                    self.blob_store.place(upload.path, blob, record.modified)
+                    upload.moved = True
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
         except sqldb.IndexUnavailable:
             raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
         except BaseException:
-            (self.blobs / blob).unlink(missing_ok=True)
+            self.blob_store.remove(blob)
             raise
         self._starts.add(record.event, record.start)
         self.keep_hash(upload.sha256)
@@ -591,7 +560,7 @@ class RecordStore:
         keep |= self.writing | self._written_elsewhere(old.event, old.start)
         for segment in old.segments:
             if segment.name not in keep:
-                (self.blobs / segment.name).unlink(missing_ok=True)
+                self.blob_store.remove(segment.name)
 
     def _written_elsewhere(self, event: str, start: str) -> set[str]:
         """The files that append requests of other processes sharing the index write for the record (in the writer
@@ -638,30 +607,44 @@ class RecordStore:
         """append() in the writer thread (or at start-up), given the version it extends and that version's hash;
         _Changed if the record is no longer that version."""
         path = self.blobs / name
-        with storage_errors(), self._wconn.transaction():
-            self._wconn.lock_record(event, start)
-            old = self._current(event, start)
-            if old != expected:
-                raise _Changed()
-            segments = old.segments if old is not None else []
-            # never a byte of the file twice: from where the record's runs of it end (another process may have
-            # joined them for this one, while it had lost its name with its connection to the index)
-            at = max([at] + [s.end for s in segments if s.name == name])
-            if at >= upto:
+        sent = None  # the object that holds the bytes joined, with an object store
+        try:
+            with storage_errors(), self._wconn.transaction():
+                self._wconn.lock_record(event, start)
+                old = self._current(event, start)
+                if old != expected:
+                    raise _Changed()
+                segments = old.segments if old is not None else []
+                # never a byte of the file twice: from where the record's runs of it end (another process may have
+                # joined them for this one, while it had lost its name with its connection to the index)
+                at = max([at] + [end for s in segments if (end := piece_end(s, name)) is not None])
+                if at >= upto:
+                    self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
+                    return old, False
+                if not self.blob_store.local:  # the bytes joined become an object of their own, named for where
+                    sent = f"{name}.{at}"
+                    self.blob_store.send(path, sent, at, upto)
+                    segments.append(Segment(sent, 0, upto - at))
+                elif segments and segments[-1].name == name and segments[-1].end == at:
+                    segments[-1] = Segment(name, segments[-1].offset, upto - segments[-1].offset)
+                else:
+                    segments.append(Segment(name, at, upto - at))
+                _hash_file(digest, path, at, upto)
+                size = (old.size if old is not None else 0) + upto - at
+                content_type = old.type if old is not None else content_type
+                modified = int(time.time())
+                record = Record(event, start, content_type, size, digest.hexdigest(), modified, blob_spec(segments))
+                if sent is None:
+                    os.utime(path, (modified, modified))  # Last-Modified, when nginx sends the file itself
+                self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
+                catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
                 self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
-                return old, False
-            if segments and segments[-1].name == name and segments[-1].end == at:
-                segments[-1] = Segment(name, segments[-1].offset, upto - segments[-1].offset)
-            else:
-                segments.append(Segment(name, at, upto - at))
-            _hash_file(digest, path, at, upto)
-            size = (old.size if old is not None else 0) + upto - at
-            content_type = old.type if old is not None else content_type
-            record = Record(event, start, content_type, size, digest.hexdigest(), int(time.time()), blob_spec(segments))
-            os.utime(path, (record.modified, record.modified))  # Last-Modified, when nginx sends the file itself
-            self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
-            catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
-            self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
+        except sqldb.IndexUnavailable:
+            raise  # the outcome is unknown: the object stays (named, or an orphan that a later start removes)
+        except BaseException:
+            if sent is not None:
+                self.blob_store.remove(sent)
+            raise
         self._starts.add(event, start)
         self.keep_hash(digest)
         return record, old is None
@@ -798,9 +781,16 @@ class RecordStore:
 
     async def commit_file(self, upload: "Upload", sha256: str, condition: Condition | None) -> tuple[Record, bool]:
         """Make a durable, checked file the record's current version, as `commit` does with a sealed upload (the
-        file is renamed into blobs/); `upload` names the file, the record, its media type, size and hash."""
+        file is renamed into blobs/, or sent to the object store and then removed); `upload` names the file, the
+        record, its media type, size and hash."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
+        upload.name = self.new_name()
+        if not self.blob_store.local:
+            await loop.run_in_executor(None, self.blob_store.send, upload.path, upload.name)
+        committed = await loop.run_in_executor(self._writer, self._commit, upload, sha256, condition)
+        if not self.blob_store.local:
+            upload.path.unlink(missing_ok=True)
+        return committed
 
     def _execute(self, sql: str, parameters: tuple) -> None:
         with storage_errors(), self._wconn.transaction():
@@ -847,7 +837,12 @@ class RecordStore:
         their records; uploads in flight and blobs no record points to are removed."""
         if self.shared:
             self._recover_shared()
-            return
+        else:
+            self._recover_alone()
+        if not self.blob_store.local:
+            self._sweep_objects()
+
+    def _recover_alone(self) -> None:
         self._recover_appends()
         leftovers = list(self.tmp.iterdir())
         for path in leftovers:
@@ -882,6 +877,30 @@ class RecordStore:
             path.unlink(missing_ok=True)
         if orphans:
             log.warning("removed %d orphan blob(s) from %s", len(orphans), self.root)
+
+    def _sweep_objects(self) -> None:
+        """In an object store: abort the multipart uploads that a process that ended began, and remove the objects
+        no record names (alone on the index: all of them; sharing it, those ORPHAN_AGE old)."""
+        unfinished = 0
+        for name, upload_id in self.blob_store.unfinished():
+            owner = int(name.split("-", 1)[0], 16) if "-" in name else 0
+            if not self.shared or (owner != self.owner and self._ended(owner)):
+                self.blob_store.abort(name, upload_id)
+                unfinished += 1
+        known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
+        orphans = set(self.blob_store.names(time.time() - ORPHAN_AGE if self.shared else None)) - known
+        for name in orphans:
+            self.blob_store.remove(name)
+        if unfinished or orphans:
+            log.warning("aborted %d unfinished upload(s) and removed %d orphan object(s) in %s", unfinished,
+                        len(orphans), self.blob_store)  # fmt: skip
+
+    def _ended(self, owner: int) -> bool:
+        """Whether the process `owner` that shared the index has ended (its name is free)."""
+        if not self._wconn.claim(owner, wait=False):
+            return False
+        self._wconn.release(owner)
+        return True
 
     def _recover_appends(self, owner: int | None = None) -> None:
         """Join to their records the bytes that append requests had received and that were not in them yet, in the
@@ -964,12 +983,4 @@ def _fsync_file(path: Path, directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(directory)

@@ -18,6 +18,7 @@ from tornado.iostream import StreamClosedError
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.handlers.base import BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.blobs import piece_end
 from tornado_records.store import RecordNotFound, RecordStore
 
 CHUNK = 1 << 16
@@ -100,14 +101,14 @@ class LiveHandler(BaseHandler):
         piece = queue[0] if queue and queue[0].name is not None else None
         if piece is not None:
             runs = [] if blob is None else blob.record.segments
-            joined = runs[-1].end if runs and runs[-1].name == piece.name else 0
+            joined = (piece_end(runs[-1], piece.name) if runs else None) or 0
             unjoined = (piece.name, joined, piece.size)
         if blob is not None:
             try:
                 if size < sent and piece is None:
                     return None
                 blob.file.seek(sent)
-                while sent < size and (data := blob.file.read(min(CHUNK, size - sent))):
+                while sent < size and (data := await blob.file.aread(min(CHUNK, size - sent))):
                     sent += len(data)
                     await self._write(data)
             finally:

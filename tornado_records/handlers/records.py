@@ -271,15 +271,26 @@ class RecordHandler(BaseHandler):
         self.set_header("Last-Modified", record.modified_at)
 
     async def get(self, *_: str) -> None:
-        blob = self.store.open(self.event, self.start)
-        try:
-            part = self._start_answer(blob.record)
-            if part is not None:
-                await self._send(blob, part)
-        except StreamClosedError:
-            return  # the client left; nothing to answer
-        finally:
-            blob.close()
+        for attempt in range(3):
+            blob = self.store.open(self.event, self.start)
+            try:
+                part = self._start_answer(blob.record)
+                if part is not None:
+                    await self._send(blob, part)
+                return
+            except StreamClosedError:
+                return  # the client left; nothing to answer
+            except FileNotFoundError:
+                # an object that the version names is gone: replaced or deleted between the index's answer and the
+                # first read of it (then answer anew), or during the download (then it is cut off)
+                if self._headers_written:
+                    self.request.connection.stream.close()
+                    return
+                if attempt == 2:
+                    raise
+                self.clear()
+            finally:
+                blob.close()
 
     def head(self, *_: str) -> None:
         self._start_answer(self.store.get(self.event, self.start))
@@ -337,7 +348,7 @@ class RecordHandler(BaseHandler):
     async def _send(self, blob: Blob, part: ByteRange) -> None:
         """Send the bytes of `part` from the blob: with sendfile where the connection allows (see sendfile.py),
         else a chunk at a time."""
-        if can_sendfile(self):
+        if can_sendfile(self) and blob.file.local:
             try:
                 await send_runs(self, blob.file.runs(part.start, part.length))
             except ShortFile:
@@ -348,7 +359,7 @@ class RecordHandler(BaseHandler):
             return
         blob.file.seek(part.start)
         remaining = part.length
-        while remaining > 0 and (chunk := blob.file.read(min(DOWNLOAD_CHUNK, remaining))):
+        while remaining > 0 and (chunk := await blob.file.aread(min(DOWNLOAD_CHUNK, remaining))):
             self.write(chunk)
             await self.flush()
             # flush() is already done when the socket took the chunk at once (a fast client): yield anyway, so that

@@ -1,0 +1,401 @@
+"""Where the content of record versions is kept: files in the data directory's blobs/ (the embedded default), or
+objects in an S3-compatible bucket (`--blobs s3://bucket/prefix`). Knows nothing of HTTP nor of the index.
+
+A version's content is the concatenation of runs (`Segment`s) of blobs. Blobs never change once a version names
+them; the store (store.py) names a blob in the index only once it is whole and durable: a file fsynced and renamed
+into blobs/, or an object whose upload is complete.
+
+On S3, the data directory still holds what is in flight (tmp/, append pieces while they arrive, resumable
+uploads), and an object is written in parts of PART bytes as its file fills (`ObjectSender`), so that the commit at
+the end of an upload has at most one part left to send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+import os
+import urllib.parse
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
+COPY_PART = 1 << 30  # bytes of each part copied from another object (UploadPartCopy; S3 allows up to 5 GiB)
+READ_BLOCK = 1 << 20
+
+
+class BlobsError(Exception):
+    """The blob store did not do what was asked (the message says what and why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Segment:
+    """`length` bytes of the blob `name`, from `offset`."""
+
+    name: str
+    offset: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def piece_end(segment: Segment, name: str) -> int | None:
+    """Where in the append piece file `name` a run of it ends (None: the run is not of that file). On S3 a run of a
+    piece's file is the object `name.AT` that holds its bytes from AT."""
+    if segment.name == name:
+        return segment.end
+    stem, _, at = segment.name.rpartition(".")
+    return int(at) + segment.length if stem == name and at.isdigit() else None
+
+
+class FileContent:
+    """The bytes of a version in blob files, open for reading (seek, read): its runs, read one after the other."""
+
+    local = True  # runs() gives file descriptors, for sendfile
+
+    def __init__(self, files: list[tuple[BinaryIO, Segment]]) -> None:
+        self._files = files
+        self._at = 0
+
+    def seek(self, position: int) -> None:
+        self._at = position
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the position (fewer at the end of a run; empty at the end)."""
+        base = 0
+        for file, segment in self._files:
+            if self._at < base + segment.length:
+                skip = self._at - base
+                data = os.pread(file.fileno(), min(size, segment.length - skip), segment.offset + skip)
+                self._at += len(data)
+                return data
+            base += segment.length
+        return b""
+
+    async def aread(self, size: int) -> bytes:
+        """read(), for the event loop (a file in the page cache reads at once)."""
+        return self.read(size)
+
+    def runs(self, start: int, length: int) -> Iterator[tuple[int, int, int]]:
+        """The bytes start..start+length as runs of the open files: (file descriptor, offset, length)."""
+        base = 0
+        for file, segment in self._files:
+            if length <= 0:
+                return
+            if start < base + segment.length:
+                skip = max(0, start - base)
+                take = min(length, segment.length - skip)
+                yield file.fileno(), segment.offset + skip, take
+                start += take
+                length -= take
+            base += segment.length
+
+    def close(self) -> None:
+        for file, _ in self._files:
+            file.close()
+
+
+class FileBlobs:
+    """Blobs as files in one directory (the data directory's blobs/), on the filesystem of its tmp/."""
+
+    local = True
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+
+    def __str__(self) -> str:
+        return str(self.directory)
+
+    def open(self, segments: list[Segment], whole: bool) -> FileContent:
+        """The runs, open for reading; FileNotFoundError if a file is missing, BlobsError (its message: which and
+        how) if one is shorter than its runs, or, where `whole`, not the size of its one run."""
+        files: list[tuple[BinaryIO, Segment]] = []
+        try:
+            for segment in segments:
+                files.append((open(self.directory / segment.name, "rb"), segment))
+                found = os.fstat(files[-1][0].fileno()).st_size
+                if found < segment.end or (whole and found != segment.length):
+                    expected = f"at least {segment.end} bytes (a run ends there)"
+                    expected = f"{segment.length} bytes" if whole else expected
+                    raise BlobsError(f"its file blobs/{segment.name} is {found} bytes, not {expected}")
+        except BaseException:
+            FileContent(files).close()
+            raise
+        return FileContent(files)
+
+    def place(self, path: Path, name: str, modified: int) -> None:
+        """Make the durable file `path` (in tmp/) the blob `name`: renamed, its mtime the version's Last-Modified (so
+        that nginx sending it itself agrees), and the name made durable."""
+        os.rename(path, self.directory / name)
+        os.utime(self.directory / name, (modified, modified))
+        fsync_dir(self.directory)
+
+    def remove(self, name: str) -> None:
+        (self.directory / name).unlink(missing_ok=True)
+
+    def names(self, older_than: float | None = None) -> list[str]:
+        """The blobs there are (those last changed before the Unix time `older_than`, if given)."""
+        return [
+            path.name
+            for path in self.directory.iterdir()
+            if older_than is None or path.stat().st_mtime < older_than
+        ]
+
+    def close(self) -> None:
+        pass
+
+
+class ObjectContent:
+    """The bytes of a version in objects, open for reading: one ranged GET a run, kept open while reads follow on."""
+
+    local = False
+
+    def __init__(self, blobs: ObjectBlobs, segments: list[Segment]) -> None:
+        self._blobs = blobs
+        self._segments = segments
+        self._at = 0
+        self._body: Any = None  # the open GET's body
+        self._body_at = -1  # the position in the content its next byte has
+        self._body_left = 0
+
+    def seek(self, position: int) -> None:
+        self._at = position
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes from the position (fewer at the end of a run; empty at the end). Blocks."""
+        if self._body is None or self._body_at != self._at or self._body_left == 0:
+            if not self._open():
+                return b""
+        data = self._body.read(min(size, self._body_left))
+        if not data:
+            raise BlobsError("the object store ended a read before the run's end")
+        self._at += len(data)
+        self._body_at = self._at
+        self._body_left -= len(data)
+        return data
+
+    async def aread(self, size: int) -> bytes:
+        """read(), in a thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._blobs.readers, self.read, size)
+
+    def _open(self) -> bool:
+        self.close()
+        base = 0
+        for segment in self._segments:
+            if self._at < base + segment.length:
+                skip = self._at - base
+                self._body = self._blobs.get(segment.name, segment.offset + skip, segment.length - skip)
+                self._body_at, self._body_left = self._at, segment.length - skip
+                return True
+            base += segment.length
+        return False
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+
+class ObjectBlobs:
+    """Blobs as objects in an S3-compatible bucket, under a prefix: s3://bucket/prefix. The endpoint and the
+    credentials come from `endpoint` or else the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_REGION), as botocore reads them."""
+
+    local = False
+
+    def __init__(self, url: str, endpoint: str | None = None) -> None:
+        try:
+            import botocore.config
+            import botocore.session
+        except ImportError:
+            raise BlobsError("S3 needs botocore: pip install 'tornado-records[scale]'") from None
+
+        parsed = urllib.parse.urlsplit(url)
+        self.bucket = parsed.netloc
+        self.prefix = parsed.path.lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.url = f"s3://{self.bucket}/{self.prefix}"
+        config = botocore.config.Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4})
+        self.client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint or None, config=config)
+        self.readers = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="records-s3-read")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def check(self) -> None:
+        """BlobsError, saying why, unless the bucket answers (at start-up: a clear error rather than failed uploads)."""
+        import botocore.exceptions
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise BlobsError(f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")) from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BlobsError(str(exc)) from None
+
+    def key(self, name: str) -> str:
+        return self.prefix + name
+
+    def open(self, segments: list[Segment], whole: bool) -> ObjectContent:  # noqa: ARG002 (checked as it is read)
+        return ObjectContent(self, segments)
+
+    def get(self, name: str, offset: int, length: int) -> Any:
+        """The body of a GET of `length` bytes of the object from `offset` (FileNotFoundError: no such object)."""
+        try:
+            answer = self.client.get_object(
+                Bucket=self.bucket, Key=self.key(name), Range=f"bytes={offset}-{offset + length - 1}"
+            )
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"object {self.key(name)}") from None
+        return answer["Body"]
+
+    def send(self, path: Path, name: str, at: int = 0, upto: int | None = None) -> None:
+        """Write the bytes at..upto of the file `path` (to its end: None) as the object `name` (blocks). Nothing
+        is left behind where it fails."""
+        upto = os.path.getsize(path) if upto is None else upto
+        sender = ObjectSender(self, path, name, at)
+        try:
+            sender.send_parts(upto, last=True)
+            sender.complete()
+        except BaseException:
+            sender.abort()
+            raise
+
+    def remove(self, name: str) -> None:
+        """Remove the object. A download that has begun reading it goes on (its GET does); one that has not yet
+        begun a run of it (an appended record, replaced or deleted during its download) is cut off there."""
+        self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    def names(self, older_than: float | None = None) -> list[str]:
+        """The objects under the prefix (those last changed before the Unix time `older_than`, if given)."""
+        found = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                if older_than is None or item["LastModified"].timestamp() < older_than:
+                    found.append(item["Key"][len(self.prefix) :])
+        return [name for name in found if "/" not in name]
+
+    def unfinished(self) -> list[tuple[str, str]]:
+        """The multipart uploads under the prefix that were begun and neither completed nor aborted: (name, id)."""
+        found = []
+        pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix)
+        for page in pages:
+            for item in page.get("Uploads", []):
+                found.append((item["Key"][len(self.prefix) :], item["UploadId"]))
+        return found
+
+    def abort(self, name: str, upload_id: str) -> None:
+        self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
+
+    def close(self) -> None:
+        self.readers.shutdown(wait=False)
+        self.client.close()
+
+
+class ObjectSender:
+    """Writes a growing file to one object, a part of PART bytes at a time as the file fills (a multipart upload,
+    begun with the first full part); `complete` sends the rest and makes the object, `abort` leaves nothing."""
+
+    def __init__(self, blobs: ObjectBlobs, path: Path, name: str, at: int = 0) -> None:
+        self.blobs = blobs
+        self.path = path
+        self.name = name
+        self.sent = at  # the file's bytes up to here are in parts sent
+        self.upload_id: str | None = None
+        self.parts: list[dict] = []
+        self._rest = b""  # what was left under a part (last=True), for complete()
+        self._busy: asyncio.Future | None = None
+        self.error: BaseException | None = None
+
+    def written(self, size: int) -> None:
+        """The file now has `size` bytes: send its full parts in a thread, unless a sending is under way (called on
+        the event loop)."""
+        if size - self.sent >= PART and (self._busy is None or self._busy.done()) and self.error is None:
+            self._busy = asyncio.get_running_loop().run_in_executor(None, self._send_logged, size)
+
+    def _send_logged(self, size: int) -> None:
+        try:
+            self.send_parts(size, last=False)
+        except BaseException as exc:  # noqa: BLE001 (kept: complete() raises it)
+            self.error = exc
+
+    def send_parts(self, upto: int, last: bool) -> None:
+        """Send the file's bytes up to `upto` in parts of PART bytes (with `last`, what is left under a part is
+        read for complete(), else it waits for more). Blocks."""
+        client = self.blobs.client
+        with open(self.path, "rb") as file:
+            while upto - self.sent >= PART or (last and upto > self.sent):
+                data = os.pread(file.fileno(), min(PART, upto - self.sent), self.sent)
+                if len(data) < min(PART, upto - self.sent):
+                    raise BlobsError(f"the file {self.path.name} is shorter than its upload")
+                if len(data) < PART and self.upload_id is None:
+                    self._rest = data  # one small object: complete() puts it whole
+                    self.sent += len(data)
+                    return
+                if self.upload_id is None:
+                    self.upload_id = client.create_multipart_upload(
+                        Bucket=self.blobs.bucket, Key=self.blobs.key(self.name)
+                    )["UploadId"]
+                number = len(self.parts) + 1
+                answer = client.upload_part(
+                    Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id,
+                    PartNumber=number, Body=data,
+                )  # fmt: skip
+                self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
+                self.sent += len(data)
+
+    async def finish(self, size: int) -> None:
+        """Send the rest of the file (it has `size` bytes) and complete the object; raises what a part's sending
+        met."""
+        loop = asyncio.get_running_loop()
+        if self._busy is not None:
+            await self._busy
+        if self.error is not None:
+            raise self.error
+        await loop.run_in_executor(None, self.send_parts, size, True)
+        await loop.run_in_executor(None, self.complete)
+
+    def complete(self) -> None:
+        """Make the object of the parts sent (or of the small rest alone). Blocks."""
+        client = self.blobs.client
+        if self.upload_id is None:
+            client.put_object(Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), Body=self._rest)
+            return
+        client.complete_multipart_upload(
+            Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.parts},
+        )  # fmt: skip
+        self.upload_id = None
+
+    def abort(self) -> None:
+        """Abort the multipart upload, if one was begun and not completed (blocks; a failure is left to the sweep of
+        unfinished uploads at a next start)."""
+        if self.upload_id is not None:
+            upload_id, self.upload_id = self.upload_id, None
+            try:
+                self.blobs.abort(self.name, upload_id)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_blobs(blobs: str, data_dir: Path, endpoint: str | None = None) -> FileBlobs | ObjectBlobs:
+    """The blob store `blobs` names: empty for the data directory's blobs/, or s3://bucket/prefix."""
+    if blobs.startswith("s3://"):
+        store = ObjectBlobs(blobs, endpoint)
+        store.check()
+        return store
+    return FileBlobs(data_dir / "blobs")
