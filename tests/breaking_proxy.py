@@ -13,6 +13,7 @@ than HEAD_BYTES sent towards the service; Liquidsoap's second, empty PUT is spar
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -128,6 +129,8 @@ class BreakingProxy:
 
     def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() waiting on it: no more links
         self.listener.close()
         for link in self.links:
             _reset(link.client)

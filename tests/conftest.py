@@ -57,9 +57,14 @@ ON_EVERY_ENGINE = {
 }  # fmt: skip
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines(*names): the engines a test of the contract runs on, where not all")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if metafunc.module.__name__ in ON_EVERY_ENGINE and {"app", "service"} & set(metafunc.fixturenames):
-        metafunc.parametrize("engine", ENGINES, indirect=True)
+        marker = metafunc.definition.get_closest_marker("engines")
+        metafunc.parametrize("engine", marker.args if marker else ENGINES, indirect=True)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import EVENT, files_in, record_url, run_on_index, stored_blobs, wait_until
 from rawhttp import Answer, chunk, connect, open_event_stream, read_until, request, request_head, sha256_field
 from test_disk_full import small_disk  # noqa: F401 (a fixture)
@@ -306,6 +308,7 @@ def test_a_full_disk_keeps_what_was_written_before_it(small_disk: Path, service)
     assert "Traceback" not in svc.log
 
 
+@pytest.mark.engines("sqlite", "postgresql")  # nginx sends files only (with an object store, the service sends)
 def test_nginx_is_handed_only_a_file_that_is_exactly_the_version(service) -> None:
     svc = service("--accel-redirect", "/_blobs/")
     appender = Appender(svc.url)

@@ -265,6 +265,7 @@ async def test_upload_progress_then_aborted_when_the_client_goes(
 
 
 @pytest.mark.gen_test(timeout=20)
+@pytest.mark.engines("sqlite", "postgresql")  # the failure made here is of blobs/ (test_s3: the object store's)
 async def test_upload_aborted_on_a_server_error_and_no_record_event(
     port: int, fetch: Any, data_dir: Path
 ) -> None:

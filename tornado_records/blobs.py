@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
+import logging
 import os
 import urllib.parse
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
 COPY_PART = 1 << 30  # bytes of each part copied from another object (UploadPartCopy; S3 allows up to 5 GiB)
@@ -26,7 +28,30 @@ READ_BLOCK = 1 << 20
 
 
 class BlobsError(Exception):
-    """The blob store did not do what was asked (the message says what and why)."""
+    """A blob is not what the index says (the message says which and how), or the blob store cannot be used."""
+
+
+class BlobsUnavailable(BlobsError):
+    """The object store did not answer, or refused what was asked (the message says what and why): 503."""
+
+
+def _unavailable(method: Callable) -> Callable:
+    """Turn botocore's errors in `method` into BlobsUnavailable, saying what the object store answered."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import botocore.exceptions
+
+        try:
+            return method(*args, **kwargs)
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+            raise BlobsUnavailable(f"the object store refused: {reason}") from None
+        except botocore.exceptions.BotoCoreError as exc:
+            raise BlobsUnavailable(f"the object store is out of reach: {exc}") from None
+
+    return wrapper
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,6 +190,7 @@ class ObjectContent:
     def seek(self, position: int) -> None:
         self._at = position
 
+    @_unavailable
     def read(self, size: int) -> bytes:
         """Up to `size` bytes from the position (fewer at the end of a run; empty at the end). Blocks."""
         if self._body is None or self._body_at != self._at or self._body_left == 0:
@@ -214,6 +240,7 @@ class ObjectBlobs:
         except ImportError:
             raise BlobsError("S3 needs botocore: pip install 'tornado-records[scale]'") from None
 
+        logging.getLogger("botocore").setLevel(logging.WARNING)  # not a line for each credential found
         parsed = urllib.parse.urlsplit(url)
         self.bucket = parsed.netloc
         self.prefix = parsed.path.lstrip("/")
@@ -227,17 +254,10 @@ class ObjectBlobs:
     def __str__(self) -> str:
         return self.url
 
+    @_unavailable
     def check(self) -> None:
         """BlobsError, saying why, unless the bucket answers (at start-up: a clear error rather than failed uploads)."""
-        import botocore.exceptions
-
-        try:
-            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
-        except botocore.exceptions.ClientError as exc:
-            error = exc.response.get("Error", {})
-            raise BlobsError(f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")) from None
-        except botocore.exceptions.BotoCoreError as exc:
-            raise BlobsError(str(exc)) from None
+        self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
 
     def key(self, name: str) -> str:
         return self.prefix + name
@@ -245,6 +265,7 @@ class ObjectBlobs:
     def open(self, segments: list[Segment], whole: bool) -> ObjectContent:  # noqa: ARG002 (checked as it is read)
         return ObjectContent(self, segments)
 
+    @_unavailable
     def get(self, name: str, offset: int, length: int) -> Any:
         """The body of a GET of `length` bytes of the object from `offset` (FileNotFoundError: no such object)."""
         try:
@@ -255,6 +276,7 @@ class ObjectBlobs:
             raise FileNotFoundError(f"object {self.key(name)}") from None
         return answer["Body"]
 
+    @_unavailable
     def send(self, path: Path, name: str, at: int = 0, upto: int | None = None) -> None:
         """Write the bytes at..upto of the file `path` (to its end: None) as the object `name` (blocks). Nothing
         is left behind where it fails."""
@@ -267,11 +289,13 @@ class ObjectBlobs:
             sender.abort()
             raise
 
+    @_unavailable
     def remove(self, name: str) -> None:
         """Remove the object. A download that has begun reading it goes on (its GET does); one that has not yet
         begun a run of it (an appended record, replaced or deleted during its download) is cut off there."""
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
 
+    @_unavailable
     def names(self, older_than: float | None = None) -> list[str]:
         """The objects under the prefix (those last changed before the Unix time `older_than`, if given)."""
         found = []
@@ -281,6 +305,7 @@ class ObjectBlobs:
                     found.append(item["Key"][len(self.prefix) :])
         return [name for name in found if "/" not in name]
 
+    @_unavailable
     def unfinished(self) -> list[tuple[str, str]]:
         """The multipart uploads under the prefix that were begun and neither completed nor aborted: (name, id)."""
         found = []
@@ -290,6 +315,7 @@ class ObjectBlobs:
                 found.append((item["Key"][len(self.prefix) :], item["UploadId"]))
         return found
 
+    @_unavailable
     def abort(self, name: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
 
@@ -311,20 +337,24 @@ class ObjectSender:
         self.parts: list[dict] = []
         self._rest = b""  # what was left under a part (last=True), for complete()
         self._busy: asyncio.Future | None = None
+        self._size = at  # the file's size, as last heard
         self.error: BaseException | None = None
 
     def written(self, size: int) -> None:
         """The file now has `size` bytes: send its full parts in a thread, unless a sending is under way (called on
         the event loop)."""
+        self._size = size
         if size - self.sent >= PART and (self._busy is None or self._busy.done()) and self.error is None:
-            self._busy = asyncio.get_running_loop().run_in_executor(None, self._send_logged, size)
+            self._busy = asyncio.get_running_loop().run_in_executor(None, self._send_logged)
 
-    def _send_logged(self, size: int) -> None:
+    def _send_logged(self) -> None:
         try:
-            self.send_parts(size, last=False)
+            while self._size - self.sent >= PART:  # what was written while a part was sent, too
+                self.send_parts(self._size, last=False)
         except BaseException as exc:  # noqa: BLE001 (kept: complete() raises it)
             self.error = exc
 
+    @_unavailable
     def send_parts(self, upto: int, last: bool) -> None:
         """Send the file's bytes up to `upto` in parts of PART bytes (with `last`, what is left under a part is
         read for complete(), else it waits for more). Blocks."""
@@ -361,6 +391,7 @@ class ObjectSender:
         await loop.run_in_executor(None, self.send_parts, size, True)
         await loop.run_in_executor(None, self.complete)
 
+    @_unavailable
     def complete(self) -> None:
         """Make the object of the parts sent (or of the small rest alone). Blocks."""
         client = self.blobs.client

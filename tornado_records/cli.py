@@ -19,7 +19,7 @@ from typing import NoReturn
 import tornado.netutil
 import uvloop
 
-from tornado_records import __version__, backup, check, sqldb
+from tornado_records import __version__, backup, check, migrate, sqldb
 from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
@@ -36,7 +36,8 @@ DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that
 COMMANDS = """commands:
   serve          serve (the default: `tornado-records [serve] [flags]`)
   check          verify every record of a data directory against its files (`tornado-records check --help`)
-  backup DEST    copy a live data directory consistently into DEST (`tornado-records backup --help`)"""
+  backup DEST    copy a live data directory consistently into DEST (`tornado-records backup --help`)
+  migrate        copy a data directory into an object store and PostgreSQL (`tornado-records migrate --help`)"""
 
 
 class StartupError(Exception):
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line: one flag per setting, each also read from its environment variable."""
     parser = _Parser(
         prog="tornado-records",
-        usage="%(prog)s [serve] [flags]  |  %(prog)s check [flags]  |  %(prog)s backup DEST [flags]",
+        usage="%(prog)s [serve] [flags]  |  %(prog)s check [flags]  |  %(prog)s backup DEST [flags]  |  "
+        "%(prog)s migrate [flags]",
         description="Store and serve the audio recordings of a radio station's broadcasts over HTTP.\n\n" + COMMANDS,
         epilog="Each flag may also be given by its environment variable; a flag wins over the environment.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -69,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_command_parser(command: str) -> argparse.ArgumentParser:
-    """The command line of `check` or `backup`."""
+    """The command line of `check`, `backup` or `migrate`."""
     data_dir = next(setting for setting in SETTINGS if setting.name == "data_dir")
-    doc = {"check": check.__doc__, "backup": backup.__doc__}[command]
+    doc = {"check": check.__doc__, "backup": backup.__doc__, "migrate": migrate.__doc__}[command]
     parser = _Parser(prog=f"tornado-records {command}", description=doc.split("\n\n")[0].replace("\n", " "))
     if command == "backup":
         parser.add_argument("dest", metavar="DEST", type=Path, help="a new (or empty) directory to copy into")
@@ -81,6 +83,12 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
         default=Path(os.environ.get(data_dir.env_var, data_dir.default)),
         help=f"the data directory, as the service's (env {data_dir.env_var}; default {data_dir.default})",
     )
+    if command == "migrate":
+        for setting in SETTINGS:
+            if setting.name in ("index", "blobs", "s3_endpoint"):
+                default = os.environ.get(setting.env_var, setting.default)
+                parser.add_argument(setting.flag, default=default, help=f"{setting.help} (env {setting.env_var})")
+        return parser
     rate = check.DEFAULT_RATE if command == "check" else "0"
     parser.add_argument(
         "--rate",
@@ -106,8 +114,10 @@ def run_command(command: str, argv: list[str]) -> int:
     try:
         if command == "check":
             return check.check(args.data_dir, args.rate)
+        if command == "migrate":
+            return _migrate(args)
         return backup.backup(args.data_dir, args.dest, args.rate)
-    except (CommandError, OSError) as exc:
+    except (CommandError, OSError, BlobsError) as exc:
         if isinstance(exc, OSError):  # a directory that cannot be listed, say
             exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         print(f"tornado-records {command}: error: {exc}", file=sys.stderr)
@@ -117,10 +127,25 @@ def run_command(command: str, argv: list[str]) -> int:
         return 130
 
 
+def _migrate(args: argparse.Namespace) -> int:
+    """Run `migrate` with its flags checked as the service checks them."""
+    try:
+        config = build_config({"data_dir": str(args.data_dir), "index": args.index, "blobs": args.blobs,
+                               "s3_endpoint": args.s3_endpoint}, {})  # fmt: skip
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    if not sqldb.is_postgresql(config.index.url):
+        raise CommandError("--index must name the PostgreSQL database to copy into (postgresql://...)")
+    try:
+        return migrate.migrate(config.data_dir, config.index.url, config.blobs, config.s3_endpoint or None)
+    except sqldb.Database.errors as exc:
+        raise CommandError(f"cannot use the index {config.index}: {str(exc).strip().splitlines()[0]}") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the service, or the command named first (`check`, `backup`), from the command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["check"], ["backup"]):
+    if argv[:1] in (["check"], ["backup"], ["migrate"]):
         sys.exit(run_command(argv[0], argv[1:]))
     if argv[:1] == ["serve"]:
         argv = argv[1:]

@@ -551,6 +551,21 @@ class RecordStore:
         self.unlink_unused(old, record)
         return record, old is None
 
+    def adopt(self, record: Record, name: str, title: str | None = None) -> bool:
+        """Make `record`, a version copied from another data directory whose content is now the blob `name`, the
+        record's version here, unless it has one; whether it did. The event gets `title` unless it has one. Blocks
+        (for `migrate`)."""
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record(record.event, record.start)
+            if self._current(record.event, record.start) is not None:
+                return False
+            self._wconn.execute(_PUT_RECORD, dataclasses.astuple(dataclasses.replace(record, blob=name)))
+            catalogue.count_change(self._wconn, record.event, None, record.size)
+            if title is not None and catalogue.title(self._wconn, record.event) is None:
+                catalogue.set_title(self._wconn, record.event, title)
+        self._starts.add(record.event, record.start)
+        return True
+
     def unlink_unused(self, old: Record | None, new: Record | None) -> None:
         """Remove the files of a replaced or deleted version that the new one does not use (nor an append request
         that still writes one)."""
@@ -715,6 +730,8 @@ class RecordStore:
         loop = asyncio.get_running_loop()
         for owner in self._ended_candidates(self._appending_owners()):
             await loop.run_in_executor(self._writer, self.recover_owner, owner)
+        if not self.blob_store.local:
+            await loop.run_in_executor(self._writer, self._abort_unfinished)
 
     def _appending_owners(self) -> set[int]:
         return {owner for (owner,) in self._rconn.execute("SELECT DISTINCT owner FROM appends")}
@@ -881,19 +898,29 @@ class RecordStore:
     def _sweep_objects(self) -> None:
         """In an object store: abort the multipart uploads that a process that ended began, and remove the objects
         no record names (alone on the index: all of them; sharing it, those ORPHAN_AGE old)."""
-        unfinished = 0
-        for name, upload_id in self.blob_store.unfinished():
-            owner = int(name.split("-", 1)[0], 16) if "-" in name else 0
-            if not self.shared or (owner != self.owner and self._ended(owner)):
-                self.blob_store.abort(name, upload_id)
-                unfinished += 1
+        unfinished = self._abort_unfinished()
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
         orphans = set(self.blob_store.names(time.time() - ORPHAN_AGE if self.shared else None)) - known
         for name in orphans:
             self.blob_store.remove(name)
-        if unfinished or orphans:
-            log.warning("aborted %d unfinished upload(s) and removed %d orphan object(s) in %s", unfinished,
-                        len(orphans), self.blob_store)  # fmt: skip
+        if orphans:
+            log.warning("removed %d orphan object(s) from %s", len(orphans), self.blob_store)
+
+    def _abort_unfinished(self) -> int:
+        """Abort the multipart uploads that processes that ended began in the object store (alone on the index:
+        all); how many."""
+        aborted = 0
+        for name, upload_id in self.blob_store.unfinished():
+            try:
+                owner = int(name.split("-", 1)[0], 16)  # see new_name
+            except ValueError:
+                owner = 0
+            if not self.shared or (owner != self.owner and self._ended(owner)):
+                self.blob_store.abort(name, upload_id)
+                aborted += 1
+        if aborted:
+            log.warning("aborted %d unfinished upload(s) in %s", aborted, self.blob_store)
+        return aborted
 
     def _ended(self, owner: int) -> bool:
         """Whether the process `owner` that shared the index has ended (its name is free)."""

@@ -12,6 +12,7 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.access import bearer_token
+from tornado_records.blobs import BlobsUnavailable
 from tornado_records.sqldb import IndexUnavailable
 from tornado_records.store import (
     Busy,
@@ -35,6 +36,7 @@ STATUS_OF_ERROR: dict[type[Exception], int] = {
     StorageFull: 507,
     Busy: 423,  # as tusd answers an upload locked by another request; tus-js-client tries again
     IndexUnavailable: 503,  # a PostgreSQL index out of reach (restarting): the next request connects again
+    BlobsUnavailable: 503,  # the object store out of reach, or refusing
     ContentDamaged: 500,
 }
 
@@ -130,7 +132,7 @@ class BaseHandler(tornado.web.RequestHandler):
                 self.set_header(name, value)
         elif isinstance(exc, StoreError):
             detail = str(exc) if _status_of(exc, 500) != 500 else "Internal server error"
-        elif isinstance(exc, IndexUnavailable):
+        elif isinstance(exc, (IndexUnavailable, BlobsUnavailable)):
             detail = str(exc)
         elif status_code == 405:
             detail = f"Method {self.request.method} is not allowed on {self.request.path}"

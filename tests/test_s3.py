@@ -1,0 +1,167 @@
+"""Recordings in an S3-compatible object store (`--blobs s3://bucket/prefix`, SeaweedFS here), with the index in
+PostgreSQL: an upload goes to the bucket in parts while it arrives and is visible only once whole; one that breaks
+off, or whose process is killed, leaves nothing in the bucket; appended bytes go up once; a bucket the service cannot
+use stops the start with one clear line. The contract's own tests run on this pair too (conftest.ENGINES)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+from breaking_proxy import BreakingProxy
+from conftest import COMMAND, EVENT, files_in, record_url, wait_until
+from rawhttp import chunk, connect, request, request_head
+from test_append import Appender
+
+PREFIX = "records"
+MB = 1 << 20
+
+
+def objects(seaweedfs, bucket: str) -> dict[str, bytes]:  # noqa: ANN001
+    """The objects under the service's prefix, with their bytes."""
+    client = seaweedfs.client
+    return {
+        key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in seaweedfs.keys(bucket, PREFIX + "/")
+    }
+
+
+def unfinished(seaweedfs, bucket: str) -> list[tuple[str, int]]:  # noqa: ANN001
+    """The multipart uploads begun and neither completed nor aborted, and the parts each has."""
+    client = seaweedfs.client
+    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX + "/").get("Uploads", [])
+    return [
+        (u["Key"], len(client.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts", [])))
+        for u in uploads
+    ]
+
+
+def on_s3(service, postgres_url: str, bucket: str, s3_env: dict[str, str], *flags: str):  # noqa: ANN001, ANN201
+    return service("--index", postgres_url, "--blobs", f"s3://{bucket}/{PREFIX}", *flags, env=s3_env)
+
+
+def start_chunked_upload(url: str, megabytes: int):  # noqa: ANN201
+    """A chunked PUT of `megabytes` random MiB, sent but not ended; the socket and the bytes."""
+    sock = connect(url)
+    sock.sendall(request_head("PUT", record_url(), {"Transfer-Encoding": "chunked", "Content-Type": "audio/wav"}))
+    data = os.urandom(megabytes * MB)
+    for at in range(0, len(data), MB):
+        sock.sendall(chunk(data[at : at + MB]))
+    return sock, data
+
+
+def test_an_upload_goes_up_in_parts_as_it_arrives_and_is_visible_only_once_whole(
+    service, postgres_url, bucket, s3_env, seaweedfs
+) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    sock, data = start_chunked_upload(svc.url, 20)
+    # 20 MiB received: two parts of 8 MiB are in the bucket already, as an unfinished upload, and nothing is visible
+    assert wait_until(lambda: unfinished(seaweedfs, bucket) and unfinished(seaweedfs, bucket)[0][1] == 2)
+    assert objects(seaweedfs, bucket) == {}
+    assert request(svc.url, "GET", record_url())[0] == 404
+    more = os.urandom(3 * MB + 5)
+    sock.sendall(chunk(more) + b"0\r\n\r\n")
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 204")
+    stored = objects(seaweedfs, bucket)
+    assert list(stored.values()) == [data + more] and unfinished(seaweedfs, bucket) == []
+    status, headers, body = request(svc.url, "GET", record_url(), headers={"Range": f"bytes={10 * MB}-"})
+    assert status == 206 and body == (data + more)[10 * MB :]
+    assert headers["ETag"] == f'"{hashlib.sha256(data + more).hexdigest()}"'
+
+
+def test_an_upload_that_breaks_off_leaves_nothing_in_the_bucket(
+    service, postgres_url, bucket, s3_env, seaweedfs
+) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    assert request(svc.url, "PUT", record_url(), b"the version before")[0] == 204
+    [before] = objects(seaweedfs, bucket)
+    sock, _ = start_chunked_upload(svc.url, 20)
+    assert wait_until(lambda: [parts for _, parts in unfinished(seaweedfs, bucket)] == [2])
+    sock.close()
+    assert wait_until(lambda: unfinished(seaweedfs, bucket) == [])
+    assert list(objects(seaweedfs, bucket)) == [before]
+    assert request(svc.url, "GET", record_url())[2] == b"the version before"
+
+
+def test_a_killed_process_leaves_no_visible_record_and_its_parts_are_aborted(
+    service, postgres_url, bucket, s3_env, seaweedfs
+) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    sock, _ = start_chunked_upload(svc.url, 20)
+    assert wait_until(lambda: [parts for _, parts in unfinished(seaweedfs, bucket)] == [2])
+    svc.proc.send_signal(signal.SIGKILL)
+    svc.proc.wait()
+    sock.close()
+    after = on_s3(service, postgres_url, bucket, s3_env)
+    assert request(after.url, "GET", record_url())[0] == 404
+    # the next start (or its periodic look for what ended processes left) aborts the killed one's upload
+    assert wait_until(lambda: unfinished(seaweedfs, bucket) == [], timeout=30)
+    assert objects(seaweedfs, bucket) == {}
+    assert wait_until(lambda: any("aborted 1 unfinished upload(s)" in line for line in after.lines))
+
+
+def test_appended_bytes_go_up_once(service, postgres_url, bucket, s3_env, seaweedfs) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    pieces = [os.urandom(300_000) for _ in range(3)]
+    for piece in pieces:
+        appender = Appender(svc.url)
+        appender.send(piece[:100_000])
+        appender.send(piece[100_000:])
+        assert appender.end().status == 204
+    whole = b"".join(pieces)
+    assert request(svc.url, "GET", record_url())[2] == whole
+    stored = objects(seaweedfs, bucket)
+    # each byte sent to the bucket once: the objects, in the order the record names them, are the content
+    assert sum(len(content) for content in stored.values()) == len(whole)
+    assert len(stored) == 3 and b"".join(sorted(stored.values(), key=whole.index)) == whole
+    assert not list((svc.data_dir / "blobs").iterdir())  # the pieces' files, in flight only, are gone
+
+
+def test_a_bucket_it_cannot_use_stops_the_start_with_one_line(postgres_url, bucket, s3_env, tmp_path) -> None:
+    for blobs, env, reason in [
+        ("s3://no-such-bucket/records", s3_env, "the object store refused: NoSuchBucket"),
+        (f"s3://{bucket}/records", {**s3_env, "AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "the object store refused: "
+         "SignatureDoesNotMatch"),
+        (f"s3://{bucket}/records", {**s3_env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}, "the object store is out of "
+         "reach: Could not connect"),
+    ]:
+        started = time.monotonic()
+        ran = subprocess.run(
+            [*COMMAND, "--port", "0", "--data-dir", str(tmp_path / "data"), "--index", postgres_url, "--blobs", blobs],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert ran.returncode == 1, ran.stderr
+        assert ran.stderr.startswith(f"tornado-records: error: cannot keep recordings in {blobs}: {reason}"), ran.stderr
+        assert "Traceback" not in ran.stderr and env["AWS_SECRET_ACCESS_KEY"] not in ran.stderr
+        assert time.monotonic() - started < 30
+
+
+def test_the_log_names_the_bucket_but_no_secret(service, postgres_url, bucket, s3_env) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    assert request(svc.url, "PUT", f"/records/{EVENT}/2026-01-01T00:00:00", b"x")[0] == 204
+    svc.stop()
+    text = "".join(svc.lines)
+    assert f"recordings in s3://{bucket}/{PREFIX}" in text
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in text
+
+
+def test_an_object_store_out_of_reach_is_a_503_that_says_so_and_stores_nothing(
+    service, postgres_url, bucket, seaweedfs, s3_env
+) -> None:
+    link = BreakingProxy(seaweedfs.ports["s3"][0])  # the service reaches the object store through it
+    svc = on_s3(service, postgres_url, bucket, {**s3_env, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{link.port}"})
+    assert request(svc.url, "PUT", record_url(), b"kept")[0] == 204
+    link.close()
+    status, headers, body = request(svc.url, "PUT", record_url(), b"x" * 1000, {"Content-Type": "audio/ogg"})
+    assert status == 503 and headers["Content-Type"] == "application/json"
+    assert json.loads(body)["detail"].startswith("the object store is out of reach: Could not connect")
+    assert json.loads(request(svc.url, "GET", f"/records/{EVENT}")[2])["records"][0]["size"] == len(b"kept")
+    assert request(svc.url, "GET", record_url())[0] == 503
+    assert list(objects(seaweedfs, bucket).values()) == [b"kept"]
+    assert files_in(svc.data_dir / "tmp") == []
+    assert "Traceback" not in "".join(svc.lines)

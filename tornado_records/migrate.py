@@ -1,0 +1,144 @@
+"""tornado-records migrate: copy the records of a data directory (the embedded default) into the scale-out engines,
+an object store and a PostgreSQL index, checking each copy's SHA-256 against the index.
+
+Each record's content becomes one object, read back and hashed before the index names it; the record then appears
+in the target with its type, size, ETag and Last-Modified unchanged, and the events keep their titles. A record the
+target has already, with the same content, is skipped, so a migration that was stopped (Ctrl-C, SIGTERM, a lost
+link) goes on where it stopped when run again; a record the target has with other content (written there since) is
+left as it is and reported. The source is only read: the service may keep serving it meanwhile, and what changes
+there after a record was copied is copied by the next run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from tornado_records.blobs import FileBlobs, ObjectBlobs
+from tornado_records.datadir import CommandError, read_index, records_of
+from tornado_records.store import Record, RecordNotFound, RecordStore
+
+READ_BLOCK = 1 << 20
+
+
+def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -> int:
+    """Copy every record of the data directory `source` into the index and object store named; exit status 0 when
+    every record is in the target with its content, 1 when some could not be copied (each said on stderr)."""
+    if not blobs.startswith("s3://"):
+        raise CommandError("--blobs must name the object store to copy into (s3://bucket/prefix)")
+    signal.signal(signal.SIGTERM, _interrupt)
+    with read_index(source) as conn:
+        records = records_of(conn)
+        titles = dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
+    work = Path(tempfile.mkdtemp(prefix="records-migrate-"))
+    try:
+        store = RecordStore(work, index, blobs, endpoint)
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    copied = present = failed = 0
+    size = 0
+    try:
+        files = FileBlobs(source / "blobs")
+        for record in records:
+            try:
+                outcome = _copy(record, files, store, work, titles.get(record.event))
+            except CommandError as exc:
+                print(f"tornado-records migrate: {exc}", file=sys.stderr)
+                failed += 1
+                continue
+            if outcome:
+                copied += 1
+                size += record.size
+            else:
+                present += 1
+    finally:
+        store.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"tornado-records migrate: {copied} record(s) copied ({size} bytes), {present} already there, "
+        f"{failed} not copied; {len(records)} in {source}"
+    )
+    return 1 if failed else 0
+
+
+def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, title: str | None) -> bool:
+    """Copy one record (and its event's title) unless the target has it; whether it was copied. CommandError: it
+    could not be."""
+    try:
+        there = store.get(uuid.UUID(record.event), datetime.datetime.fromisoformat(record.start))
+    except RecordNotFound:
+        there = None
+    if there is not None:
+        if there.sha256 != record.sha256:
+            raise CommandError(
+                f"/records/{record.event}/{record.start} is in the target with other content ({there.etag}, not "
+                f"{record.etag}): left as it is there"
+            )
+        return False
+    objects = store.blob_store
+    assert isinstance(objects, ObjectBlobs)
+    name = store.new_name()
+    path = _as_one_file(record, files, work)
+    try:
+        try:
+            objects.send(path, name)
+        except OSError as exc:  # the source's file is missing or unreadable
+            raise CommandError(f"/records/{record.event}/{record.start}: cannot read its content: {exc}") from None
+        if _hash_object(objects, name, record.size) != record.sha256:
+            raise CommandError(
+                f"/records/{record.event}/{record.start}: the copy's SHA-256 is not the index's {record.sha256} "
+                "(is the source damaged? see tornado-records check)"
+            )
+        if not store.adopt(record, name, title):
+            raise CommandError(f"/records/{record.event}/{record.start} was written in the target meanwhile")
+    except BaseException:
+        objects.remove(name)
+        raise
+    finally:
+        if path.parent == work:
+            path.unlink(missing_ok=True)
+    return True
+
+
+def _as_one_file(record: Record, files: FileBlobs, work: Path) -> Path:
+    """The file holding the record's content: its blob file, or a copy of its runs in `work` (an appended record)."""
+    segments = record.segments
+    try:
+        if ":" not in record.blob:
+            return files.directory / record.blob
+        content = files.open(segments, whole=False)
+    except Exception as exc:  # noqa: BLE001 (a missing or short file)
+        raise CommandError(f"/records/{record.event}/{record.start}: cannot read its content: {exc}") from None
+    path = work / f"{record.blob.split(':')[0]}.joined"
+    try:
+        with open(path, "wb") as out:
+            while data := content.read(READ_BLOCK):
+                out.write(data)
+    finally:
+        content.close()
+    return path
+
+
+def _hash_object(objects: ObjectBlobs, name: str, size: int) -> str:
+    """The SHA-256 of the object as the object store sends it back."""
+    digest = hashlib.sha256()
+    if size:
+        body = objects.get(name, 0, size)
+        try:
+            while data := body.read(READ_BLOCK):
+                digest.update(data)
+        finally:
+            body.close()
+    return digest.hexdigest()
+
+
+def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
+    raise KeyboardInterrupt()
+
