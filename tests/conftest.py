@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # pytest-tornado 0.8.1 still calls IOLoop.make_current/clear_current, deprecated since Tornado 6.2.
     config.addinivalue_line("filterwarnings", "ignore:make_current is deprecated:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:clear_current is deprecated:DeprecationWarning")
+    config.addinivalue_line("markers", "engines(*names): the engines a test of the contract runs on, where not all")
 
 
 @pytest.fixture
@@ -55,10 +56,6 @@ ON_EVERY_ENGINE = {
     "test_records", "test_conditional", "test_list", "test_events_list", "test_sse", "test_events", "test_append",
     "test_resumable", "test_resumable_restart", "test_ranges", "test_digest_fields", "test_eventlog", "test_live",
 }  # fmt: skip
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "engines(*names): the engines a test of the contract runs on, where not all")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -898,7 +898,7 @@ class RecordStore:
     def _sweep_objects(self) -> None:
         """In an object store: abort the multipart uploads that a process that ended began, and remove the objects
         no record names (alone on the index: all of them; sharing it, those ORPHAN_AGE old)."""
-        unfinished = self._abort_unfinished()
+        self._abort_unfinished()
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
         orphans = set(self.blob_store.names(time.time() - ORPHAN_AGE if self.shared else None)) - known
         for name in orphans:
