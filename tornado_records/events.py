@@ -57,13 +57,18 @@ class Subscriber:
     sent; only one is in flight at a time. A client that keeps up costs one `send` per event and no task switch.
     """
 
-    __slots__ = ("send", "on_drop", "since", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
+    __slots__ = ("send", "on_drop", "since", "after", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
 
     def __init__(
-        self, send: Callable[[list[bytes]], asyncio.Future], on_drop: Callable[[], None], since: float = -math.inf
+        self,
+        send: Callable[[list[bytes]], asyncio.Future],
+        on_drop: Callable[[], None],
+        since: float = -math.inf,
+        after: float = -math.inf,
     ) -> None:
         self.send = send
         self.since = since  # events published before this (Unix time) are not for it: it came without a Last-Event-ID
+        self.after = after  # nor those of ids up to this: its client had them (from another process sharing the log)
         self.on_drop = on_drop
         self.queue: list[bytes] = []
         self.unsent = 0  # bytes queued or in flight
@@ -180,7 +185,7 @@ class EventHub:
             if event_id > self.last_id:
                 self.last_id = event_id
                 self._replay.append((event_id, wire, created))
-                self._send(wire, created)
+                self._send(wire, created, event_id)
 
     async def settled(self) -> None:
         """Wait until every event published until now has reached the subscribers (with a shared log, a little
@@ -207,13 +212,17 @@ class EventHub:
         A `last_id` beyond the newest event comes from an earlier run of the service: every buffered event is new
         to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
         """
-        subscriber = Subscriber(send, on_drop, -math.inf if last_id is not None else time.time())
+        shared = self.log is not None and self.log.assigns_ids
+        # With a shared log, ids are the one stream's: a Last-Event-ID past this process's newest is an event it has
+        # not delivered yet, which the client had from another process (nothing of it is sent again).
+        after = last_id if shared and last_id is not None else -math.inf
+        subscriber = Subscriber(send, on_drop, -math.inf if last_id is not None else time.time(), after)
         self._listen()
         if self.closed:
             subscriber.close()
             return subscriber
         if last_id is not None:
-            missed = last_id > self.last_id
+            missed = last_id > self.last_id and not shared
             oldest = -math.inf if self.log is None else self.log.oldest()
             for event_id, wire, created in self._replay:
                 if (missed or event_id > last_id) and created >= oldest:
@@ -260,13 +269,13 @@ class EventHub:
         for subscriber in list(self.subscribers):
             self._drop(subscriber)
 
-    def _send(self, wire: bytes, created: float = math.inf) -> None:
+    def _send(self, wire: bytes, created: float = math.inf, event_id: float = math.inf) -> None:
         """Send to every subscriber (those that came without a Last-Event-ID after the event was published skip
-        it: a shared log delivers it a little later than it was published)."""
+        it: a shared log delivers it a little later than it was published; so do those whose client had it)."""
         self.sent_bytes += len(wire) * len(self.subscribers)
         behind = []
         for subscriber in tuple(self.subscribers):
-            if created < subscriber.since:
+            if created < subscriber.since or event_id <= subscriber.after:
                 continue
             subscriber.put(wire)
             if subscriber.unsent > self.max_unsent:
