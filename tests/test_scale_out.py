@@ -187,3 +187,20 @@ def test_connections_to_the_index_that_are_lost_are_made_again(service, postgres
     held = run_on_index(engine, a.data_dir, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
                         " AND classid = 1953723252 AND granted")  # fmt: skip
     assert held == [(2,)]
+
+
+def test_a_change_and_its_event_are_kept_in_one_transaction(service, postgres_url) -> None:
+    """With a PostgreSQL index, a record's change writes its event in the change's own transaction: once the change
+    is answered its event is in the table (a crash cannot keep one without the other), after the upload's own."""
+    svc = service("--index", postgres_url)
+    for n in range(10):
+        path = record_url(start=f"2024-01-01T00:00:{n:02d}")
+        status, headers, _ = request(svc.url, "PUT", path, b"take %d" % n)
+        assert status == 204
+        rows = run_on_index({"index": postgres_url}, svc.data_dir, "SELECT wire FROM events ORDER BY id")
+        last = [json.loads(bytes(wire).split(b"data: ")[1]) for (wire,) in rows][-2:]
+        assert [e["type"] for e in last] == ["upload-started", "record-created"]
+        assert last[1]["data"]["record"]["etag"] == headers["ETag"]
+    assert request(svc.url, "DELETE", path)[0] == 204
+    (wire,) = run_on_index({"index": postgres_url}, svc.data_dir, "SELECT wire FROM events ORDER BY id DESC LIMIT 1")[0]
+    assert json.loads(bytes(wire).split(b"data: ")[1])["type"] == "record-deleted"

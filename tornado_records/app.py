@@ -16,7 +16,7 @@ from tornado_records.access import client_address
 from tornado_records.config import Config
 from tornado_records import sqldb
 from tornado_records.eventlog import EventLog, SharedEventLog
-from tornado_records.events import EventHub
+from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.handlers.base import BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.listings import EventsHandler, RecordsHandler
@@ -53,6 +53,9 @@ def make_app(config: Config) -> tornado.web.Application:
     """The application serving the records kept in `config.data_dir`."""
     store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
+    if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction
+        store.change_event = hub.write_change
+        hub.written_with_change = CHANGE_EVENTS
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.safe_load(spec_yaml), indent=2).encode()
     page = resource("static/openapi.html").read_bytes()

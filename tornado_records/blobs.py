@@ -273,7 +273,7 @@ class ObjectBlobs:
                 Bucket=self.bucket, Key=self.key(name), Range=f"bytes={offset}-{offset + length - 1}"
             )
         except self.client.exceptions.NoSuchKey:
-            raise FileNotFoundError(f"object {self.key(name)}") from None
+            raise FileNotFoundError(f"{self.key(name)} in {self.bucket}") from None
         return answer["Body"]
 
     @_unavailable

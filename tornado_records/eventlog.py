@@ -29,6 +29,7 @@ log = logging.getLogger("tornado_records.eventlog")
 MAX_EVENTS = 1000  # the newest events kept for replay
 MAX_AGE = 24 * 3600.0  # seconds: older events are not replayed, and leave the table
 FLUSH_DELAY = 0.1  # seconds that events gather before they are written together (one fsync for all)
+FLUSH_WAIT = 1.0  # seconds a change's event waits at most for the events published before it to be written
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -186,14 +187,26 @@ class SharedEventLog(EventLog):
             self._listen.close()
 
     def _insert(self, events: list) -> None:
-        self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
-        last = self.last_id
+        self.write_in(self._conn, [(body, created) for _, body, created in events])
+        self.written += len(events)  # (were the commit to fail, the hub's `settled` would wait on: it is for tests)
+
+    def write_in(self, conn: Database, events: list[tuple[str, float]]) -> None:
+        """Write events (body, created) in `conn`'s transaction, which must be under way: a change of a record
+        writes its event in its own transaction (see store.py), so that both are kept or neither."""
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
+        (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
         first = last + 1 if last else time.time_ns() // 1000  # as the hub's: from the time, then one by one
-        rows = [(first + n, frame(first + n, body), created) for n, (_, body, created) in enumerate(events)]
-        super()._insert(rows)
-        self._conn.execute(f"NOTIFY {self.CHANNEL}")
-        self.written += len(rows)  # (were the commit to fail, the hub's `settled` would wait on: it is for tests)
-        self.written_id = rows[-1][0]
+        rows = [(first + n, frame(first + n, body), created) for n, (body, created) in enumerate(events)]
+        conn.executemany("INSERT INTO events (id, wire, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
+        conn.execute(f"NOTIFY {self.CHANNEL}")  # sent at the commit
+        self.written_id = max(self.written_id, rows[-1][0])
+
+    def wait_written(self) -> None:
+        """Wait until the events published until now are written (up to FLUSH_WAIT seconds; not in the writer
+        thread): a change's event, written in the change's transaction, then comes after them."""
+        queued, deadline = self.queued, time.monotonic() + FLUSH_WAIT
+        while self.written < queued and time.monotonic() < deadline:
+            time.sleep(0.0005)
 
     def _listen_for_events(self) -> None:
         while not self._closing.is_set():

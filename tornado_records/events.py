@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tornado_records.eventlog import EventLog, frame
+from tornado_records.sqldb import Database
 
 log = logging.getLogger("tornado_records.events")
 
@@ -38,6 +39,9 @@ KEEPALIVE_LINE = b": keepalive\n\n"
 def utc_now() -> str:
     """The current time, UTC, as ISO 8601 with microseconds and a Z."""
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+CHANGE_EVENTS = frozenset({"record-created", "record-updated", "record-deleted"})  # the events of a record's change
 
 
 def event_body(event_type: str, data: dict[str, Any]) -> str:
@@ -159,6 +163,15 @@ class EventHub:
             [] if log is None else log.recent(), maxlen=replay if log is None else log.max_events
         )
         self._timer: asyncio.TimerHandle | None = None
+        # the events that the store writes to a shared log in the transaction of their change (see write_change)
+        self.written_with_change: frozenset[str] = frozenset()
+
+    def write_change(self, conn: Database, event_type: str, data: dict[str, Any]) -> None:
+        """Write the event of a record's change to the shared log in the change's transaction, on `conn` (the store
+        calls it, in its writer thread); the hub's `publish` of it then only counts it."""
+        assert self.log is not None and self.log.assigns_ids
+        self.log.wait_written()  # the upload's own events (upload-started, ...) before it
+        self.log.write_in(conn, [(event_body(event_type, data), time.time())])
 
     def publish(self, event_type: str, data: dict[str, Any]) -> int | None:
         """Send an event to every subscriber and keep it for replay; returns its id (with a shared log: None, the
@@ -166,7 +179,8 @@ class EventHub:
         if self.log is not None and self.log.assigns_ids:
             self._listen()
             self.published[event_type] += 1
-            self.log.publish(event_body(event_type, data), time.time())
+            if event_type not in self.written_with_change:
+                self.log.publish(event_body(event_type, data), time.time())
             return None
         self.last_id += 1
         wire = event_bytes(self.last_id, event_type, data)

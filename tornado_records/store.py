@@ -334,6 +334,9 @@ class RecordStore:
         self.interrupted: set[tuple[str, str]] = set()  # records whose last append request broke off
         self._tidying: tornado.ioloop.PeriodicCallback | None = None
         self._starts = SqlStarts(self._rconn) if self.shared else StartIndex(self._wconn)
+        # With a shared event log: writes the event of a record's change in the change's transaction (the hub's
+        # write_change), given the writer's connection, the event's type and data.
+        self.change_event: Callable[[sqldb.Database, str, dict], None] | None = None
         self._recover()
 
     def finish_later(self, work: Awaitable, what: str) -> asyncio.Future:
@@ -425,7 +428,8 @@ class RecordStore:
                 return Blob(record, self.blob_store.open(record.segments, whole))
             except FileNotFoundError as exc:
                 if self.get(event, start) == record:
-                    raise ContentDamaged(record, f"its blob {Path(exc.filename or str(exc)).name} is missing") from None
+                    where = f"file blobs/{Path(exc.filename).name}" if exc.filename else f"object {exc}"
+                    raise ContentDamaged(record, f"its {where} is missing") from None
                 continue  # replaced or deleted between the query and the open: look again
             except BlobsError as exc:
                 raise ContentDamaged(record, str(exc)) from None
@@ -541,6 +545,7 @@ class RecordStore:
                     upload.moved = True
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
+                self._changed(record, old is None)
         except sqldb.IndexUnavailable:
             raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
         except BaseException:
@@ -565,6 +570,12 @@ class RecordStore:
                 catalogue.set_title(self._wconn, record.event, title)
         self._starts.add(record.event, record.start)
         return True
+
+    def _changed(self, record: Record, created: bool) -> None:
+        """Write the event of a new version in the change's transaction, where the event log is shared."""
+        if self.change_event is not None:
+            change = "record-created" if created else "record-updated"
+            self.change_event(self._wconn, change, {"record": record.to_json()})
 
     def unlink_unused(self, old: Record | None, new: Record | None) -> None:
         """Remove the files of a replaced or deleted version that the new one does not use (nor an append request
@@ -654,6 +665,7 @@ class RecordStore:
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
                 self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
+                self._changed(record, old is None)
         except sqldb.IndexUnavailable:
             raise  # the outcome is unknown: the object stays (named, or an orphan that a later start removes)
         except BaseException:
@@ -832,6 +844,9 @@ class RecordStore:
                 raise RecordNotFound(event, start)
             self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
             catalogue.count_change(self._wconn, record.event, record.size, None)
+            if self.change_event is not None:
+                deleted = {"record": {"event": record.event, "start": record.start}}
+                self.change_event(self._wconn, "record-deleted", deleted)
         self._starts.remove(record.event, record.start)
         self.unlink_unused(record, None)
         return record

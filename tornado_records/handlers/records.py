@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import re
@@ -187,10 +188,17 @@ class RecordHandler(BaseHandler):
                 lagging = upload.write(chunk)
             self.upload_events.progress(upload.received)
         except Exception as exc:
-            self._end_upload(abort_reason(exc, 500))
+            ending = self._end_upload(abort_reason(exc, 500))
+            if ending is not None:  # an append request's piece: the answer comes once what it kept has joined
+                return self._refuse_once_joined(ending, exc)
             self.refuse_body(exc)
             return None
         return lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
+
+    async def _refuse_once_joined(self, ending: Awaitable[Record | None], exc: Exception) -> None:
+        with contextlib.suppress(Exception):  # (a failure to join is logged; the bytes wait for the next start)
+            await ending
+        self.refuse_body(exc)
 
     def _piece_began(self, piece: Piece) -> None:
         """A piece has its first byte: if the record's recorder broke off before, it is back."""
