@@ -10,10 +10,12 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from breaking_proxy import BreakingProxy
 from conftest import COMMAND, EVENT, files_in, record_url, wait_until
+from test_scale_out import events_of
 from rawhttp import chunk, connect, request, request_head
 from test_append import Appender
 
@@ -32,15 +34,18 @@ def objects(seaweedfs, bucket: str) -> dict[str, bytes]:  # noqa: ANN001
 def unfinished(seaweedfs, bucket: str) -> list[tuple[str, int]]:  # noqa: ANN001
     """The multipart uploads begun and neither completed nor aborted, and the parts each has."""
     client = seaweedfs.client
-    uploads = client.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX + "/").get("Uploads", [])
-    return [
-        (u["Key"], len(client.list_parts(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"]).get("Parts", [])))
-        for u in uploads
-    ]
+    found = []
+    for upload in client.list_multipart_uploads(Bucket=bucket, Prefix=PREFIX + "/").get("Uploads", []):
+        try:
+            parts = client.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]).get("Parts", [])
+        except client.exceptions.NoSuchUpload:
+            continue  # completed or aborted since it was listed
+        found.append((upload["Key"], len(parts)))
+    return found
 
 
-def on_s3(service, postgres_url: str, bucket: str, s3_env: dict[str, str], *flags: str):  # noqa: ANN001, ANN201
-    return service("--index", postgres_url, "--blobs", f"s3://{bucket}/{PREFIX}", *flags, env=s3_env)
+def on_s3(service, postgres_url: str, bucket: str, s3_env: dict[str, str], *flags: str, data_dir=None):  # noqa: ANN001, ANN201
+    return service("--index", postgres_url, "--blobs", f"s3://{bucket}/{PREFIX}", *flags, env=s3_env, data_dir=data_dir)
 
 
 def start_chunked_upload(url: str, megabytes: int):  # noqa: ANN201
@@ -127,8 +132,8 @@ def test_a_bucket_it_cannot_use_stops_the_start_with_one_line(postgres_url, buck
         ("s3://no-such-bucket/records", s3_env, "the object store refused: NoSuchBucket"),
         (f"s3://{bucket}/records", {**s3_env, "AWS_SECRET_ACCESS_KEY": "wrong-secret"}, "the object store refused: "
          "SignatureDoesNotMatch"),
-        (f"s3://{bucket}/records", {**s3_env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}, "the object store is out of "
-         "reach: Could not connect"),
+        (f"s3://{bucket}/records", {**s3_env, "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"},
+         "the object store is out of reach: Could not connect"),
     ]:
         started = time.monotonic()
         ran = subprocess.run(
@@ -165,3 +170,65 @@ def test_an_object_store_out_of_reach_is_a_503_that_says_so_and_stores_nothing(
     assert list(objects(seaweedfs, bucket).values()) == [b"kept"]
     assert files_in(svc.data_dir / "tmp") == []
     assert "Traceback" not in "".join(svc.lines)
+
+
+def test_two_processes_on_s3_behind_nginx_share_records_events_and_races(
+    service, nginx, postgres_url, bucket, s3_env, seaweedfs, tmp_path
+) -> None:
+    """Two processes, each with a data directory of its own (as on two machines), on one bucket and one index."""
+    a, b = (on_s3(service, postgres_url, bucket, s3_env, data_dir=tmp_path / name) for name in ("a", "b"))
+    front = nginx(a, [b])
+    seen_a: list = []
+    seen_b: list = []
+    expected = 4 * 2 + 1 + 8  # 4 uploads (started, created), a delete, then the race's first 8 events
+    readers = [events_of(a.url, expected, seen_a), events_of(b.url, expected, seen_b)]
+    bodies = {n: os.urandom(100_000 + n) for n in range(4)}
+    for n, body in bodies.items():  # nginx takes turns between the two
+        assert request(front.url, "PUT", record_url(start=f"2024-01-01T0{n}:00:00"), body)[0] == 204
+    for n, body in bodies.items():  # each sent by both, whichever stored it
+        for server in (a, b):
+            assert request(server.url, "GET", record_url(start=f"2024-01-01T0{n}:00:00"))[2] == body
+    assert json.loads(request(b.url, "GET", f"/records/{EVENT}")[2])["count"] == 4
+    assert request(a.url, "DELETE", record_url(start="2024-01-01T00:00:00"))[0] == 204
+    assert request(b.url, "GET", record_url(start="2024-01-01T00:00:00"))[0] == 404
+    racing = [bytes([n]) * 300_000 for n in range(8)]
+    statuses = [0] * len(racing)
+
+    def put(n: int) -> None:
+        target = (a, b)[n % 2]
+        statuses[n] = request(target.url, "PUT", record_url(), racing[n], {"If-None-Match": "*"})[0]
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(racing))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [204] + [412] * 7
+    winner = racing[statuses.index(204)]
+    assert request(a.url, "GET", record_url())[2] == request(b.url, "GET", record_url())[2] == winner
+    for reader in readers:
+        reader.join(timeout=30)
+    assert len(seen_a) == expected and seen_a == seen_b  # every event once, in one order, on both
+    ids = [event_id for event_id, _ in seen_a]
+    assert ids == sorted(set(ids))
+    # one object a record, nothing else, and no upload left unfinished
+    assert wait_until(lambda: len(objects(seaweedfs, bucket)) == 4 and unfinished(seaweedfs, bucket) == [])
+    assert sorted(objects(seaweedfs, bucket).values()) == sorted([bodies[1], bodies[2], bodies[3], winner])
+
+
+def test_kill_9_of_one_process_on_s3_the_other_serves_and_aborts_what_it_left(
+    service, postgres_url, bucket, s3_env, seaweedfs, tmp_path
+) -> None:
+    a, b = (on_s3(service, postgres_url, bucket, s3_env, data_dir=tmp_path / name) for name in ("a", "b"))
+    assert request(b.url, "PUT", record_url(start="2024-01-02T00:00:00"), b"kept")[0] == 204
+    sock, _ = start_chunked_upload(a.url, 20)
+    assert wait_until(lambda: [parts for _, parts in unfinished(seaweedfs, bucket)] == [2])
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    sock.close()
+    assert request(b.url, "GET", record_url())[0] == 404  # nothing visible
+    assert request(b.url, "PUT", record_url(start="2024-01-03T00:00:00"), b"still serving")[0] == 204
+    # the other's periodic look for what ended processes left (every 10 s) aborts the killed one's parts
+    assert wait_until(lambda: unfinished(seaweedfs, bucket) == [], timeout=40)
+    assert sorted(objects(seaweedfs, bucket).values()) == [b"kept", b"still serving"]  # nothing leaked
+    assert any("aborted 1 unfinished upload(s)" in line for line in b.lines)
