@@ -18,6 +18,7 @@ from conftest import COMMAND, EVENT, files_in, record_url, wait_until
 from test_scale_out import events_of
 from rawhttp import chunk, connect, request, request_head
 from test_append import Appender
+from tornado_records.appends import JOIN_INTERVAL
 
 PREFIX = "records"
 MB = 1 << 20
@@ -125,6 +126,37 @@ def test_appended_bytes_go_up_once(service, postgres_url, bucket, s3_env, seawee
     assert sum(len(content) for content in stored.values()) == len(whole)
     assert len(stored) == 3 and b"".join(sorted(stored.values(), key=whole.index)) == whole
     assert not list((svc.data_dir / "blobs").iterdir())  # the pieces' files, in flight only, are gone
+
+
+def test_a_pieces_joins_are_merged_into_one_object_when_it_ends_and_a_download_under_way_goes_on(
+    service, postgres_url, bucket, s3_env, seaweedfs
+) -> None:
+    svc = on_s3(service, postgres_url, bucket, s3_env)
+    keys = lambda: seaweedfs.keys(bucket, PREFIX + "/")  # noqa: E731
+    appender = Appender(svc.url)
+    for _ in range(5):  # the first bytes to arrive JOIN_INTERVAL after a join set off the next
+        appender.send(os.urandom(4 * MB))
+        time.sleep(JOIN_INTERVAL + 0.2)
+    appender.send(b"!")
+    assert wait_until(lambda: len(keys()) == 5)  # while the piece lasts, each join is an object of its own
+    whole = appender.sent
+    # a slow listener: the service has read at most the socket's buffers ahead (4 MiB here) when the piece ends
+    listener = connect(svc.url, receive_buffer=4096)
+    listener.sendall(request_head("GET", record_url(), {}))
+    heard = listener.recv(4096)
+    answer = appender.end()
+    assert answer.status == 204 and answer.headers["etag"] == f'"{hashlib.sha256(whole).hexdigest()}"'
+    assert wait_until(lambda: len(keys()) == 1)
+    stored = objects(seaweedfs, bucket)
+    assert list(stored.values()) == [whole] and list(stored)[0].endswith(".merged")
+    assert not list((svc.data_dir / "blobs").iterdir())
+    # the listener had 20 MiB to go: what the service reads for it now comes from the merged object
+    while len(heard) < heard.find(b"\r\n\r\n") + 4 + len(whole) and (data := listener.recv(1 << 20)):
+        heard += data
+    listener.close()
+    assert heard.startswith(b"HTTP/1.1 200") and heard.endswith(b"\r\n\r\n" + whole)
+    status, headers, body = request(svc.url, "GET", record_url())
+    assert status == 200 and body == whole and headers["ETag"] == answer.headers["etag"]
 
 
 def test_a_bucket_it_cannot_use_stops_the_start_with_one_line(postgres_url, bucket, s3_env, tmp_path) -> None:

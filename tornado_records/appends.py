@@ -177,7 +177,7 @@ class Piece:
             await self.store.forget_append(self.name)
         except Exception as exc:  # noqa: BLE001 (the row is read at start-up only: a piece with nothing left goes)
             log.warning("could not remove the finished append %s from the index: %s", self.name, exc)
-        self.store.unlink_if_unused(self.name, self.event, self.start)
+        self.store.piece_ended(self.name, self.event, self.start)
         return self.record
 
     def _leave(self, keep_file: bool = False) -> None:

@@ -22,9 +22,15 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
+try:
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError:  # without the [scale] extra there is no object store, and none of its errors
+    BotoCoreError = ClientError = type("NoBotocoreError", (Exception,), {})
+
 PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
 COPY_PART = 1 << 30  # bytes of each part copied from another object (UploadPartCopy; S3 allows up to 5 GiB)
 READ_BLOCK = 1 << 20
+MERGED = ".merged"  # the end of the name of an object that holds the runs of an append piece, merged when it ended
 
 
 class BlobsError(Exception):
@@ -40,15 +46,13 @@ def _unavailable(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import botocore.exceptions
-
         try:
             return method(*args, **kwargs)
-        except botocore.exceptions.ClientError as exc:
+        except ClientError as exc:
             error = exc.response.get("Error", {})
             reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
             raise BlobsUnavailable(f"the object store refused: {reason}") from None
-        except botocore.exceptions.BotoCoreError as exc:
+        except BotoCoreError as exc:
             raise BlobsUnavailable(f"the object store is out of reach: {exc}") from None
 
     return wrapper
@@ -67,13 +71,20 @@ class Segment:
         return self.offset + self.length
 
 
+def run_of(name: str) -> tuple[str, int] | None:
+    """The append piece file and the place in it that the object `name` holds bytes from, if it is a run of one: in
+    an object store a join of a piece is the object `PIECE.AT` (its bytes from AT), and the runs of a piece that
+    ended are merged into one object `PIECE.AT.merged`."""
+    stem, _, at = name.removesuffix(MERGED).rpartition(".")
+    return (stem, int(at)) if stem and at.isdigit() else None
+
+
 def piece_end(segment: Segment, name: str) -> int | None:
-    """Where in the append piece file `name` a run of it ends (None: the run is not of that file). On S3 a run of a
-    piece's file is the object `name.AT` that holds its bytes from AT."""
+    """Where in the append piece file `name` a run of it ends (None: the run is not of that file)."""
     if segment.name == name:
         return segment.end
-    stem, _, at = segment.name.rpartition(".")
-    return int(at) + segment.length if stem == name and at.isdigit() else None
+    run = run_of(segment.name)
+    return run[1] + segment.end if run is not None and run[0] == name else None
 
 
 class FileContent:
@@ -214,7 +225,13 @@ class ObjectContent:
         for segment in self._segments:
             if self._at < base + segment.length:
                 skip = self._at - base
-                self._body = self._blobs.get(segment.name, segment.offset + skip, segment.length - skip)
+                try:
+                    self._body = self._blobs.get(segment.name, segment.offset + skip, segment.length - skip)
+                except FileNotFoundError:
+                    moved = self._blobs.merged(segment)  # its piece ended and its runs were merged meanwhile
+                    if moved is None:
+                        raise
+                    self._body = self._blobs.get(moved.name, moved.offset + skip, moved.length - skip)
                 self._body_at, self._body_left = self._at, segment.length - skip
                 return True
             base += segment.length
@@ -294,6 +311,30 @@ class ObjectBlobs:
         """Remove the object. A download that has begun reading it goes on (its GET does); one that has not yet
         begun a run of it (an appended record, replaced or deleted during its download) is cut off there."""
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
+
+    @_unavailable
+    def remove_all(self, names: list[str]) -> None:
+        """Remove the objects (a thousand to a request)."""
+        for at in range(0, len(names), 1000):
+            keys = [{"Key": self.key(name)} for name in names[at : at + 1000]]
+            self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    @_unavailable
+    def merged(self, segment: Segment) -> Segment | None:
+        """Where the bytes of the run `segment` of an append piece are once the piece's runs were merged into one
+        object (None: nowhere)."""
+        run = run_of(segment.name)
+        if run is None or segment.name.endswith(MERGED):
+            return None
+        piece, at = run
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.key(piece + "."))
+        for page in pages:
+            for item in page.get("Contents", []):
+                name = item["Key"][len(self.prefix) :]
+                found = run_of(name) if name.endswith(MERGED) else None
+                if found is not None and found[1] <= at and found[1] + item["Size"] >= at + segment.end:
+                    return Segment(name, at - found[1] + segment.offset, segment.length)
+        return None
 
     @_unavailable
     def names(self, older_than: float | None = None) -> list[str]:

@@ -37,7 +37,7 @@ import tornado.ioloop
 
 from tornado_records import catalogue, sqldb
 from tornado_records.blobs import (
-    BlobsError, FileContent, ObjectContent, ObjectSender, Segment, fsync_dir, open_blobs, piece_end,
+    MERGED, BlobsError, FileContent, ObjectContent, ObjectSender, Segment, fsync_dir, open_blobs, piece_end,
 )
 from tornado_records.starts import SqlStarts, StartIndex
 from tornado_records.spool import Spool
@@ -676,12 +676,53 @@ class RecordStore:
         self.keep_hash(digest)
         return record, old is None
 
-    def unlink_if_unused(self, name: str, event: str, start: str) -> None:
-        """Remove the blob file `name`, which an append request wrote for the record (event, start), unless the
-        record's current version uses it."""
+    def piece_ended(self, name: str, event: str, start: str) -> None:
+        """The append request that wrote the file `name` for the record (event, start) ended, and all it received
+        is in the record. With files: remove the file unless the record's current version uses it. In an object
+        store: merge the piece's runs into one object in the background (the shutdown waits), then remove it."""
+        if not self.blob_store.local:
+            self.finish_later(self._merge_piece(name, event, start), f"merging the joins of append piece {name}")
+            return
         current = self._current(event, start, self._rconn)
         if current is None or name not in {s.name for s in current.segments}:
             (self.blobs / name).unlink(missing_ok=True)
+
+    async def _merge_piece(self, name: str, event: str, start: str) -> None:
+        """In an object store, make the runs of the piece `name` that the record names (one object each join) one
+        object, sent from the piece's file; the record's content stays the same bytes. Then remove the file and the
+        runs' objects (a download that reaches one of them afterwards reads the merged object: blobs.merged)."""
+        loop = asyncio.get_running_loop()
+        path = self.blobs / name
+        try:
+            current = self._current(event, start, self._rconn)
+            runs = [s for s in (current.segments if current else []) if piece_end(s, name) is not None]
+            ends = [piece_end(run, name) for run in runs]
+            starts = [end - run.length for end, run in zip(ends, runs)]
+            if len(runs) < 2 or starts[1:] != ends[:-1]:
+                return  # one object already, or not one stretch of the file (a version made anew meanwhile)
+            first = starts[0]
+            merged = Segment(f"{name}.{first}{MERGED}", 0, ends[-1] - first)
+            await loop.run_in_executor(None, self.blob_store.send, path, merged.name, first, first + merged.length)
+            swapped = await loop.run_in_executor(self._writer, self._swap_runs, event, start, runs, merged)
+            unused = [run.name for run in runs] if swapped else [merged.name]
+            await loop.run_in_executor(None, self.blob_store.remove_all, unused)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _swap_runs(self, event: str, start: str, runs: list[Segment], merged: Segment) -> bool:
+        """Name `merged` in the record's current version in place of `runs`, if that version names them in a row
+        (in the writer thread); whether it did."""
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record(event, start)
+            current = self._current(event, start)
+            segments = current.segments if current is not None else []
+            at = segments.index(runs[0]) if runs[0] in segments else -1
+            if at < 0 or segments[at : at + len(runs)] != runs:
+                return False
+            segments[at : at + len(runs)] = [merged]
+            record = dataclasses.replace(current, blob=blob_spec(segments))  # the same bytes: no event, same validators
+            self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
+        return True
 
     async def note_append(self, name: str, event: str, start: str, content_type: str) -> int:
         """List the blob file `name` as an append request's, so that a crash does not lose what it received; returns
