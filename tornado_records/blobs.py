@@ -173,14 +173,6 @@ class FileBlobs:
     def remove(self, name: str) -> None:
         (self.directory / name).unlink(missing_ok=True)
 
-    def names(self, older_than: float | None = None) -> list[str]:
-        """The blobs there are (those last changed before the Unix time `older_than`, if given)."""
-        return [
-            path.name
-            for path in self.directory.iterdir()
-            if older_than is None or path.stat().st_mtime < older_than
-        ]
-
     def close(self) -> None:
         pass
 

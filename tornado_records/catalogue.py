@@ -101,7 +101,8 @@ def page(
     conn: Database, *, search: str | None, limit: int, offset: int, descending: bool
 ) -> tuple[int, list[EventSummary]]:
     """How many events have records (and match `search`, a case-insensitive part of the title or the UUID), and
-    those of the page asked for, by last change (most recent first if `descending`)."""
+    those of the page asked for, by last change (most recent first if `descending`), each with its first and last
+    start."""
     where = "records > 0"
     parameters: tuple = ()
     if search:
@@ -110,9 +111,11 @@ def page(
         parameters = (pattern, pattern)  # whatever the case of ASCII letters
     (count,) = conn.execute(f"SELECT count(*) FROM catalogue WHERE {where}", parameters).fetchone()
     order = "DESC" if descending else "ASC"
+    ordered = f"ORDER BY modified {order}, event {order}"
+    starts = "(SELECT {}(start) FROM records WHERE records.event = page.event)"  # a look in the index's key each
     rows = conn.execute(
-        f"SELECT event, title, records, bytes, modified FROM catalogue WHERE {where}"
-        f" ORDER BY modified {order}, event {order} LIMIT ? OFFSET ?",
+        f"SELECT event, title, records, bytes, modified, {starts.format('min')}, {starts.format('max')} FROM"
+        f" (SELECT * FROM catalogue WHERE {where} {ordered} LIMIT ? OFFSET ?) AS page {ordered}",
         (*parameters, limit, offset),
     ).fetchall()
     return count, [EventSummary(*row) for row in rows]

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from tornado_records.blobs import FileBlobs, ObjectBlobs
+from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs
 from tornado_records.datadir import CommandError, read_index, records_of
 from tornado_records.store import Record, RecordNotFound, RecordStore
 
@@ -114,7 +114,7 @@ def _as_one_file(record: Record, files: FileBlobs, work: Path) -> Path:
         if ":" not in record.blob:
             return files.directory / record.blob
         content = files.open(segments, whole=False)
-    except Exception as exc:  # noqa: BLE001 (a missing or short file)
+    except (OSError, BlobsError) as exc:  # a missing or short file
         raise CommandError(f"/records/{record.event}/{record.start}: cannot read its content: {exc}") from None
     path = work / f"{record.blob.split(':')[0]}.joined"
     try:

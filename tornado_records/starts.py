@@ -1,4 +1,4 @@
-"""The starts of each event's records, for a listing's count and page and for the events list's first and last start.
+"""The starts of each event's records, for a listing's count and page.
 
 One process alone on its index keeps them in memory (StartIndex: a deep page costs no scan); processes sharing a
 PostgreSQL index ask it each time (SqlStarts: another process may have added a record since).
@@ -42,12 +42,6 @@ class StartIndex:
             if not starts:
                 self._starts.pop(event, None)
 
-    def bounds(self, event: str) -> dict[str, str | None]:
-        """The event's first and last start (None if it has no records)."""
-        with self._lock:
-            starts = self._starts.get(event) or [None]
-            return {"first_start": starts[0], "last_start": starts[-1]}
-
     def page(
         self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool
     ) -> tuple[int, list[str]]:
@@ -65,7 +59,9 @@ class StartIndex:
 
 
 class SqlStarts:
-    """The same answers as StartIndex, from the index itself (its primary key on (event, start) serves them)."""
+    """The same answers as StartIndex, from the index itself: its primary key on (event, start) serves them, the
+    catalogue counts an event's records, and a deep page is read from the nearer end of the event's starts (a page of
+    the middle of a long listing still walks the key to it)."""
 
     def __init__(self, index: Database) -> None:
         self._index = index
@@ -76,11 +72,6 @@ class SqlStarts:
     def remove(self, event: str, start: str) -> None:
         """Nothing to do: the index has it."""
 
-    def bounds(self, event: str) -> dict[str, str | None]:
-        sql = "SELECT min(start), max(start) FROM records WHERE event = ?"
-        first, last = self._index.execute(sql, (event,)).fetchone()
-        return {"first_start": first, "last_start": last}
-
     def page(
         self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool
     ) -> tuple[int, list[str]]:
@@ -89,10 +80,19 @@ class SqlStarts:
             where, parameters = where + " AND start > ?", [*parameters, after]
         if before is not None:
             where, parameters = where + " AND start < ?", [*parameters, before]
-        (count,) = self._index.execute(f"SELECT count(*) FROM records WHERE {where}", parameters).fetchone()
+        if after is None and before is None:
+            row = self._index.execute("SELECT records FROM catalogue WHERE event = ?", (event,)).fetchone()
+            count = 0 if row is None else row[0]
+        else:
+            (count,) = self._index.execute(f"SELECT count(*) FROM records WHERE {where}", parameters).fetchone()
+        flip = offset > (count - limit) // 2  # the page is nearer the other end: read it from there
+        if flip:
+            offset, limit = max(0, count - offset - limit), max(0, min(limit, count - offset))
+            descending = not descending
         order = "DESC" if descending else "ASC"
         rows = self._index.execute(
             f"SELECT start FROM records WHERE {where} ORDER BY start {order} LIMIT ? OFFSET ?",
             [*parameters, limit, offset],
         )
-        return count, [start for (start,) in rows]
+        starts = [start for (start,) in rows]
+        return count, starts[::-1] if flip else starts

@@ -393,8 +393,7 @@ class RecordStore:
     ) -> tuple[int, list[catalogue.EventSummary]]:
         """How many events have records (matching `search` in their title or UUID), and one page of them by last
         change, each with its first and last start."""
-        count, events = catalogue.page(self._rconn, search=search, limit=limit, offset=offset, descending=descending)
-        return count, [dataclasses.replace(e, **self._starts.bounds(e.event)) for e in events]
+        return catalogue.page(self._rconn, search=search, limit=limit, offset=offset, descending=descending)
 
     def title(self, event: uuid.UUID) -> str | None:
         """The event's title, or None."""
