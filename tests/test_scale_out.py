@@ -5,11 +5,14 @@ two processes leave one whole winner."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import http.client
 import json
 import os
 import signal
 import threading
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -204,3 +207,45 @@ def test_a_change_and_its_event_are_kept_in_one_transaction(service, postgres_ur
     assert request(svc.url, "DELETE", path)[0] == 204
     (wire,) = run_on_index({"index": postgres_url}, svc.data_dir, "SELECT wire FROM events ORDER BY id DESC LIMIT 1")[0]
     assert json.loads(bytes(wire).split(b"data: ")[1])["type"] == "record-deleted"
+
+
+def test_a_long_listing_on_one_process_shows_at_once_what_another_created_or_deleted(service, postgres_url) -> None:
+    """Over 1,000 records, an event's starts are kept in each process's memory for pages between bounds or deep in
+    the middle (starts.SqlStarts), the others are read from the nearer end: a record that another process creates or
+    deletes is in the next page all the same, either way."""
+    a, b = processes(service, postgres_url)
+    first = datetime.datetime(2024, 1, 1)
+    starts = [first + datetime.timedelta(minutes=2 * n) for n in range(1001)]
+    conn = http.client.HTTPConnection(*urllib.parse.urlsplit(a.url).netloc.split(":"), timeout=30)
+    for start in starts:
+        conn.request("PUT", record_url(EVENT, start.isoformat()), body=b"x")
+        answer = conn.getresponse()
+        assert answer.read() == b"" and answer.status == 204
+    conn.close()
+
+    def page_is_the_models(query: dict[str, str]) -> None:
+        after, before = query.get("after"), query.get("before")
+        expected = sorted(s.isoformat() for s in starts)
+        expected = [s for s in expected if (not after or s > after) and (not before or s < before)]
+        offset, limit = int(query.get("offset", 0)), int(query.get("limit", 10))
+        expected_page = (expected[::-1] if query.get("order") == "desc" else expected)[offset : offset + limit]
+        body = json.loads(request(b.url, "GET", f"/records/{EVENT}?{urllib.parse.urlencode(query)}")[2])
+        assert body["count"] == len(expected) and [r["start"] for r in body["records"]] == expected_page, query
+
+    middle = {"offset": "500", "limit": "10", "order": "desc"}
+    kept = {**middle, "after": "2023-12-31T00:00:00"}  # bounds that leave them all, but take the kept starts
+    pages = (middle, kept, {"offset": "3"}, {"offset": "995", "order": "desc"})
+    for query in pages:
+        page_is_the_models(query)
+    created = first + datetime.timedelta(minutes=999)  # between two of them, in the middle pages' stretch
+    assert request(a.url, "PUT", record_url(EVENT, created.isoformat()), b"y")[0] == 204
+    starts.append(created)
+    for query in pages:
+        page_is_the_models(query)
+    for gone, through in ((starts[498], a), (starts[502], b), (starts[0], a)):
+        assert request(through.url, "DELETE", record_url(EVENT, gone.isoformat()))[0] == 204
+        starts.remove(gone)
+        for query in pages:
+            page_is_the_models(query)
+    page_is_the_models({"after": starts[300].isoformat(), "before": starts[700].isoformat(), "offset": "150"})
+    page_is_the_models({"offset": "990", "limit": "20"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import secrets
 import time
 
 from tornado_records.sqldb import Database
@@ -16,7 +17,9 @@ CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is t
     title    TEXT,                       -- a human title, or NULL
     records  BIGINT  NOT NULL DEFAULT 0,
     bytes    BIGINT  NOT NULL DEFAULT 0,
-    modified BIGINT  NOT NULL DEFAULT 0  -- Unix microseconds of the last change of one of its records (an order)
+    modified BIGINT  NOT NULL DEFAULT 0, -- Unix microseconds of the last change of one of its records (an order)
+    starts   BIGINT  NOT NULL DEFAULT 0  -- the version of its set of starts: a new random number at each creation or
+                                         -- deletion of one of its records (see starts.SqlStarts)
 ) {without_rowid};
 CREATE INDEX IF NOT EXISTS catalogue_by_change ON catalogue (modified, event);
 """
@@ -55,15 +58,18 @@ def create(conn: Database) -> None:
     """Make the table, and count every event's records and bytes again from the records (at each start: the totals
     heal whatever changed the index behind the service's back, and an index from before the table gets them)."""
     conn.schema(SCHEMA)
+    conn.add_column("catalogue", "starts", "BIGINT NOT NULL DEFAULT 0")  # a catalogue from before the column
     with conn.transaction():
         if conn.shared:  # the others write meanwhile: count their changes after this, not before
             conn.execute("LOCK TABLE records, catalogue IN SHARE ROW EXCLUSIVE MODE")
-        conn.execute("UPDATE catalogue SET records = 0, bytes = 0")
+        version = secrets.randbits(62)  # the starts may have changed behind the service's back
+        conn.execute("UPDATE catalogue SET records = 0, bytes = 0, starts = ?", (version,))
         conn.execute(
-            "INSERT INTO catalogue (event, records, bytes, modified)"
-            " SELECT event, count(*), sum(size), max(modified) * 1000000 FROM records WHERE true GROUP BY event"
+            "INSERT INTO catalogue (event, records, bytes, modified, starts)"
+            " SELECT event, count(*), sum(size), max(modified) * 1000000, ? FROM records WHERE true GROUP BY event"
             " ON CONFLICT (event) DO UPDATE SET records = excluded.records, bytes = excluded.bytes,"
-            f" modified = {conn.greatest}(catalogue.modified, excluded.modified)"
+            f" modified = {conn.greatest}(catalogue.modified, excluded.modified)",
+            (version,),
         )
         conn.execute("DELETE FROM catalogue WHERE records <= 0 AND title IS NULL")
 
@@ -73,11 +79,12 @@ def count_change(conn: Database, event: str, old_size: int | None, new_size: int
     absent before (created) or is absent after (deleted)."""
     records = (new_size is not None) - (old_size is not None)
     added = (new_size or 0) - (old_size or 0)
+    starts = "excluded.starts" if records else "catalogue.starts"
     conn.execute(
-        "INSERT INTO catalogue (event, records, bytes, modified) VALUES (?, ?, ?, ?) ON CONFLICT (event) DO UPDATE"
-        " SET records = catalogue.records + excluded.records, bytes = catalogue.bytes + excluded.bytes,"
-        " modified = excluded.modified",
-        (event, records, added, time.time_ns() // 1000),
+        "INSERT INTO catalogue (event, records, bytes, modified, starts) VALUES (?, ?, ?, ?, ?) ON CONFLICT (event)"
+        " DO UPDATE SET records = catalogue.records + excluded.records, bytes = catalogue.bytes + excluded.bytes,"
+        f" modified = excluded.modified, starts = {starts}",
+        (event, records, added, time.time_ns() // 1000, secrets.randbits(62)),
     )
     conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
 

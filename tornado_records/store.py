@@ -356,7 +356,7 @@ class RecordStore:
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def list(
+    async def list(
         self,
         event: uuid.UUID,
         *,
@@ -368,10 +368,10 @@ class RecordStore:
     ) -> Page:
         """The records of an event with after < start < before, ordered by start, paged by limit and offset.
 
-        The count and the page's bounds come from the in-memory index of starts (a deep offset costs no scan); the
-        rows from one indexed range query.
+        The count and the page's bounds come from the index of starts (starts.py: alone, in memory, where a deep
+        offset costs no scan; with a shared index, in a thread); the rows from one indexed range query.
         """
-        count, starts = self._starts.page(
+        bounds = (
             str(event),
             None if after is None else after.isoformat(),
             None if before is None else before.isoformat(),
@@ -379,6 +379,10 @@ class RecordStore:
             offset,
             descending,
         )
+        if self.shared:
+            count, starts = await asyncio.get_running_loop().run_in_executor(None, self._starts.page, *bounds)
+        else:
+            count, starts = self._starts.page(*bounds)
         if not starts:
             return Page(count, [])
         rows = self._rconn.execute(

@@ -71,11 +71,11 @@ class RecordsHandler(ListingHandler):
         if self.request.method == "PUT":
             self.require_writer()
 
-    def get(self, event: str) -> None:
+    async def get(self, event: str) -> None:
         store: RecordStore = self.settings["store"]
         event_id = parse_event(event)
         limit, offset, descending = self.page_arguments("asc")
-        page = store.list(
+        page = await store.list(
             event_id,
             after=self._date_time("after"),
             before=self._date_time("before"),
