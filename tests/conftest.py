@@ -35,6 +35,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:make_current is deprecated:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:clear_current is deprecated:DeprecationWarning")
     config.addinivalue_line("markers", "engines(*names): the engines a test of the contract runs on, where not all")
+    if config.option.durations is None:  # the slowest tests at the end of each run (CI's budget is 30 minutes)
+        config.option.durations = 15
 
 
 @pytest.fixture
