@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -233,7 +234,7 @@ class Resumables:
         return upload
 
     def _expires(self) -> int:
-        return int(time.time() + self.expiry)
+        return math.ceil(time.time() + self.expiry)  # never sooner than the setting says (HTTP dates are whole seconds)
 
     # -- one request at a time -----------------------------------------------------------------------------------
 
