@@ -11,6 +11,7 @@ there after a record was copied is copied by the next run.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import shutil
@@ -18,6 +19,7 @@ import signal
 import sys
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs
@@ -32,7 +34,8 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
     every record is in the target with its content, 1 when some could not be copied (each said on stderr)."""
     if not blobs.startswith("s3://"):
         raise CommandError("--blobs must name the object store to copy into (s3://bucket/prefix)")
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, _STOPS.stop)
+    signal.signal(signal.SIGINT, _STOPS.stop)
     with read_index(source) as conn:
         records = records_of(conn)
         titles = dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
@@ -86,6 +89,7 @@ def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, titl
     assert isinstance(objects, ObjectBlobs)
     name = store.new_name()
     path = _as_one_file(record, files, work)
+    adopted = False
     try:
         try:
             objects.send(path, name)
@@ -96,10 +100,13 @@ def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, titl
                 f"/records/{record.event}/{record.start}: the copy's SHA-256 is not the index's {record.sha256} "
                 "(is the source damaged? see tornado-records check)"
             )
-        if not store.adopt(record, name, title):
+        with _STOPS.held():
+            adopted = store.adopt(record, name, title)
+        if not adopted:
             raise CommandError(f"/records/{record.event}/{record.start} was written in the target meanwhile")
     except BaseException:
-        objects.remove(name)
+        if not adopted:  # a stop that came after the index named the object must leave it
+            objects.remove(name)
         raise
     finally:
         if path.parent == work:
@@ -139,6 +146,28 @@ def _hash_object(objects: ObjectBlobs, name: str, size: int) -> str:
     return digest.hexdigest()
 
 
-def _interrupt(signum: int, frame: object) -> None:  # noqa: ARG001
-    raise KeyboardInterrupt()
+class _Stops:
+    """Ctrl-C and SIGTERM stop a migration at once, except while the index takes a record: then as soon as it has,
+    so that a stop never leaves the index naming an object it has no reason to keep, nor removes one it names."""
+
+    holding = pending = False
+
+    def stop(self, signum: int, frame: object) -> None:  # noqa: ARG002
+        if self.holding:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.pending:
+                raise KeyboardInterrupt()
+
+
+_STOPS = _Stops()
 
