@@ -10,12 +10,11 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 
 from breaking_proxy import BreakingProxy
 from conftest import COMMAND, EVENT, files_in, record_url, wait_until
-from test_scale_out import events_of
+from test_scale_out import events_of, race_writers
 from rawhttp import chunk, connect, request, request_head
 from test_append import Appender
 from tornado_records.appends import JOIN_INTERVAL
@@ -224,17 +223,7 @@ def test_two_processes_on_s3_behind_nginx_share_records_events_and_races(
     assert request(a.url, "DELETE", record_url(start="2024-01-01T00:00:00"))[0] == 204
     assert request(b.url, "GET", record_url(start="2024-01-01T00:00:00"))[0] == 404
     racing = [bytes([n]) * 300_000 for n in range(8)]
-    statuses = [0] * len(racing)
-
-    def put(n: int) -> None:
-        target = (a, b)[n % 2]
-        statuses[n] = request(target.url, "PUT", record_url(), racing[n], {"If-None-Match": "*"})[0]
-
-    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(racing))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    statuses = race_writers(a, b, racing)
     assert sorted(statuses) == [204] + [412] * 7
     winner = racing[statuses.index(204)]
     assert request(a.url, "GET", record_url())[2] == request(b.url, "GET", record_url())[2] == winner

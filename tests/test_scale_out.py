@@ -48,6 +48,23 @@ def events_of(url: str, count: int, seen: list, last_id: int | None = None) -> t
     return thread
 
 
+def race_writers(a, b, bodies: list[bytes]) -> list[int]:  # noqa: ANN001
+    """PUT each body with `If-None-Match: *` to the one record at once, in turn through process a and b; the
+    statuses, in the bodies' order."""
+    statuses = [0] * len(bodies)
+
+    def put(n: int) -> None:
+        target = (a, b)[n % 2]
+        statuses[n] = request(target.url, "PUT", record_url(), bodies[n], {"If-None-Match": "*"})[0]
+
+    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(bodies))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return statuses
+
+
 def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, nginx, postgres_url) -> None:
     a, b = processes(service, postgres_url, 2, "--accel-redirect", "/_blobs/")
     body = os.urandom(300_000)
@@ -133,17 +150,7 @@ def test_an_append_of_a_killed_process_joins_before_the_next_on_another(service,
 def test_racing_writers_on_two_processes_leave_one_whole_winner(service, postgres_url) -> None:
     a, b = processes(service, postgres_url)
     bodies = [bytes([n]) * 500_000 for n in range(8)]
-    statuses: list[int] = [0] * len(bodies)
-
-    def put(n: int) -> None:
-        target = (a, b)[n % 2]
-        statuses[n] = request(target.url, "PUT", record_url(), bodies[n], {"If-None-Match": "*"})[0]
-
-    threads = [threading.Thread(target=put, args=(n,)) for n in range(len(bodies))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = race_writers(a, b, bodies)
     assert sorted(statuses) == [204] + [412] * (len(bodies) - 1), statuses
     winner = bodies[statuses.index(204)]
     assert body_of(a.url) == winner and body_of(b.url) == winner

@@ -28,7 +28,6 @@ except ImportError:  # without the [scale] extra there is no object store, and n
     BotoCoreError = ClientError = type("NoBotocoreError", (Exception,), {})
 
 PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
-COPY_PART = 1 << 30  # bytes of each part copied from another object (UploadPartCopy; S3 allows up to 5 GiB)
 READ_BLOCK = 1 << 20
 MERGED = ".merged"  # the end of the name of an object that holds the runs of an append piece, merged when it ended
 

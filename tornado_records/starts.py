@@ -91,7 +91,9 @@ class SqlStarts:
         self, event: str, after: str | None, before: str | None, limit: int, offset: int, descending: bool
     ) -> tuple[int, list[str]]:
         row = self._index.execute("SELECT records, starts FROM catalogue WHERE event = ?", (event,)).fetchone()
-        count, version = row if row is not None else (0, 0)
+        if row is None:
+            return 0, []  # the event has no records (the catalogue changes in each change's transaction)
+        count, version = row
         bounded = after is not None or before is not None
         if count > self.KEPT_OVER and (bounded or self.KEPT_OVER < offset < count - self.KEPT_OVER):
             return page_of(self._starts(event, version), after, before, limit, offset, descending)

@@ -698,9 +698,9 @@ class RecordStore:
         path = self.blobs / name
         try:
             current = self._current(event, start, self._rconn)
-            runs = [s for s in (current.segments if current else []) if piece_end(s, name) is not None]
-            ends = [piece_end(run, name) for run in runs]
-            starts = [end - run.length for end, run in zip(ends, runs)]
+            found = [(s, end) for s in (current.segments if current else []) if (end := piece_end(s, name)) is not None]
+            runs, ends = [run for run, _ in found], [end for _, end in found]
+            starts = [end - run.length for run, end in found]
             if len(runs) < 2 or starts[1:] != ends[:-1]:
                 return  # one object already, or not one stretch of the file (a version made anew meanwhile)
             first = starts[0]
@@ -960,8 +960,7 @@ class RecordStore:
         self._abort_unfinished()
         known = {s.name for (blob,) in self._wconn.execute("SELECT blob FROM records") for s in _runs(blob)}
         orphans = set(self.blob_store.names(time.time() - ORPHAN_AGE if self.shared else None)) - known
-        for name in orphans:
-            self.blob_store.remove(name)
+        self.blob_store.remove_all(sorted(orphans))
         if orphans:
             log.warning("removed %d orphan object(s) from %s", len(orphans), self.blob_store)
 
