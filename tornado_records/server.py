@@ -25,11 +25,13 @@ import sys
 from typing import Any, Awaitable
 
 import tornado.concurrent
+import tornado.http1connection
 import tornado.httpserver
 import tornado.httputil
 import tornado.iostream
 
 from tornado_records import __version__
+from tornado_records.body import read_bodies_in_blocks
 
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
 INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
@@ -240,6 +242,8 @@ class RecordsHTTPServer(tornado.httpserver.HTTPServer):
         self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
     ) -> tornado.httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
+        if isinstance(request_conn, tornado.http1connection.HTTP1Connection):
+            read_bodies_in_blocks(request_conn)
         guard = self._guards.get(getattr(server_conn, "stream", None))
         return delegate if guard is None else _Reading(delegate, guard)
 
