@@ -148,15 +148,9 @@ ROUTE_OF_HANDLER: dict[type, str] = {
 }
 
 
-# Bytes Tornado reads from a socket at once, and hands to an upload's data_received at most at once (a chunked body's
-# chunks, 64 KiB from curl, are joined up to it): fewer Python calls per byte than Tornado's 64 KiB, and small enough
-# that the writer thread (spool.py) finds the bytes still in the CPU's cache (1 MiB was slower: see docs/benchmarks.md).
-BODY_CHUNK = 256 << 10
-
-
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server for the application, with the limits the service runs with (its own refusals are JSON)."""
-    return RecordsHTTPServer(app, max_body_size=SMALL_BODY_LIMIT, chunk_size=BODY_CHUNK)
+    return RecordsHTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
