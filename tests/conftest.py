@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import shutil
 import sqlite3
 import subprocess
@@ -77,8 +78,9 @@ def engine(request: pytest.FixtureRequest) -> dict[str, str]:
         monkeypatch = request.getfixturevalue("monkeypatch")
         for variable, value in request.getfixturevalue("s3_env").items():
             monkeypatch.setenv(variable, value)
-        bucket = request.getfixturevalue("bucket")
-        return {"index": request.getfixturevalue("postgres_url"), "blobs": f"s3://{bucket}/records"}
+        bucket = request.getfixturevalue("shared_bucket")
+        prefix = f"{secrets.token_hex(6)}/records"  # the test's own
+        return {"index": request.getfixturevalue("postgres_url"), "blobs": f"s3://{bucket}/{prefix}"}
     return {}
 
 

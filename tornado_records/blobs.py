@@ -234,6 +234,15 @@ class ObjectContent:
             self._body = None
 
 
+@functools.cache
+def _models() -> Any:
+    """botocore's reader of its descriptions of services, shared by the object stores of a process: it keeps what it
+    read (a client takes 0.02 s rather than 0.15 s)."""
+    import botocore.session
+
+    return botocore.session.get_session().get_component("data_loader")
+
+
 class ObjectBlobs:
     """Blobs as objects in an S3-compatible bucket, under a prefix: s3://bucket/prefix. The endpoint and the
     credentials come from `endpoint` or else the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
@@ -256,7 +265,9 @@ class ObjectBlobs:
             self.prefix += "/"
         self.url = f"s3://{self.bucket}/{self.prefix}"
         config = botocore.config.Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4})
-        self.client = botocore.session.get_session().create_client("s3", endpoint_url=endpoint or None, config=config)
+        session = botocore.session.get_session()
+        session.register_component("data_loader", _models())
+        self.client = session.create_client("s3", endpoint_url=endpoint or None, config=config)
         self.readers = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="records-s3-read")
 
     def __str__(self) -> str:

@@ -100,7 +100,11 @@ class EventLog:
             self._closing.set()
             self._queue.put(_STOP)
             self._thread.join()
+            self._stopped()
             self._conn.close()
+
+    def _stopped(self) -> None:
+        """The writer has written its last events (its connection is still open)."""
 
     def _write_batches(self) -> None:
         while True:
@@ -178,6 +182,10 @@ class SharedEventLog(EventLog):
         self._listen.on_reconnect.append(lambda: self._listen.execute(f"LISTEN {self.CHANNEL}"))
         self._listener = threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True)
         self._listener.start()
+
+    def _stopped(self) -> None:
+        with contextlib.suppress(Exception):  # wake the listener now, rather than at its next look (POLL)
+            self._conn.execute(f"NOTIFY {self.CHANNEL}")
 
     def close(self) -> None:
         super().close()
