@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import errno
 import hashlib
 import os
@@ -39,6 +40,14 @@ TURN_BYTES = 512 << 10
 KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
 WRITERS = 32  # threads shared by all uploads' spools (each spool uses one at a time)
 _IOV_MAX = 1024
+# Every WRITEBACK_BYTES written, the writer has the kernel begin writing the file's dirty pages to the disk
+# (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
+# write (a whole GiB took it 0.5-0.8 s here) rather than the whole upload.
+WRITEBACK_BYTES = 8 << 20
+_sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+_SYNC_FILE_RANGE_WRITE = 2
 
 _writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="spool-writer")
 
@@ -56,6 +65,7 @@ class Spool:
     ) -> None:
         self.received = 0
         self.written = 0
+        self._dirty = 0  # bytes written since the kernel was last asked to begin writing them to the disk
         self._file = file
         self._fd = file.fileno()
         self._hashes = list(hashes)
@@ -236,6 +246,10 @@ class Spool:
         for view in _cut(batch, done):
             for digest in self._hashes:
                 digest.update(view)
+        self._dirty += done
+        if self._dirty >= WRITEBACK_BYTES and _sync_file_range is not None:
+            self._dirty = 0
+            _sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # the whole file's dirty pages; errors ignored
         with self._lock:
             self.written += done
             self._behind -= done
