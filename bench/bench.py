@@ -282,6 +282,24 @@ def children(pid: int) -> list[int]:
     return found
 
 
+def cpu_seconds(server: Server) -> float:
+    """The CPU time (user + system) the server has used so far: the process (all its threads) and its children
+    (nginx's workers)."""
+    total = 0
+    for pid in [server.pid, *children(server.pid)]:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_gib(server: Server, transfer: Callable[[], float], size: int) -> tuple[float, float]:
+    """The MB/s that `transfer` gives (moving `size` bytes) and the server's CPU seconds per GiB moved meanwhile."""
+    before = cpu_seconds(server)
+    rate = transfer()
+    return rate, (cpu_seconds(server) - before) / (size / (1 << 30))
+
+
 def nginx_workers_hwm(nginx: Server) -> int:
     """The largest peak RSS of nginx's worker processes, in bytes."""
     return max(proc_status(worker, "VmHWM") for worker in children(nginx.pid))
@@ -708,14 +726,15 @@ def figure_upload(bench: Bench) -> list[Row]:
     with bench.service() as service, bench.reference() as nginx:
 
         def measure() -> dict[str, float]:
-            return {
-                "ours": upload(service.url(record_path()), source).mb_per_s,
-                "nginx": upload(nginx.url("/files/upload"), source).mb_per_s,
-            }
+            size = bench.options.size
+            ours, ours_cpu = cpu_per_gib(service, lambda: upload(service.url(record_path()), source).mb_per_s, size)
+            theirs, nginx_cpu = cpu_per_gib(nginx, lambda: upload(nginx.url("/files/upload"), source).mb_per_s, size)
+            return {"ours": ours, "nginx": theirs, "ours_cpu": ours_cpu, "nginx_cpu": nginx_cpu}
 
         m = repeat(bench.options.runs, measure)
     return [
-        compare(f"upload {mib(bench.options.size)}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0))
+        compare(f"upload {mib(bench.options.size)}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0)),
+        compare("upload: server CPU per GiB (s)", m["ours_cpu"], m["nginx_cpu"], "{:.2f}"),
     ]
 
 
@@ -774,14 +793,14 @@ def figure_concurrent(bench: Bench) -> list[Row]:
             upload(url, source)
 
         def measure() -> dict[str, float]:
-            return {
-                "ours": at_once(ours_up, ours_down, source, size),
-                "nginx": at_once(nginx_up, nginx_down, source, size),
-            }
+            ours, ours_cpu = cpu_per_gib(service, lambda: at_once(ours_up, ours_down, source, size), 16 * size)
+            theirs, nginx_cpu = cpu_per_gib(nginx, lambda: at_once(nginx_up, nginx_down, source, size), 16 * size)
+            return {"ours": ours, "nginx": theirs, "ours_cpu": ours_cpu, "nginx_cpu": nginx_cpu}
 
         m = repeat(bench.options.runs, measure)
     return [
-        compare(f"8 uploads + 8 downloads of {mib(size)} (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 0.7))
+        compare(f"8 uploads + 8 downloads of {mib(size)} (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 0.8)),
+        compare("8 + 8: server CPU per GiB moved (s)", m["ours_cpu"], m["nginx_cpu"], "{:.2f}"),
     ]
 
 
