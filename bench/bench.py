@@ -373,6 +373,25 @@ def upload(url: str, path: Path) -> Transfer:
     return finished(put(url, path))
 
 
+def tus_upload(url: str, path: Path) -> Transfer:
+    """A resumable upload of a file to the record at `url`, as a tus client makes it: its creation, then one PATCH of
+    the whole file (a Content-Length body) with curl; the PATCH's rate."""
+    parts = urllib.parse.urlsplit(url)
+    size = path.stat().st_size
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        connection.request("POST", parts.path, headers={"Tus-Resumable": "1.0.0", "Upload-Length": str(size)})
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 201:
+            raise BenchError(f"POST {parts.path} (tus creation): {answer.status}")
+        location = answer.getheader("Location", "")
+    finally:
+        connection.close()
+    headers = ("-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H", "Content-Type: application/offset+octet-stream")
+    return finished(curl(size, False, "-X", "PATCH", "-T", str(path), *headers, urllib.parse.urljoin(url, location)))
+
+
 @dataclasses.dataclass(frozen=True)
 class Load:
     """What wrk reports: requests per second, 99th percentile latency (s), and errors (timeouts, socket errors)."""
@@ -729,12 +748,15 @@ def figure_upload(bench: Bench) -> list[Row]:
             size = bench.options.size
             ours, ours_cpu = cpu_per_gib(service, lambda: upload(service.url(record_path()), source).mb_per_s, size)
             theirs, nginx_cpu = cpu_per_gib(nginx, lambda: upload(nginx.url("/files/upload"), source).mb_per_s, size)
-            return {"ours": ours, "nginx": theirs, "ours_cpu": ours_cpu, "nginx_cpu": nginx_cpu}
+            resumable = tus_upload(service.url(record_path(1)), source).mb_per_s
+            return {"ours": ours, "nginx": theirs, "ours_cpu": ours_cpu, "nginx_cpu": nginx_cpu, "tus": resumable}
 
         m = repeat(bench.options.runs, measure)
+    size = mib(bench.options.size)
     return [
-        compare(f"upload {mib(bench.options.size)}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0)),
+        compare(f"upload {size}, chunked (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0)),
         compare("upload: server CPU per GiB (s)", m["ours_cpu"], m["nginx_cpu"], "{:.2f}"),
+        compare(f"resumable upload {size}: one tus PATCH (MB/s)", m["tus"], m["nginx"], "{:.0f}", Target(">=", 1.0)),
     ]
 
 
