@@ -38,9 +38,10 @@ def read_bodies_in_blocks(connection: tornado.http1connection.HTTP1Connection) -
 
 
 async def _deliver(delegate: tornado.httputil.HTTPMessageDelegate, block: memoryview, size: int) -> None:
-    """Hand the first `size` bytes of the block to the request: a view of it, or a copy when they are few (so that a
-    slow sender's small reads, which the handler may hold until they are written, do not each hold a whole block)."""
-    data = block[:size] if size >= BLOCK // 4 else bytes(block[:size])
+    """Hand the first `size` bytes of the block to the request: a view of it, or a copy when they fill little of it (so
+    that a slow sender's small reads, which the handler may hold until they are written, do not each hold a whole
+    block)."""
+    data = block[:size] if size >= len(block) // 4 else bytes(block[:size])
     waiting = delegate.data_received(data)  # type: ignore[arg-type]  # any bytes-like object
     if waiting is not None:
         await waiting
