@@ -21,6 +21,7 @@ from conftest import EVENT, files_in, record_url, run_on_index, stored_blobs, wa
 from rawhttp import Answer, chunk, connect, open_event_stream, read_until, request, request_head, sha256_field
 from test_disk_full import small_disk  # noqa: F401 (a fixture)
 from test_sse import conforms
+from tornado_records.appends import JOIN_INTERVAL
 
 APPEND = record_url() + "?append=true"
 
@@ -180,12 +181,12 @@ def test_appends_continue_after_a_replacement_and_a_delete(service, engine) -> N
     svc = service()
     appender = Appender(svc.url)
     appender.send(b"aaa")
-    time.sleep(3.2)  # what arrives joins the record every 3 s
+    time.sleep(JOIN_INTERVAL + 1)  # what arrives JOIN_INTERVAL after the last join (or the request's start) joins
     appender.send(b"bbb")
     assert wait_until(lambda: body_of(svc.url) == b"aaabbb")
     assert request(svc.url, "PUT", record_url(), b"XYZ")[0] == 204
     appender.send(b"ccc")
-    time.sleep(3.2)
+    time.sleep(JOIN_INTERVAL + 1)
     appender.send(b"ddd")
     assert wait_until(lambda: body_of(svc.url) == b"XYZcccddd")
     assert request(svc.url, "DELETE", record_url())[0] == 204
@@ -313,7 +314,7 @@ def test_nginx_is_handed_only_a_file_that_is_exactly_the_version(service) -> Non
     svc = service("--accel-redirect", "/_blobs/")
     appender = Appender(svc.url)
     appender.send(b"one")
-    time.sleep(3.2)
+    time.sleep(JOIN_INTERVAL + 1)
     appender.send(b"two")
     assert wait_until(lambda: request(svc.url, "HEAD", record_url())[0] == 200)
     _, headers, body = request(svc.url, "GET", record_url())  # its file is still being written: sent directly

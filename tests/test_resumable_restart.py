@@ -37,7 +37,7 @@ def test_kill_9_between_appends_resumes_from_the_durable_offset(service, data_di
     sock.sendall(request_head("PATCH", location, {**TUS, **CHUNK, "Upload-Offset": str(MB),
                                                   "Content-Length": str(len(BODY) - MB)}))  # fmt: skip
     sock.sendall(BODY[MB : MB + 500_000])
-    time.sleep(3.5)
+    time.sleep(4)
     sock.sendall(BODY[MB + 500_000 : MB + 600_000])  # arrives after the interval: what came so far is recorded
     time.sleep(0.5)
     sock.sendall(BODY[MB + 600_000 : MB + 800_000])  # not recorded yet
