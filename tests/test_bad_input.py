@@ -13,7 +13,6 @@ import os
 import re
 import socket
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import EVENT, START, Service, files_in, record_url, wait_until
-from rawsocket import Reply, assert_json_error, assert_no_server_error, parse_reply, send, stored_state
+from rawsocket import assert_json_error, assert_no_server_error, parse_reply, send, stored_state
 
 OLD = b"the earlier version, which must stay whole"
 # Examples per fuzzed part of the request (five parts), the same ones on every run; RECORDS_FUZZ_EXAMPLES=2000 runs

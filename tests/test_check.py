@@ -77,7 +77,7 @@ def test_check_finds_each_kind_of_damage_and_changes_nothing(service, tmp_path: 
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines() == [result.stdout.strip()]  # the summary only
     size = sum(map(len, contents.values()))
-    assert result.stdout.startswith(f"checked 3 records and 4 files in ") and f"read {size} bytes" in result.stdout
+    assert result.stdout.startswith("checked 3 records and 4 files in ") and f"read {size} bytes" in result.stdout
     assert "0 missing, 0 truncated, 0 damaged, 0 orphaned, 0 unreadable: healthy" in result.stdout
     assert listing(data) == before  # nothing written, not even SQLite's -wal and -shm beside the index
     assert result.stderr == ""

@@ -192,7 +192,7 @@ def test_the_log_of_a_real_process_is_bounded_to_the_newest_1000_events(service:
     replay = Stream(again, last_id=0)
     events = replay.events(1000)
     assert [e["data"].get("start") or e["data"]["record"]["start"] for _, e in events[:2]] == [
-        f"2024-01-01T00:00:10.000010"
+        "2024-01-01T00:00:10.000010"
     ] * 2  # the first 10 uploads' events (20) were trimmed
     assert [event_id for event_id, _ in events] == sorted({event_id for event_id, _ in events})
     put(again, "2025-01-01T00:00:00")

@@ -11,7 +11,7 @@ import time
 
 from conftest import EVENT, START, record_url, wait_until
 from rawhttp import connect, read_until, request, request_head
-from test_append import APPEND, Appender
+from test_append import Appender
 
 LIVE = record_url() + "/live"
 
