@@ -388,7 +388,8 @@ def tus_upload(url: str, path: Path) -> Transfer:
         location = answer.getheader("Location", "")
     finally:
         connection.close()
-    headers = ("-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0", "-H", "Content-Type: application/offset+octet-stream")
+    headers = ("-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0",
+               "-H", "Content-Type: application/offset+octet-stream")  # fmt: skip
     return finished(curl(size, False, "-X", "PATCH", "-T", str(path), *headers, urllib.parse.urljoin(url, location)))
 
 

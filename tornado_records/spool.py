@@ -2,8 +2,8 @@
 
 Every way in (a plain PUT, an append request's piece, a resumable upload's requests) hands what it receives to the
 spool of its file, on the event loop, and goes on receiving. A writer thread takes everything waiting at each turn (up
-to TURN_BYTES), writes it with one `os.writev` and feeds it to the upload's hashes; both release the GIL, so the second core does
-that work while the event loop reads the socket.
+to TURN_BYTES), writes it with one `os.writev` and feeds it to the upload's hashes; both release the GIL, so the
+second core does that work while the event loop reads the socket.
 
 The lag is bounded in bytes and in time:
 
@@ -65,7 +65,6 @@ class Spool:
     ) -> None:
         self.received = 0
         self.written = 0
-        self._dirty = 0  # bytes written since the kernel was last asked to begin writing them to the disk
         self._file = file
         self._fd = file.fileno()
         self._hashes = list(hashes)
@@ -246,9 +245,7 @@ class Spool:
         for view in _cut(batch, done):
             for digest in self._hashes:
                 digest.update(view)
-        self._dirty += done
-        if self._dirty >= WRITEBACK_BYTES and _sync_file_range is not None:
-            self._dirty = 0
+        if _sync_file_range is not None and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
             _sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # the whole file's dirty pages; errors ignored
         with self._lock:
             self.written += done
