@@ -277,10 +277,36 @@ SETTINGS: tuple[Setting, ...] = (
         parse_networks,
     ),
     Setting(
+        "header_timeout",
+        "10",
+        "seconds a client has to send a request's line and headers (and that a kept-alive connection may wait for "
+        "its next request) before the connection is closed",
+        parse_seconds,
+    ),
+    Setting(
+        "max_connections",
+        "10000",
+        "most client connections open at once; past it, a new one is answered 503 (JSON, Retry-After) and closed",
+        parse_count,
+    ),
+    Setting(
+        "max_client_streams",
+        "100",
+        "most /sse and /live streams one client address holds open at once (behind a proxy, set --trusted-proxies "
+        "so that each client has its own address); past it, 429 with Retry-After",
+        parse_count,
+    ),
+    Setting(
+        "max_resumable_uploads",
+        "1000",
+        "most resumable uploads (tus, IETF) in progress at once; past it, a new one is refused with 507",
+        parse_count,
+    ),
+    Setting(
         "upload_idle_timeout",
         "60",
-        "seconds an upload may go without receiving a byte before it is ended as broken (a plain upload is then "
-        "discarded; an append keeps what arrived)",
+        "seconds a request body (an upload's above all) may go without a byte before it is ended as broken (a plain "
+        "upload is then discarded; an append keeps what arrived)",
         parse_seconds,
     ),
     Setting(
@@ -324,6 +350,10 @@ class Config:
     max_subscribers: int
     token_file: Secret | None
     trusted_proxies: tuple[Network, ...]
+    header_timeout: float
+    max_connections: int
+    max_client_streams: int
+    max_resumable_uploads: int
     upload_idle_timeout: float
     upload_expiry: datetime.timedelta
     shutdown_grace: float

@@ -228,3 +228,31 @@ def _if_range(value: str, current: Validators, now: float) -> bool:
         return strong_match(value, current.etag)
     date = http_date(value)
     return date is not None and date == current.last_modified and now - current.last_modified >= 1
+
+
+# A media type as RFC 9110 §8.3.1 writes it, of visible ASCII only: type "/" subtype, then parameters whose values
+# are tokens or quoted strings.
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA_TYPE = re.compile(
+    rf"({_TOKEN})/({_TOKEN})(?:[ \t]*;[ \t]*(?:{_TOKEN}=(?:{_TOKEN}|\"(?:[\t \x21\x23-\x5b\x5d-\x7e]|\\[\t \x21-\x7e])*\"))?)*"
+)
+MAX_MEDIA_TYPE = 1024
+# Types served as they are stored: media a browser only plays, never runs (docs/api.md lists them). Any other stored
+# type is served as application/octet-stream, as an attachment.
+PASSIVE_TYPES = ("audio/*", "video/ogg", "video/webm", "video/mp4", "application/ogg")
+
+
+def is_media_type(text: str) -> bool:
+    """Whether `text` is a media type (RFC 9110 syntax, visible ASCII, at most MAX_MEDIA_TYPE characters)."""
+    return len(text) <= MAX_MEDIA_TYPE and _MEDIA_TYPE.fullmatch(text.strip(" \t")) is not None
+
+
+def served_type(stored: str) -> tuple[str, bool]:
+    """The Content-Type a record stored with type `stored` is served with, and whether it is served as an attachment
+    (anything but a passive media type: a browser must not render it on this service's origin)."""
+    match = _MEDIA_TYPE.fullmatch(stored.strip(" \t")) if len(stored) <= MAX_MEDIA_TYPE else None
+    if match is not None:
+        kind, subtype = match.group(1).lower(), match.group(2).lower()
+        if f"{kind}/*" in PASSIVE_TYPES or f"{kind}/{subtype}" in PASSIVE_TYPES:
+            return stored.strip(" \t"), False
+    return "application/octet-stream", True

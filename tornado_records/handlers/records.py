@@ -24,8 +24,10 @@ from tornado_records.http_semantics import (
     RangeNotSatisfiable,
     Validators,
     has_preconditions,
+    is_media_type,
     precondition_status,
     requested_range,
+    served_type,
 )
 from tornado_records.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
@@ -119,9 +121,9 @@ class RecordHandler(BaseHandler):
         """
         headers = self.request.headers
         append = self._append_mode()
-        content_type = headers.get("Content-Type", "application/octet-stream")
-        if _CONTROL.search(content_type) or len(content_type) > 1024:
-            raise ApiError(400, "Content-Type must be a media type such as audio/ogg")
+        content_type = headers.get("Content-Type") or "application/octet-stream"
+        if not is_media_type(content_type):
+            raise ApiError(400, f"Content-Type must be a media type such as audio/ogg, not {quoted(content_type)}")
         try:
             expected = expected_digests(headers)
         except MalformedDigest as exc:
@@ -326,7 +328,7 @@ class RecordHandler(BaseHandler):
         if status == 304:
             self.set_status(304)
             return None
-        self.set_header("Content-Type", record.type)
+        self.set_served_type(record.type)
         self.set_header("Repr-Digest", repr_digest(record.sha256))
         accel = self.settings["config"].accel_redirect
         sealed = self.store.sealed_file(record) if accel and self.request.method == "GET" else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from typing import Any
 
 import tornado.routing
@@ -30,11 +29,10 @@ from tornado_records.handlers.transfer import (
     boolean_field,
     integer_field,
 )
-from tornado_records.http_semantics import has_preconditions, precondition_status
+from tornado_records.http_semantics import has_preconditions, is_media_type, precondition_status
 from tornado_records.resumable import CONDITION_HEADERS, Resumable, UploadComplete, UploadGone
 from tornado_records.store import PreconditionFailed, RecordNotFound
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class CreationRequests(tornado.routing.PathMatches):
@@ -131,8 +129,8 @@ class CreationHandler(TransferHandler):
             if given.split(";")[0].strip() not in ("", PARTIAL_UPLOAD, TUS_CHUNK):
                 content_type = given
         content_type = content_type or "application/octet-stream"
-        if _CONTROL.search(content_type) or len(content_type) > 1024:
-            raise ApiError(400, "The media type must be a media type such as audio/ogg")
+        if not is_media_type(content_type):
+            raise ApiError(400, f"The media type must be a media type such as audio/ogg, not {quoted(content_type)}")
         return content_type
 
     def _interim_allowed(self) -> bool:
