@@ -59,7 +59,8 @@ async def test_bad_identity_is_400_json_and_stores_nothing(fetch, data_dir, meth
         assert response.code == 400, event
         if method != "HEAD":
             body = json.loads(response.body)
-            assert body["status_code"] == 400 and "UUID" in body["detail"]
+            # a control character (%00) is refused for the whole path, before the event is read
+            assert body["status_code"] == 400 and ("control character" if event == "%00" else "UUID") in body["detail"]
     for start in BAD_STARTS:
         response = await fetch(record_url(start=start), method=method)
         assert response.code == 400, start

@@ -32,7 +32,8 @@ SPEC = yaml.safe_load((Path(__file__).parents[1] / "records.yaml").read_text())
 
 @pytest.fixture
 def settings() -> dict[str, str]:
-    return {"sse_keepalive": "0.2"}
+    # hundreds of subscribers from one address (the test's): above the per-client cap's default of 100
+    return {"sse_keepalive": "0.2", "max_client_streams": "1000"}
 
 
 @pytest.fixture

@@ -24,7 +24,8 @@ def bearer_token(authorization: str | None) -> bytes | None:
 def client_address(peer: str, forwarded_for: list[str], real_ip: str | None, trusted: tuple[Network, ...]) -> str:
     """The client a request comes from: the peer, unless the peer is a trusted proxy; then the rightmost address of
     X-Forwarded-For that is not a trusted proxy (as nginx's realip module does with `real_ip_recursive on`), or
-    else X-Real-IP. `forwarded_for` holds each X-Forwarded-For header's value.
+    else X-Real-IP. `forwarded_for` holds each X-Forwarded-For header's value. An address taken from a header is
+    given as parsed (its canonical text), never as the header wrote it.
 
     Walking X-Forwarded-For from the right stops at an entry that is not an address; the client is then the last
     address walked past, since only trusted proxies vouched for it."""
@@ -32,12 +33,14 @@ def client_address(peer: str, forwarded_for: list[str], real_ip: str | None, tru
         return peer
     hops = [hop.strip() for value in forwarded_for for hop in value.split(",")]
     if not hops:
-        return real_ip.strip() if real_ip and _address(real_ip.strip()) else peer
+        address = _address(real_ip.strip()) if real_ip else None
+        return peer if address is None else str(address)
     client = peer
     for hop in reversed(hops):
-        if _address(hop) is None:
+        address = _address(hop)
+        if address is None:
             break
-        client = hop
+        client = str(address)  # the address as parsed, never the header's text
         if not _within(hop, trusted):
             break
     return client

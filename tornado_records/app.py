@@ -3,21 +3,27 @@ stop_app and close_app for the work it does besides answering requests (retentio
 
 from __future__ import annotations
 
+import base64
+import collections
+import hashlib
 import json
 import logging
+import re
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.routing
 import tornado.web
 import yaml
 
-from tornado_records.access import client_address
 from tornado_records.config import Config
 from tornado_records import sqldb
 from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import CHANGE_EVENTS, EventHub
-from tornado_records.handlers.base import BaseHandler, NotFoundHandler
+from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.listings import EventsHandler, RecordsHandler
 from tornado_records.handlers.live import LiveHandler, UploadsHandler
@@ -37,7 +43,10 @@ log = logging.getLogger("tornado_records")
 
 SCALAR_BUNDLE = "static/scalar/standalone.js"  # vendored, pinned: static/scalar/SOURCE
 SMALL_BODY_LIMIT = 1 << 20  # for every route but the upload, which raises its own limit
+BODY_IDLE_MARGIN = 1.0  # seconds past --upload-idle-timeout at which the server ends a stalled body itself
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNPRINTABLE = re.compile(r"[^\x21-\x5b\x5d-\x7e]")  # what the access log writes escaped (\xNN)
 _EVENT = r"([^/]+)"
 _START = r"([^/]+)"
 
@@ -63,7 +72,7 @@ def make_app(config: Config) -> tornado.web.Application:
     spec_yaml = resource("records.yaml").read_bytes()
     spec_json = json.dumps(yaml.load(spec_yaml, Loader=SAFE_LOADER), indent=2).encode()
     page = resource("static/openapi.html").read_bytes()
-    return tornado.web.Application(
+    return RecordsApplication(
         [
             (r"/records/?", EventsHandler),
             (rf"/records/{_EVENT}", RecordsHandler),
@@ -75,7 +84,8 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/sse", EventStreamHandler),
             (r"/ping", PingHandler),
             (r"/metrics", MetricsHandler),
-            (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8"}),
+            (r"/openapi/?", DocumentHandler, {"body": page, "content_type": "text/html; charset=utf-8",
+                                              "headers": page_policy(page)}),  # fmt: skip
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
             (r"/openapi/(standalone\.js)", FileHandler, {"path": resource(SCALAR_BUNDLE).parent}),
@@ -92,8 +102,34 @@ def make_app(config: Config) -> tornado.web.Application:
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for
+        stream_places=collections.Counter(),  # each client's /sse and /live streams open (--max-client-streams)
         stopping=False,  # set at shutdown: new requests are refused
     )
+
+
+def page_policy(page: bytes) -> dict[str, str]:
+    """The headers that keep the /openapi page to this service: its scripts (the bundle, and the page's one inline
+    script by its hash), its data, no frames around it."""
+    inline = re.search(rb"<script>(.*?)</script>", page, re.DOTALL)
+    digest = "" if inline is None else base64.b64encode(hashlib.sha256(inline.group(1)).digest()).decode()
+    return {
+        "Content-Security-Policy": (
+            f"default-src 'self'; script-src 'self' 'sha256-{digest}'; style-src 'self' 'unsafe-inline'; "
+            "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'"
+        ),
+        "X-Frame-Options": "DENY",
+    }
+
+
+class RecordsApplication(tornado.web.Application):
+    """The service's routes; a path holding a control character, raw or percent-encoded, is a 400 whatever route it
+    would reach (no handler, nor a file on disk, is looked up for it)."""
+
+    def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
+        if _CONTROL.search(request.path) or _CONTROL.search(urllib.parse.unquote(request.path, "latin1")):
+            return self.get_handler_delegate(request, BadPathHandler)
+        return super().find_handler(request, **kwargs)
 
 
 def reader(config: Config) -> sqldb.Database:
@@ -154,7 +190,15 @@ ROUTE_OF_HANDLER: dict[type, str] = {
 
 def make_server(app: tornado.web.Application) -> tornado.httpserver.HTTPServer:
     """The HTTP server for the application, with the limits the service runs with (its own refusals are JSON)."""
-    return RecordsHTTPServer(app, max_body_size=SMALL_BODY_LIMIT)
+    config: Config = app.settings["config"]
+    return RecordsHTTPServer(
+        app,
+        max_body_size=SMALL_BODY_LIMIT,
+        header_timeout=config.header_timeout,
+        # every body's bound; an upload's handler applies the same bound itself, and answers first, with its reason
+        body_idle_timeout=config.upload_idle_timeout + BODY_IDLE_MARGIN,
+        max_connections=config.max_connections,
+    )
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -164,20 +208,20 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     sent = handler.bytes_sent if isinstance(handler, BaseHandler) else 0
     handler.settings["metrics"].observe(ROUTE_OF_HANDLER.get(type(handler), "other"), request.method, status, sent)
-    headers = request.headers
-    client = client_address(
-        request.remote_ip,
-        headers.get_list("X-Forwarded-For"),
-        headers.get("X-Real-IP"),
-        handler.settings["config"].trusted_proxies,
-    )
+    client = handler.client if isinstance(handler, BaseHandler) else request.remote_ip
     access_log.log(
         logging.WARNING if status >= 500 else logging.INFO,
         "%s %s %d %dB %.1fms %s",
         request.method,
-        request.uri,
+        _escaped(request.uri or ""),
         status,
         sent,
         1000.0 * request.request_time(),
         client,
     )
+
+
+def _escaped(text: str) -> str:
+    """Text from a request line (bytes read as latin1), for a log line: anything but visible ASCII, and the
+    backslash, written as \\xNN."""
+    return _UNPRINTABLE.sub(lambda match: f"\\x{ord(match.group()):02x}", text)

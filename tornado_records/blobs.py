@@ -37,7 +37,12 @@ class BlobsError(Exception):
 
 
 class BlobsUnavailable(BlobsError):
-    """The object store did not answer, or refused what was asked (the message says what and why): 503."""
+    """The object store did not answer, or refused what was asked (the message says what and why, for the log):
+    503, with only `public` (no endpoint, bucket or key) said to the client."""
+
+    def __init__(self, message: str, public: str) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 def _unavailable(method: Callable) -> Callable:
@@ -50,9 +55,13 @@ def _unavailable(method: Callable) -> Callable:
         except ClientError as exc:
             error = exc.response.get("Error", {})
             reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-            raise BlobsUnavailable(f"the object store refused: {reason}") from None
+            raise BlobsUnavailable(
+                f"the object store refused: {reason}", "The object store refused the request: try again shortly"
+            ) from None
         except BotoCoreError as exc:
-            raise BlobsUnavailable(f"the object store is out of reach: {exc}") from None
+            raise BlobsUnavailable(
+                f"the object store is out of reach: {exc}", "The object store cannot be reached: try again shortly"
+            ) from None
 
     return wrapper
 

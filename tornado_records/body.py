@@ -9,6 +9,11 @@ chunked body's data is moved down over the framing within the block (in the CPU'
 `data_received`. The handler gets a memoryview of the block (a copy when it holds few bytes), which it keeps until
 the bytes are written (spool.py): each read has a fresh block.
 
+A block is allocated only once the first byte for it has arrived, so that a request whose body stalls holds no
+block; and each wait for bytes is bounded by the connection's idle time (the service's --upload-idle-timeout), past
+which the body is refused (a JSON 408, server.py) and the connection closed: a client cannot hold a connection, or
+memory, by sending a body slowly or not at all.
+
 The rules are Tornado's: a chunk size over the connection's body limit, a malformed size line or a chunk not ended by
 CRLF is an HTTPInputError (answered 400 by Tornado, as JSON by server.py). Unlike Tornado, chunk extensions and
 trailer fields are read and ignored, as RFC 9112 asks. Bytes past the end of a chunked body (a pipelined request) go
@@ -18,12 +23,17 @@ back to the stream, for the connection's next request.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import functools
 import re
+from typing import Awaitable, Callable, TypeVar
 
+import tornado.gen
 import tornado.http1connection
 import tornado.httputil
 import tornado.iostream
+
+T = TypeVar("T")
 
 BLOCK = 256 << 10  # the most one read of a body takes from the socket (and so one `data_received` at most)
 LINE_BYTES = 64  # the longest chunk size line (with its extensions) or chunk end; Tornado's bound too
@@ -31,10 +41,40 @@ TRAILER_BYTES = 64 << 10  # the most trailer fields after the last chunk (they a
 _SIZE = re.compile(rb"([0-9a-fA-F]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")
 
 
-def read_bodies_in_blocks(connection: tornado.http1connection.HTTP1Connection) -> None:
-    """Have `connection` read its request's body (Content-Length or chunked) in blocks."""
+def read_bodies_in_blocks(
+    connection: tornado.http1connection.HTTP1Connection, idle_timeout: float, on_idle: Callable[[float], None]
+) -> None:
+    """Have `connection` read its request's body (Content-Length or chunked) in blocks; a wait of more than
+    `idle_timeout` seconds for its next bytes calls `on_idle(idle_timeout)` and ends the request as malformed."""
     connection._read_fixed_body = functools.partial(_read_fixed, connection)  # type: ignore[method-assign]
     connection._read_chunked_body = functools.partial(_read_chunked, connection)  # type: ignore[method-assign]
+    connection.body_idle = (idle_timeout, on_idle)  # type: ignore[attr-defined]
+
+
+async def _within_idle(connection: tornado.http1connection.HTTP1Connection, waiting: Awaitable[T]) -> T:
+    """What `waiting` gives, unless the client sends nothing for the connection's idle time."""
+    timeout, on_idle = connection.body_idle  # type: ignore[attr-defined]
+    try:
+        return await tornado.gen.with_timeout(
+            datetime.timedelta(seconds=timeout), waiting, quiet_exceptions=tornado.iostream.StreamClosedError
+        )
+    except tornado.gen.TimeoutError:
+        on_idle(timeout)
+        raise tornado.httputil.HTTPInputError(f"no byte of the body for {timeout:g} s") from None
+
+
+async def _next_block(connection: tornado.http1connection.HTTP1Connection, size: int) -> tuple[bytearray, int]:
+    """A new block of `size` bytes holding the body's next bytes (at least one), and how many it holds. The block is
+    made once the first of them is here (a 1-byte read first), not while the client keeps them waiting."""
+    stream = connection.stream
+    first = bytearray(1)
+    await _within_idle(connection, stream.read_into(first, partial=True))
+    block = bytearray(size)
+    block[0] = first[0]
+    if size == 1:
+        return block, 1
+    count = await _within_idle(connection, stream.read_into(memoryview(block)[1:], partial=True))
+    return block, 1 + count
 
 
 async def _deliver(delegate: tornado.httputil.HTTPMessageDelegate, block: memoryview, size: int) -> None:
@@ -51,8 +91,7 @@ async def _read_fixed(
     connection: tornado.http1connection.HTTP1Connection, length: int, delegate: tornado.httputil.HTTPMessageDelegate
 ) -> None:
     while length > 0:
-        block = bytearray(min(length, BLOCK))
-        count = await connection.stream.read_into(block, partial=True)
+        block, count = await _next_block(connection, min(length, BLOCK))
         length -= count
         await _deliver(delegate, memoryview(block), count)
         await asyncio.sleep(0)  # a read from a socket that always has bytes completes at once: let others run
@@ -68,8 +107,7 @@ async def _read_chunked(
     ended = False  # a chunk's data was read; its CRLF is due
     last = False  # the last chunk (size 0) was read; the trailer fields, if any, and an empty line are due
     while True:
-        block = bytearray(BLOCK)
-        count = await stream.read_into(block, partial=True)
+        block, count = await _next_block(connection, BLOCK)
         view = memoryview(block)
         kept = pos = 0  # the chunks' data in the block, moved down over the framing: view[:kept]
         while pos < count:

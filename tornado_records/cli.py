@@ -9,10 +9,12 @@ import gc
 import logging
 import os
 import pwd
+import resource
 import signal
 import sqlite3
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import NoReturn
 
@@ -24,10 +26,15 @@ from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.datadir import CommandError
+from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
 log = logging.getLogger("tornado_records")
 
 
+# Descriptors the service may need: two for each connection (its socket, and a file it reads or writes) and a few
+# hundred of its own (the index, the event log, listening sockets, threads' files).
+FILES_PER_CONNECTION = 2
+FILES_BESIDES_CONNECTIONS = 256
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
 INDEX = "records.sqlite3"  # the index in the data directory (see the README's "Start-up errors")
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that is not a sound database
@@ -120,7 +127,7 @@ def run_command(command: str, argv: list[str]) -> int:
     except (CommandError, OSError, BlobsError) as exc:
         if isinstance(exc, OSError):  # a directory that cannot be listed, say
             exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
-        print(f"tornado-records {command}: error: {exc}", file=sys.stderr)
+        print(f"tornado-records {command}: error: {mask(str(exc), secrets_of_environment())}", file=sys.stderr)
         return 2 if command == "check" else 1
     except KeyboardInterrupt:
         print(f"tornado-records {command}: interrupted", file=sys.stderr)
@@ -154,17 +161,40 @@ def main(argv: list[str] | None = None) -> None:
         config = build_config(vars(args), dict(os.environ))
     except ConfigError as exc:
         _fail(str(exc), status=2)
-    logging.basicConfig(
-        level=config.logging_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    set_up_logging(config)
     try:
         uvloop.run(serve(config))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
     except StartupError as exc:
         _fail(str(exc))
 
 
+def set_up_logging(config: Config) -> None:
+    """Log lines to standard error, with every secret the service was given masked (redact.py)."""
+    handler = logging.StreamHandler(sys.stderr)
+    password = urllib.parse.urlsplit(config.index.url).password if sqldb.is_postgresql(config.index.url) else None
+    secrets = [*secrets_of_environment(), *([password] if password else [])]
+    if config.token_file is not None:
+        secrets.append(config.token_file.value.decode("latin1"))
+    handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
+    logging.basicConfig(level=config.logging_level, handlers=[handler])
+
+
+def raise_open_files_limit(connections: int) -> None:
+    """Raise the soft limit on open files to fit `connections` (two descriptors each, and the service's own), as far
+    as the hard limit allows; warn at start when not even one each fits (connections past the limit would be refused
+    by the system, not answered)."""
+    wanted = FILES_PER_CONNECTION * connections + FILES_BESIDES_CONNECTIONS
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    if soft != resource.RLIM_INFINITY and soft < connections + FILES_BESIDES_CONNECTIONS:
+        log.warning("the open-files limit (%d) is too low for --max-connections %d: raise it (LimitNOFILE)",
+                    soft, connections)  # fmt: skip
+
+
 def _fail(message: str, status: int = 1) -> NoReturn:
-    print(f"tornado-records: error: {message}", file=sys.stderr)
+    print(f"tornado-records: error: {mask(message, secrets_of_environment())}", file=sys.stderr)
     sys.exit(status)
 
 
@@ -183,6 +213,7 @@ async def serve(config: Config) -> None:
         raise StartupError(f"cannot use the index {config.index}: {reason}") from None
     except BlobsError as exc:
         raise StartupError(f"cannot keep recordings in {config.blobs}: {exc}") from None
+    raise_open_files_limit(config.max_connections)
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)

@@ -49,6 +49,7 @@ def raw_error(status: int, detail: str) -> bytes:
         f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
         f"Server: tornado-records/{__version__}\r\n"
         "Content-Type: application/json\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
     )
@@ -64,12 +65,14 @@ class _Guard:
         self.headers: tornado.httputil.HTTPHeaders | None = None
         self.answered = False  # the handler began its answer while the request was still being read
         self.armed = False
+        self.idle: float | None = None  # the body stalled for this many seconds (body.py)
         self._close = stream.close
         stream.close = self._closing  # type: ignore[method-assign]  # called once per connection
 
     def arm(self) -> None:
         """A new request begins: watch what is written until its body has arrived."""
         self.headers = None
+        self.idle = None
         self.answered = False
         self.armed = True
         self.stream.write = self._write  # type: ignore[method-assign]
@@ -90,8 +93,14 @@ class _Guard:
             self.answered = True
         return type(self.stream).write(self.stream, data, *args, **kwargs)
 
+    def body_stalled(self, seconds: float) -> None:
+        """No byte of the request's body came for `seconds` (body.py): the refusal that follows is a 408."""
+        self.idle = seconds
+
     def _diagnosis(self) -> tuple[int, str]:
         """The status and detail of a request Tornado refused while reading it."""
+        if self.idle is not None:
+            return 408, f"No byte of the body arrived for {self.idle:g} s: the request was ended"
         if self.headers is None:
             return 400, "The request line or a header is malformed (or the Host header is missing)"
         length = self.headers.get("Content-Length", "")
@@ -227,14 +236,36 @@ class _Reading(tornado.httputil.HTTPMessageDelegate):
 
 
 class RecordsHTTPServer(tornado.httpserver.HTTPServer):
-    """Tornado's HTTPServer, whose own refusals of unparseable or over-large requests are JSON errors."""
+    """Tornado's HTTPServer, whose own refusals of unparseable or over-large requests are JSON errors, with the
+    bounds a client cannot go past: `header_timeout` seconds to send a request's head (and to wait, kept alive, for
+    the next), `body_idle_timeout` seconds at most between two parts of a body, `max_connections` at once (past it a
+    new connection is answered 503 and closed)."""
 
-    def initialize(self, *args: Any, max_body_size: int | None = None, **kwargs: Any) -> None:
-        super().initialize(*args, max_body_size=max_body_size, max_header_size=MAX_HEADER_SIZE, **kwargs)
+    def initialize(  # type: ignore[override]
+        self,
+        *args: Any,
+        max_body_size: int | None = None,
+        header_timeout: float = 3600.0,
+        body_idle_timeout: float = 3600.0,
+        max_connections: int = 1 << 30,
+        **kwargs: Any,
+    ) -> None:
+        super().initialize(
+            *args,
+            max_body_size=max_body_size,
+            max_header_size=MAX_HEADER_SIZE,
+            idle_connection_timeout=header_timeout,  # Tornado bounds the wait for each request's head with it
+            **kwargs,
+        )
         self.body_limit = max_body_size or 100 * 1024 * 1024  # Tornado's default buffer size
+        self.body_idle_timeout = body_idle_timeout
+        self.max_connections = max_connections
         self._guards: dict[object, _Guard] = {}
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: tuple) -> None:
+        if len(self._guards) >= self.max_connections:
+            _refuse_connection(stream)
+            return
         self._guards[stream] = _Guard(stream, self.body_limit)
         super().handle_stream(stream, address)
 
@@ -242,11 +273,26 @@ class RecordsHTTPServer(tornado.httpserver.HTTPServer):
         self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
     ) -> tornado.httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
-        if isinstance(request_conn, tornado.http1connection.HTTP1Connection):
-            read_bodies_in_blocks(request_conn)
         guard = self._guards.get(getattr(server_conn, "stream", None))
+        if isinstance(request_conn, tornado.http1connection.HTTP1Connection):
+            on_idle = guard.body_stalled if guard is not None else (lambda seconds: None)
+            read_bodies_in_blocks(request_conn, self.body_idle_timeout, on_idle)
         return delegate if guard is None else _Reading(delegate, guard)
 
     def on_close(self, server_conn: object) -> None:
         self._guards.pop(getattr(server_conn, "stream", None), None)
         super().on_close(server_conn)
+
+
+def _refuse_connection(stream: tornado.iostream.IOStream) -> None:
+    """Answer a connection past the cap with a 503 (written at once, best effort: its request is not read) and close
+    it, lingering so that the client reads the answer rather than a reset."""
+    answer = raw_error(503, "The service has as many connections as it takes: try again shortly")
+    answer = answer.replace(b"\r\nConnection: close", b"\r\nRetry-After: 1\r\nConnection: close", 1)
+    sock = stream.socket
+    try:
+        sock.send(answer)
+    except OSError:
+        sock.close()
+        return
+    Linger(sock)

@@ -17,6 +17,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from tornado_records.redact import mask
+
 try:  # only for --index postgresql://... (pip install 'tornado-records[scale]')
     import psycopg
     import psycopg.errors
@@ -28,7 +30,10 @@ SQLITE_FILE = "records.sqlite3"  # the default index, in the data directory
 
 
 class IndexUnavailable(Exception):
-    """The index's database cannot be reached (a PostgreSQL server restarting, a network away): try again later."""
+    """The index's database cannot be reached (a PostgreSQL server restarting, a network away): try again later.
+    Its message, for the log, names the database; `public`, for a client, does not."""
+
+    public = "The index (PostgreSQL) cannot be reached: try again shortly"
 
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"The index {name} cannot be reached ({reason}): try again shortly")
@@ -252,9 +257,5 @@ def connect(index: str, data_dir: Path, *, read_only: bool = False) -> Database:
 
 
 def safe_url(url: str) -> str:
-    """A database URL without its password, for logs and messages."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    credentials, host = rest.rsplit("@", 1)
-    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+    """A database URL with its password masked, in any of libpq's forms, for logs and the operator's messages."""
+    return mask(url)

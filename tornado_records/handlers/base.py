@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import functools
 import http
 import json
 import logging
@@ -11,7 +13,7 @@ from typing import Any
 import tornado.web
 
 from tornado_records import __version__
-from tornado_records.access import bearer_token
+from tornado_records.access import bearer_token, client_address
 from tornado_records.http_semantics import served_type
 from tornado_records.blobs import BlobsUnavailable
 from tornado_records.sqldb import IndexUnavailable
@@ -28,6 +30,7 @@ from tornado_records.store import (
 log = logging.getLogger("tornado_records.handlers")
 
 CHALLENGE = 'Bearer realm="tornado-records"'  # the WWW-Authenticate of a 401 (RFC 6750 §3)
+RETRY_AFTER_STREAMS = 10  # seconds a client refused for holding too many streams is asked to wait
 
 # The one place where the store's exceptions become HTTP statuses.
 STATUS_OF_ERROR: dict[type[Exception], int] = {
@@ -61,6 +64,39 @@ class BaseHandler(tornado.web.RequestHandler):
 
     bytes_sent = 0
     refused = False  # an error was answered while the body was still arriving (see refuse_body)
+    stream_place: str | None = None  # the client whose /sse or /live place this request holds
+
+    @functools.cached_property
+    def client(self) -> str:
+        """The address of the client: the peer, or the client behind a trusted proxy (access.client_address)."""
+        headers = self.request.headers
+        return client_address(
+            self.request.remote_ip or "",
+            headers.get_list("X-Forwarded-For"),
+            headers.get("X-Real-IP"),
+            self.settings["config"].trusted_proxies,
+        )
+
+    def take_stream_place(self) -> None:
+        """Hold one of the client's places for long-lived streams (/sse, /live) until the request ends; 429 when it
+        holds --max-client-streams already."""
+        places: collections.Counter[str] = self.settings["stream_places"]
+        limit = self.settings["config"].max_client_streams
+        if places[self.client] >= limit:
+            raise ApiError(
+                429, f"This client holds {limit} event and live streams already: close one, or retry later",
+                {"Retry-After": str(RETRY_AFTER_STREAMS)},
+            )  # fmt: skip
+        places[self.client] += 1
+        self.stream_place = self.client
+
+    def _leave_stream_place(self) -> None:
+        if self.stream_place is not None:
+            places: collections.Counter[str] = self.settings["stream_places"]
+            places[self.stream_place] -= 1
+            if places[self.stream_place] <= 0:
+                del places[self.stream_place]
+            self.stream_place = None
 
     def set_default_headers(self) -> None:
         self.set_header("Server", f"tornado-records/{__version__}")
@@ -82,9 +118,11 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def on_finish(self) -> None:
         self.settings["inflight"].discard(self)
+        self._leave_stream_place()
 
     def on_connection_close(self) -> None:
         self.settings["inflight"].discard(self)
+        self._leave_stream_place()
         super().on_connection_close()
 
     def require_writer(self) -> None:
@@ -144,7 +182,7 @@ class BaseHandler(tornado.web.RequestHandler):
         elif isinstance(exc, StoreError):
             detail = str(exc) if _status_of(exc, 500) != 500 else "Internal server error"
         elif isinstance(exc, (IndexUnavailable, BlobsUnavailable)):
-            detail = str(exc)
+            detail = exc.public  # the engine and the failure; the log has the rest
         elif status_code == 405:
             detail = f"Method {self.request.method} is not allowed on {self.request.path}"
         elif isinstance(exc, tornado.web.HTTPError) and exc.log_message and status_code < 500:
@@ -205,3 +243,12 @@ class NotFoundHandler(BaseHandler):
     def prepare(self) -> None:
         super().prepare()
         raise ApiError(404, f"No route for {self.request.path}")
+
+
+class BadPathHandler(BaseHandler):
+    """A path holding a control character (NUL, CR, LF, ...), raw or percent-encoded: 400 for every method, on every
+    route, before any handler or file is looked up."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        raise ApiError(400, "The path holds a control character (such as %00): no resource has such a name")

@@ -49,6 +49,7 @@ class LiveHandler(BaseHandler):
             self.clear_header("Content-Type")
             self.redirect(f"/records/{event_id}/{start_at.isoformat()}", status=307)
             return
+        self.take_stream_place()
         self.set_served_type(flight.content_type)
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")  # nginx passes each part on as it comes

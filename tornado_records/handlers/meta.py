@@ -35,12 +35,15 @@ class MetricsHandler(BaseHandler):
 class DocumentHandler(BaseHandler):
     """A document read once at start: the OpenAPI document (JSON and YAML) and the page that shows it."""
 
-    def initialize(self, body: bytes, content_type: str) -> None:
+    def initialize(self, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
         self.body = body
         self.content_type = content_type
+        self.headers = headers or {}
 
     def get(self) -> None:
         self.set_header("Content-Type", self.content_type)
+        for name, value in self.headers.items():
+            self.set_header(name, value)
         self.write(self.body)
 
     head = get

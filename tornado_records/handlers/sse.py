@@ -35,6 +35,7 @@ class EventStreamHandler(BaseHandler):
                 503, f"The event stream has its most subscribers ({limit}); retry later",
                 {"Retry-After": str(RETRY_AFTER_FULL)},
             )  # fmt: skip
+        self.take_stream_place()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
