@@ -146,3 +146,19 @@ def test_systemd_accepts_the_shipped_unit(tmp_path):
         text=True,
     )
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_an_html_record_sent_by_nginx_is_an_attachment_with_the_services_protections(service, nginx):
+    """Issue 28 behind nginx: with X-Accel-Redirect, nginx sends the bytes, and the headers that keep a stored
+    script from running on the service's origin come through (deploy/nginx.conf restores those it would drop)."""
+    proc = service("--accel-redirect", "/_blobs/")
+    front = nginx(proc)
+    page = b"<script>alert(1)</script>"
+    put = urllib.request.Request(f"{front.url}{record_url()}", data=page, method="PUT",
+                                 headers={"Content-Type": "text/html"})  # fmt: skip
+    assert urllib.request.urlopen(put).status == 204
+    status, headers, body = get(f"{front.url}{record_url()}")
+    assert status == 200 and body == page
+    assert headers["Content-Type"] == "application/octet-stream" and headers["Content-Disposition"] == "attachment"
+    assert headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in headers["Content-Security-Policy"]
+    assert headers.get_all("X-Content-Type-Options") == ["nosniff"]

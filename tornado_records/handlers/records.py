@@ -27,7 +27,6 @@ from tornado_records.http_semantics import (
     is_media_type,
     precondition_status,
     requested_range,
-    served_type,
 )
 from tornado_records.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
