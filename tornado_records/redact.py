@@ -13,8 +13,9 @@ import re
 from typing import Iterable
 
 MASK = "***"
-# A password in a URL's user information: scheme://user:password@host
-_USERINFO = re.compile(r"(\w[\w+.-]*://[^\s/@:]*):[^\s/@]*@")
+# A password in a URL's user information: scheme://user:password@host (each part bounded, so that a long line costs
+# time in proportion to its length, never its square)
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s/@:]{0,256}):[^\s/@]{0,1024}@")
 # A password or secret as a key=value setting: in a URL's query (?password=...), or a libpq keyword string
 _SETTING = re.compile(
     r"\b((?:password|pgpassword|passwd|pwd|passfile|secret|sslpassword|aws_secret_access_key|aws_session_token|token)\s*=\s*)"
