@@ -105,6 +105,7 @@ def test_unfinished_resumable_uploads_hold_no_descriptor_between_requests(servic
 # -- 2. a cap on resumable uploads in progress --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"], indirect=True)
 def test_past_the_cap_a_new_resumable_upload_is_refused_507_and_nothing_is_created(service, engine) -> None:
     svc = service("--max-resumable-uploads", "3")
     data = svc.data_dir
@@ -146,7 +147,8 @@ def test_past_the_cap_a_new_resumable_upload_is_refused_507_and_nothing_is_creat
 @pytest.mark.parametrize(
     "engine, parts, size",
     # 300 parts of 64 KiB: more than the kernel's socket buffers take from a client that does not read. In an object
-    # store, fewer and larger: a PostgreSQL index keeps a record of at most ~60 runs (see the report of issue 28).
+    # store (and its PostgreSQL index, whose unique index on the blob column takes a version of some 60 runs at most),
+    # fewer and larger ones.
     [("sqlite", 300, 64 << 10), ("s3", 50, 512 << 10)],
     indirect=["engine"],
 )

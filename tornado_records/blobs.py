@@ -91,12 +91,12 @@ def piece_end(segment: Segment, name: str) -> int | None:
 class FileContent:
     """The bytes of a version in blob files, for reading (seek, read) or sending (runs): its runs, one after the other.
 
-    One file is open at a time: a run's file is opened when its bytes are first read, and closed when another run's
-    file is opened (or at `close`), so that a version of many runs (an appended record) holds one descriptor, not
-    one a run, and a version of one file opens it once. Until `close`, its files stay on the disk even if the
-    version is replaced or deleted meanwhile (FileBlobs.remove waits for it): a download keeps reading the version
-    it began with. Only a process sharing the data directory (a shared index) removes files without waiting: a run
-    whose file another process removed before this content reached it raises FileNotFoundError there.
+    One file is open at a time: the first run's from the start (FileBlobs.open), then each run's when its bytes are
+    first read, the one before closed then, so that a version of many runs (an appended record) holds one
+    descriptor, not one a run, and a version of one file opens it once. Until `close`, its files stay on the disk
+    even if the version is replaced or deleted meanwhile (FileBlobs.remove waits for it): a download keeps reading
+    the version it began with. Only another process sharing the data directory (a shared index) removes a file
+    without waiting: reading a later run whose file it removed raises FileNotFoundError there.
     """
 
     local = True  # runs() gives file descriptors, for sendfile
@@ -180,13 +180,15 @@ class FileBlobs:
         return str(self.directory)
 
     def open(self, segments: list[Segment], whole: bool) -> FileContent:
-        """The runs, ready for reading (their files held, none open yet); FileNotFoundError if a file is missing,
-        BlobsError (its message: which and how) if one is shorter than its runs, or, where `whole`, not the size of
-        its one run."""
+        """The runs, ready for reading: their files held, the first one open (so a version of one file, the common
+        case, is read from a descriptor taken before its answer begins, whoever removes the file afterwards);
+        FileNotFoundError if a file is missing, BlobsError (its message: which and how) if one is shorter than its
+        runs, or, where `whole`, not the size of its one run."""
         content = FileContent(self, segments)
         try:
-            for segment in segments:
-                found = os.stat(self.directory / segment.name).st_size
+            for number, segment in enumerate(segments):
+                where = content._fd(segment.name) if number == 0 else self.directory / segment.name
+                found = os.stat(where).st_size
                 if found < segment.end or (whole and found != segment.length):
                     expected = f"at least {segment.end} bytes (a run ends there)"
                     expected = f"{segment.length} bytes" if whole else expected
