@@ -13,11 +13,13 @@ the end of an upload has at most one part left to send.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import dataclasses
 import functools
 import logging
 import os
+import threading
 import urllib.parse
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
@@ -96,27 +98,35 @@ def piece_end(segment: Segment, name: str) -> int | None:
 
 
 class FileContent:
-    """The bytes of a version in blob files, open for reading (seek, read): its runs, read one after the other."""
+    """The bytes of a version in blob files, for reading (seek, read) or sending (runs): its runs, one after the other.
+
+    One file is open at a time: the first run's from the start (FileBlobs.open), then each run's when its bytes are
+    first read, the one before closed then, so that a version of many runs (an appended record) holds one
+    descriptor, not one a run, and a version of one file opens it once. Until `close`, its files stay on the disk
+    even if the version is replaced or deleted meanwhile (FileBlobs.remove waits for it): a download keeps reading
+    the version it began with. Only another process sharing the data directory (a shared index) removes a file
+    without waiting: reading a later run whose file it removed raises FileNotFoundError there.
+    """
 
     local = True  # runs() gives file descriptors, for sendfile
 
-    def __init__(self, files: list[tuple[BinaryIO, Segment]]) -> None:
-        self._files = files
+    def __init__(self, blobs: FileBlobs, segments: list[Segment]) -> None:
+        self._blobs = blobs
+        self._segments = segments
         self._at = 0
+        self._name: str | None = None  # the file open, if any
+        self._file: BinaryIO | None = None
+        self._names = blobs.hold({segment.name for segment in segments})  # until close
 
     def seek(self, position: int) -> None:
         self._at = position
 
     def read(self, size: int) -> bytes:
         """Up to `size` bytes from the position (fewer at the end of a run; empty at the end)."""
-        base = 0
-        for file, segment in self._files:
-            if self._at < base + segment.length:
-                skip = self._at - base
-                data = os.pread(file.fileno(), min(size, segment.length - skip), segment.offset + skip)
-                self._at += len(data)
-                return data
-            base += segment.length
+        for fd, offset, length in self.runs(self._at, size):
+            data = os.pread(fd, length, offset)
+            self._at += len(data)
+            return data
         return b""
 
     async def aread(self, size: int) -> bytes:
@@ -124,52 +134,96 @@ class FileContent:
         return self.read(size)
 
     def runs(self, start: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """The bytes start..start+length as runs of the open files: (file descriptor, offset, length)."""
+        """The bytes start..start+length as runs of files: (file descriptor, offset, length). A run's descriptor is
+        valid until the next run is asked for."""
         base = 0
-        for file, segment in self._files:
+        for segment in self._segments:
             if length <= 0:
                 return
             if start < base + segment.length:
                 skip = max(0, start - base)
                 take = min(length, segment.length - skip)
-                yield file.fileno(), segment.offset + skip, take
+                yield self._fd(segment.name), segment.offset + skip, take
                 start += take
                 length -= take
             base += segment.length
 
+    def _fd(self, name: str) -> int:
+        """The descriptor of the blob file `name`, opened now unless it is the one open (which is then closed)."""
+        if name != self._name:
+            file = open(self._blobs.directory / name, "rb")
+            self._close_file()
+            self._name, self._file = name, file
+        assert self._file is not None
+        return self._file.fileno()
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._name = self._file = None
+
     def close(self) -> None:
-        for file, _ in self._files:
-            file.close()
+        """Close the file open, and let the files go (those removed meanwhile are removed now). Safe to call more
+        than once."""
+        self._close_file()
+        names, self._names = self._names, set()
+        self._blobs.let_go(names)
 
 
 class FileBlobs:
-    """Blobs as files in one directory (the data directory's blobs/), on the filesystem of its tmp/."""
+    """Blobs as files in one directory (the data directory's blobs/), on the filesystem of its tmp/.
+
+    The files that open contents (FileContent) may still read are held: removing one of them (a version replaced or
+    deleted, an append piece that ended) waits until the last content holding it is closed."""
 
     local = True
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()  # removals come from the writer thread, contents from the event loop
+        self._held: collections.Counter[str] = collections.Counter()  # files held, by how many contents
+        self._removed: set[str] = set()  # files held that were removed meanwhile: unlinked when let go
 
     def __str__(self) -> str:
         return str(self.directory)
 
     def open(self, segments: list[Segment], whole: bool) -> FileContent:
-        """The runs, open for reading; FileNotFoundError if a file is missing, BlobsError (its message: which and
-        how) if one is shorter than its runs, or, where `whole`, not the size of its one run."""
-        files: list[tuple[BinaryIO, Segment]] = []
+        """The runs, ready for reading: their files held, the first one open (so a version of one file, the common
+        case, is read from a descriptor taken before its answer begins, whoever removes the file afterwards);
+        FileNotFoundError if a file is missing, BlobsError (its message: which and how) if one is shorter than its
+        runs, or, where `whole`, not the size of its one run."""
+        content = FileContent(self, segments)
         try:
-            for segment in segments:
-                files.append((open(self.directory / segment.name, "rb"), segment))
-                found = os.fstat(files[-1][0].fileno()).st_size
+            for number, segment in enumerate(segments):
+                where = content._fd(segment.name) if number == 0 else self.directory / segment.name
+                found = os.stat(where).st_size
                 if found < segment.end or (whole and found != segment.length):
                     expected = f"at least {segment.end} bytes (a run ends there)"
                     expected = f"{segment.length} bytes" if whole else expected
                     raise BlobsError(f"its file blobs/{segment.name} is {found} bytes, not {expected}")
         except BaseException:
-            FileContent(files).close()
+            content.close()
             raise
-        return FileContent(files)
+        return content
+
+    def hold(self, names: set[str]) -> set[str]:
+        """Keep the files `names` from being removed until `let_go`; returns them."""
+        with self._lock:
+            self._held.update(names)
+        return names
+
+    def let_go(self, names: set[str]) -> None:
+        """Stop holding the files `names`; those removed while held, and held no more, are removed now."""
+        with self._lock:
+            self._held.subtract(names)
+            gone = [name for name in names if self._held[name] <= 0]
+            for name in gone:
+                del self._held[name]
+            gone = [name for name in gone if name in self._removed]
+            self._removed.difference_update(gone)
+        for name in gone:
+            (self.directory / name).unlink(missing_ok=True)
 
     def place(self, path: Path, name: str, modified: int) -> None:
         """Make the durable file `path` (in tmp/) the blob `name`: renamed, its mtime the version's Last-Modified (so
@@ -179,6 +233,11 @@ class FileBlobs:
         fsync_dir(self.directory)
 
     def remove(self, name: str) -> None:
+        """Remove the blob file, at once, or, while open contents hold it, when the last of them is closed."""
+        with self._lock:
+            if self._held[name] > 0:
+                self._removed.add(name)
+                return
         (self.directory / name).unlink(missing_ok=True)
 
     def close(self) -> None:

@@ -4,7 +4,10 @@ An upload resource is a row of the index's `uploads` table (the record it is for
 offset, its length once known, its expiry, and the preconditions and digest to check at completion) and a file,
 uploads/<id>, holding the bytes received. Bytes are written as they arrive and hashed on the way; the offset in the
 row moves only after an fsync, so an offset a client is told is always on disk. A request bringing bytes records
-the offset every SYNC_INTERVAL seconds and when it ends, however it ends. At start, each file is cut back to its
+the offset every SYNC_INTERVAL seconds and when it ends, however it ends. The file is open only while a request
+brings bytes to it (from its first byte to the request's end): an upload waiting for its next request holds no
+descriptor, however many there are. At most `cap` uploads are in progress (created, neither completed nor expired):
+a creation past it is refused (TooManyUploads) with nothing created. At start, each file is cut back to its
 row's offset (what came after was never recorded, nor acknowledged), files without a row and rows without a file are
 removed, and expired uploads go; the sweep of expired uploads then runs every SWEEP_INTERVAL seconds.
 
@@ -63,6 +66,16 @@ class UploadGone(StoreError):
         self.expired = expired
 
 
+class TooManyUploads(StoreError):
+    """The service holds as many resumable uploads in progress as it takes: a new one is refused."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(
+            f"The service holds too many resumable uploads in progress (at most {cap}): complete or cancel one, "
+            "or try again once some have completed or expired"
+        )
+
+
 class UploadComplete(StoreError):
     """The upload is complete: it takes no more bytes."""
 
@@ -72,7 +85,7 @@ class UploadComplete(StoreError):
 
 @dataclasses.dataclass
 class Resumable:
-    """One upload resource: its recorded state, and while the process serves it, its open file and running hash."""
+    """One upload resource: its recorded state, its running hash, and while a request brings bytes, its open file."""
 
     id: str
     event: str
@@ -91,7 +104,7 @@ class Resumable:
     gone: bool = False  # cancelled, expired or refused: removed
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     _file: BinaryIO | None = None
-    _spool: Spool | None = None  # from the first byte this process receives on
+    _spool: Spool | None = None  # from the first byte a request brings until the request ends (close)
     _hash: "hashlib._Hash | None" = None  # of the file's first `written` bytes, None where unknown (after a restart)
 
     @property
@@ -149,6 +162,7 @@ class Resumable:
                 await self._spool.drain()
 
     def close(self) -> None:
+        """Close the file (call once what was received is in it: the spool drops what is not)."""
         if self._spool is not None:
             self.base = self.written
             self._spool.close()
@@ -214,8 +228,10 @@ class Resumables:
         length: int | None,
         conditions: dict[str, str],
         digest: str,
+        cap: int,
     ) -> Resumable:
-        """A new, empty upload resource for the record (event, start), recorded in the index."""
+        """A new, empty upload resource for the record (event, start), recorded in the index; TooManyUploads, with
+        nothing created, if `cap` uploads are in progress already."""
         upload_id = secrets.token_urlsafe(24)
         upload = Resumable(
             upload_id, event, start, content_type, 0, length, self._expires(), conditions, digest, None,
@@ -224,7 +240,8 @@ class Resumables:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _create_file, upload.path)
         try:
-            await self.store.save_upload(upload.row())
+            if not await self.store.add_upload(upload.row(), cap):
+                raise TooManyUploads(cap)
         except BaseException:
             upload.path.unlink(missing_ok=True)
             raise
@@ -256,6 +273,9 @@ class Resumables:
             upload.events.pause(False)
 
     def release(self, upload: Resumable) -> None:
+        """The request that took the upload ends: its file is closed (what it received was recorded first, by
+        `record`), and the upload is free for the next."""
+        upload.close()
         if upload.lock.locked():
             self.store.let_go(upload.id)
         upload.holder = None
@@ -277,8 +297,8 @@ class Resumables:
         except StoreError as exc:  # a full disk: what fit is in the file, and is recorded before the error goes on
             failure = exc
         upto = upload.written
-        if upload._file is not None:
-            await loop.run_in_executor(None, _fsync, upload._file.fileno())
+        if upload._file is not None:  # a duplicate descriptor: the request's end may close the file meanwhile
+            await loop.run_in_executor(None, _fsync_and_close, os.dup(upload._file.fileno()))
         upload.offset = max(upload.offset, upto)
         if extend:
             upload.expires = max(upload.expires, self._expires())
@@ -441,6 +461,9 @@ def _cut_back(upload: Resumable) -> None:
             os.truncate(upload.path, upload.offset)
 
 
-def _fsync(fd: int) -> None:
-    with storage_errors():
-        os.fsync(fd)
+def _fsync_and_close(fd: int) -> None:
+    try:
+        with storage_errors():
+            os.fsync(fd)
+    finally:
+        os.close(fd)

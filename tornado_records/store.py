@@ -186,7 +186,9 @@ class Record:
 
 @dataclasses.dataclass
 class Blob:
-    """A record and its content, open for reading; it stays readable even if the record is replaced meanwhile."""
+    """A record and its content, open for reading until `close`; it stays readable even if the record is replaced
+    or deleted meanwhile (see FileContent and ObjectContent for the limits: an object, or a file that another process
+    sharing the data directory removed, before the reading reached it)."""
 
     record: Record
     file: FileContent | ObjectContent
@@ -688,7 +690,7 @@ class RecordStore:
             return
         current = self._current(event, start, self._rconn)
         if current is None or name not in {s.name for s in current.segments}:
-            (self.blobs / name).unlink(missing_ok=True)
+            self.blob_store.remove(name)  # once no download of a version that names it reads it
 
     async def _merge_piece(self, name: str, event: str, start: str) -> None:
         """In an object store, make the runs of the piece `name` that the record names (one object each join) one
@@ -837,12 +839,26 @@ class RecordStore:
 
     async def save_upload(self, row: dict) -> None:
         """Insert or replace a resumable upload's row (all its columns)."""
-        sql = (
-            f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(row))}) ON CONFLICT (id) DO UPDATE"
-            f" SET {', '.join(f'{name} = excluded.{name}' for name in _UPLOAD_COLUMNS.split(', ')[1:])}"
-        )
-        values = tuple(row[name] for name in _UPLOAD_COLUMNS.split(", "))
-        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, values)
+        values = tuple(row[name] for name in _UPLOAD_NAMES)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, _PUT_UPLOAD, values)
+
+    async def add_upload(self, row: dict, cap: int) -> bool:
+        """Insert a new resumable upload's row unless `cap` uploads are in progress (neither completed nor expired),
+        counted in the insert's transaction; whether it did. Creations are counted one at a time, also by processes
+        sharing the index."""
+        values = tuple(row[name] for name in _UPLOAD_NAMES)
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._add_upload, values, cap)
+
+    def _add_upload(self, values: tuple, cap: int) -> bool:
+        with storage_errors(), self._wconn.transaction():
+            self._wconn.lock_record("uploads", "")  # the key of no record (an event is a UUID): the creations' lock
+            (count,) = self._wconn.execute(
+                "SELECT count(*) FROM uploads WHERE etag IS NULL AND expires > ?", (int(time.time()),)
+            ).fetchone()
+            if count >= cap:
+                return False
+            self._wconn.execute(_PUT_UPLOAD, values)
+        return True
 
     async def forget_upload(self, upload_id: str) -> None:
         """Remove a resumable upload's row."""
@@ -1022,6 +1038,11 @@ _PUT_RECORD = (
     " blob = excluded.blob"
 )
 _UPLOAD_COLUMNS = "id, event, start, type, received, length, expires, conditions, digest, etag"
+_UPLOAD_NAMES = _UPLOAD_COLUMNS.split(", ")
+_PUT_UPLOAD = (
+    f"INSERT INTO uploads ({_UPLOAD_COLUMNS}) VALUES ({', '.join('?' * len(_UPLOAD_NAMES))}) ON CONFLICT (id) DO UPDATE"
+    f" SET {', '.join(f'{name} = excluded.{name}' for name in _UPLOAD_NAMES[1:])}"
+)
 DOWNLOAD_BLOCK = 1 << 20
 
 

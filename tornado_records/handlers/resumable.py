@@ -30,7 +30,7 @@ from tornado_records.handlers.transfer import (
     integer_field,
 )
 from tornado_records.http_semantics import has_preconditions, is_media_type, precondition_status
-from tornado_records.resumable import CONDITION_HEADERS, Resumable, UploadComplete, UploadGone
+from tornado_records.resumable import CONDITION_HEADERS, Resumable, TooManyUploads, UploadComplete, UploadGone
 from tornado_records.store import PreconditionFailed, RecordNotFound
 
 
@@ -92,9 +92,13 @@ class CreationHandler(TransferHandler):
             raise ApiError(413, f"The upload of {length} bytes is over the limit of {limit} bytes")
         if length is not None:
             self.settings["store"].ensure_space(length)
-        upload = await self.resumables.create(
-            str(event), start, content_type, length, conditions, digest["sha256"].hex() if digest else ""
-        )
+        try:
+            upload = await self.resumables.create(
+                str(event), start, content_type, length, conditions, digest["sha256"].hex() if digest else "",
+                self.settings["config"].max_resumable_uploads,
+            )  # fmt: skip
+        except TooManyUploads as exc:
+            raise ApiError(507, str(exc)) from None
         self.set_header("Location", f"/uploads/{upload.id}")
         self.accept_body = not self.tus or headers.get("Content-Type", "").split(";")[0].strip() == TUS_CHUNK
         if self._interim_allowed():
