@@ -119,6 +119,10 @@ class Database:
         if column not in {row[1] for row in self.execute(f"PRAGMA table_info({table})")}:
             self.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
+    def drop_unique(self, table: str, column: str) -> None:
+        """Remove the unique constraint on a column, made by an index from before it went (SQLite keeps it: its index
+        entries have no size bound)."""
+
     def close(self) -> None:
         self._conn.close()
 
@@ -218,6 +222,9 @@ class PostgresDatabase(Database):
 
     def add_column(self, table: str, column: str, definition: str) -> None:
         self.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {definition}")
+
+    def drop_unique(self, table: str, column: str) -> None:
+        self.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_{column}_key")  # PostgreSQL's name
 
     def notifies(self, timeout: float, stop_after: int) -> Iterator[Any]:
         """The NOTIFYs that come within `timeout` seconds (up to `stop_after`), for a connection that LISTENs (one

@@ -48,7 +48,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     event    TEXT    NOT NULL,  -- canonical UUID
     start    TEXT    NOT NULL,  -- canonical naive ISO 8601 (datetime.isoformat), sorts as time does
-    blob     TEXT    NOT NULL UNIQUE,
+    blob     TEXT    NOT NULL,  -- no index: a record of many runs makes a long value
     type     TEXT    NOT NULL,
     size     BIGINT  NOT NULL,
     sha256   TEXT    NOT NULL,
@@ -317,6 +317,7 @@ class RecordStore:
         self._wconn = sqldb.connect(index, root)
         self._wconn.schema(_SCHEMA)
         self._wconn.add_column("appends", "owner", "BIGINT NOT NULL DEFAULT 0")  # an index from before processes
+        self._wconn.drop_unique("records", "blob")  # an index from before: PostgreSQL refused 60 runs and more
         catalogue.create(self._wconn)
         self._rconn = sqldb.connect(index, root)
         self.shared = self._wconn.shared  # other processes share the index (and the data directory)
