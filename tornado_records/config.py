@@ -310,6 +310,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
     ),
     Setting(
+        "append_takeover",
+        "5",
+        "seconds a live recorder (an append request) may bring no byte before a standby recorder appending to the "
+        "same record takes over; the old request then ends, keeping all it brought",
+        parse_seconds,
+    ),
+    Setting(
         "upload_expiry",
         "24h",
         "how long a resumable upload (tus, IETF) may wait for its next bytes before it is removed with what it "
@@ -355,6 +362,7 @@ class Config:
     max_client_streams: int
     max_resumable_uploads: int
     upload_idle_timeout: float
+    append_takeover: float
     upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None
