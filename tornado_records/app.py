@@ -25,7 +25,7 @@ from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
-from tornado_records.handlers.listings import EventsHandler, RecordsHandler
+from tornado_records.handlers.listings import EventsHandler, PartsHandler, RecordsHandler
 from tornado_records.handlers.live import LiveHandler, UploadsHandler
 from tornado_records.handlers.records import RecordHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
@@ -79,6 +79,7 @@ def make_app(config: Config) -> tornado.web.Application:
             tornado.routing.Rule(CreationRequests(rf"/records/{_EVENT}/{_START}$"), CreationHandler),
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
             (rf"/records/{_EVENT}/{_START}/live", LiveHandler),
+            (rf"/records/{_EVENT}/{_START}/parts", PartsHandler),
             (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
@@ -177,6 +178,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     RecordHandler: "/records/{event}/{start}",
     CreationHandler: "/records/{event}/{start}",
     LiveHandler: "/records/{event}/{start}/live",
+    PartsHandler: "/records/{event}/{start}/parts",
     UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",

@@ -13,15 +13,30 @@ request keeps every byte it received, and the pieces join the record in the orde
   holds no place in the queue, and adds nothing.
 - Joining is `RecordStore.append`: an fsync and one index transaction that names one more run of the piece's file
   (the record is not rewritten). A reader gets one whole version, old or new.
+
+One live recorder per record (issue 22). The first piece in line is the live one; a piece that receives bytes while
+it streams is a standby (a second recorder of the same broadcast, or the same recorder back on a new connection
+while the old one is dead but not yet noticed): its bytes wait in its file and never join while the live one streams.
+The standby takes over when the live one ends (reason `ended`), or when it has brought no byte for --append-takeover
+seconds while the standby brings some (`silent`: the live one is ended, `superseded`, keeping all it brought). Of the
+standby's bytes, those that arrived after the live one's last byte join, from a clean cut (frames.py: an MP3 frame,
+an Ogg page with the stream's header pages first); the ones before are the same audio again, and are dropped. A
+standby that ends is dropped whole if the live one brings a byte within --append-takeover seconds (it streams on:
+the standby's audio is in it), and otherwise takes over first (the live one was dead, and the standby's bytes are
+new: a recorder back on a new connection that ended soon after). Pieces received by other processes sharing the
+index keep the plain order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 import uuid
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
+from tornado_records import frames
 from tornado_records.spool import Spool
 from tornado_records.store import Record, RecordStore, StorageFull, storage_errors
 
@@ -29,6 +44,8 @@ log = logging.getLogger("tornado_records.appends")
 
 JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the record at least this often
 RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
+STANDBY_LOOK = 0.1  # seconds between looks at the live piece, for a standby that ended
+ARRIVALS_KEPT = 600.0  # seconds of a standby's arrival times kept, to find where its bytes after the live one's begin
 
 
 class Piece:
@@ -41,6 +58,9 @@ class Piece:
         start: str,
         content_type: str,
         on_join: Callable[[Record, bool], None],
+        takeover: float = 5.0,
+        notify: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
+        on_superseded: Callable[[], None] = lambda: None,
     ) -> None:
         self.store = store
         self.event = event
@@ -58,6 +78,16 @@ class Piece:
         self._lock = asyncio.Lock()  # one join at a time
         self._noted: asyncio.Future[None] | None = None
         self._joining: asyncio.Task | None = None
+        self.takeover = takeover  # seconds of the live piece's silence after which this one, standing by, takes over
+        self.notify = notify  # publishes recorder-standby and recorder-takeover
+        self.on_superseded = on_superseded  # ends its request (it stays in line until that has joined all it brought)
+        self.first_at: float | None = None  # Unix time of its first byte (of the first joined, after a takeover)
+        self.last_at: float | None = None  # and of its last
+        self._last_byte = 0.0  # the same, on the monotonic clock
+        self.superseded = False  # ended because a standby took over
+        self.ending = False  # its request ended: no more bytes come
+        self.taking_over: tuple[float, str] | None = None  # (the live one's last byte, reason) while its cut is due
+        self.arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes before) per write
 
     @property
     def queue(self) -> list[Piece]:
@@ -79,14 +109,40 @@ class Piece:
         """Bytes received: in its file, or on their way to it (see spool.py)."""
         return 0 if self._spool is None else self._spool.received
 
+    @property
+    def standby(self) -> bool:
+        """It has bytes and waits while another piece, the live one, streams."""
+        return self._turn is not None and not self._turn.done()
+
+    def silent_for(self) -> float:
+        """Seconds since its last byte."""
+        return time.monotonic() - self._last_byte
+
     def write(self, chunk: bytes) -> Awaitable[None] | None:
         """Hand received bytes to the file's writer (the first open the file and take a place in line); an
         awaitable to await before the next when the writer lags. StorageFull once the disk is full but for RESERVE
-        bytes (what was written up to there stays counted, and the index has room to keep it)."""
+        bytes (what was written up to there stays counted, and the index has room to keep it). A standby notes
+        when they came, and takes over from a live piece silent for `takeover` seconds."""
         if self._spool is None:
             self._open()
+        self.last_at = now = time.time()
+        self.first_at = self.first_at or now
+        self._last_byte = time.monotonic()
+        if self.standby or self.taking_over is not None:
+            self.arrivals.append((now, self._spool.received))
+            while self.arrivals[0][0] < now - ARRIVALS_KEPT:
+                self.arrivals.popleft()
+            live = self.queue[0]
+            if live is not self and live.silent_for() >= self.takeover:
+                live.supersede()
         with storage_errors():
             return self._spool.put(chunk)
+
+    def supersede(self) -> None:
+        """A standby takes over: end this live piece's request (all it brought joins first), once."""
+        if not self.superseded:
+            self.superseded = True
+            self.on_superseded()
 
     async def drain(self) -> None:
         """Wait until all that was received is in the file; StorageFull if the disk filled up (what fit stays)."""
@@ -111,6 +167,8 @@ class Piece:
         queue.append(self)
         if queue[0] is self:
             self._turn.set_result(None)
+        else:
+            self.notify("recorder-standby", {"event": self.event, "start": self.start})
         self._noted = asyncio.ensure_future(self._note())
 
     async def _note(self) -> None:
@@ -144,22 +202,56 @@ class Piece:
                 await self.drain()  # what arrived until now joins, not only what the writer had written
             except StorageFull:
                 pass  # what fit is in the file and joins; the request's answer says that the disk is full
+            if self._noted is not None:
+                await asyncio.shield(self._noted)  # its row comes before the row's update
+            if self.taking_over is not None and not await self._cut():
+                return  # none of its bytes came after the live one's last yet
             upto = self.size
             if upto <= self.joined:
                 return
-            if self._noted is not None:
-                await asyncio.shield(self._noted)  # its row comes before the row's update
-            self.record, created = await self.store.append(
-                self.name, self.event, self.start, self.content_type, self.joined, upto
-            )
+            await self._append(self.joined, upto)
             self.joined = upto
-            self.on_join(self.record, created)
 
-    async def end(self) -> Record | None:
-        """The request ended: join what is left once every piece before it has ended; returns the record as this
-        piece left it (None if it received nothing). Where the last join fails (a disk too full even for the
-        index), the file and its row stay, and the bytes join the record at the next start."""
+    async def _append(self, at: int, upto: int) -> None:
+        self.record, created = await self.store.append(
+            self.name, self.event, self.start, self.content_type, at, upto, (self.first_at, self.last_at)
+        )
+        self.on_join(self.record, created)
+
+    async def _cut(self) -> bool:
+        """Having taken over, skip its bytes that came before the live one's last byte, to a clean cut (its stream's
+        header first, where the format needs one); announce the takeover. False while no byte came after it yet."""
+        old_last, reason = self.taking_over
+        after = next(((at, before) for at, before in self.arrivals if at > old_last), None)
+        ended = self.ending
+        if after is None and not ended:
+            return False
+        came, raw = after if after is not None else (time.time(), self.size)
+        cut = frames.clean_cut(self.store.blobs / self.name, raw, self.size, self.content_type, final=ended)
+        if cut is None:
+            return False  # the next frame has not come yet
+        at, header = cut
+        self.taking_over = None
+        self.arrivals.clear()
+        self.first_at = came
+        if header:
+            await self._append(0, header)
+        self.joined = max(self.joined, at)
+        gap = max(0.0, came - old_last)
+        self.notify("recorder-takeover", {"event": self.event, "start": self.start, "reason": reason,
+                                          "gap": round(gap, 3)})  # fmt: skip
+        return True
+
+    async def end(self, how: str = "completed") -> Record | None:
+        """The request ended (`how`: completed, client-gone, superseded, ...): join what is left once it is live;
+        returns the record as this piece left it (None if it received nothing, or was dropped as a standby). Where
+        the last join fails (a disk too full even for the index), the file and its row stay, and the bytes join the
+        record at the next start."""
         if self._spool is None:
+            return None
+        self.ending = True
+        if self.standby and await self._live_streams_on():
+            await self._drop()  # the live one brings the same audio: none of this one's joins
             return None
         try:
             await self._turn
@@ -174,20 +266,52 @@ class Piece:
             return self.record
         self._leave()
         try:
+            if self.record is not None:
+                await self.store.part_ended(self.name, self.event, self.start, how, self.last_at)
             await self.store.forget_append(self.name)
         except Exception as exc:  # noqa: BLE001 (the row is read at start-up only: a piece with nothing left goes)
             log.warning("could not remove the finished append %s from the index: %s", self.name, exc)
         self.store.piece_ended(self.name, self.event, self.start)
         return self.record
 
+    async def _live_streams_on(self) -> bool:
+        """This standby ended: whether the live one brings a byte within --append-takeover seconds (it streams on);
+        if not, it was dead, and this one takes over first (its turn comes once the live one has joined all)."""
+        ended = time.monotonic()
+        while self.standby:
+            live = self.queue[0]
+            if live._last_byte > ended:
+                return True
+            if live.silent_for() >= self.takeover:
+                live.supersede()
+                return False
+            await asyncio.sleep(STANDBY_LOOK)
+        return False
+
+    async def _drop(self) -> None:
+        """A standby ends while the live one streams: its bytes are the live one's audio again; none joins."""
+        self._leave()
+        try:
+            if self._noted is not None:
+                await asyncio.shield(self._noted)
+            await self.store.forget_append(self.name)
+        except Exception as exc:  # noqa: BLE001 (at the next start its bytes would join: logged)
+            log.warning("could not remove the dropped standby append %s from the index: %s", self.name, exc)
+        self.store.piece_ended(self.name, self.event, self.start)
+
     def _leave(self, keep_file: bool = False) -> None:
         """Give up its place in line (the next piece may join now) and its file (unless it must be kept: no
         replacement of the record may remove it then)."""
         queue = self.queue
+        live = queue[0] is self
         queue.remove(self)
         if queue:
-            if not queue[0]._turn.done():
-                queue[0]._turn.set_result(None)
+            following = queue[0]
+            if live and not following._turn.done():  # the standby first in line takes over
+                following.taking_over = (self.last_at or time.time(), "silent" if self.superseded else "ended")
+                following._turn.set_result(None)
+                if following._others.done():
+                    following.join_soon()
         else:
             del self.store.appends[(self.event, self.start)]
         self._spool.close()

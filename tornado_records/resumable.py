@@ -102,6 +102,7 @@ class Resumable:
     base: int = 0  # bytes in the file when the process took it up (its offset then), before its spool's
     holder: Callable[[], None] | None = None  # ends the request transferring to it
     gone: bool = False  # cancelled, expired or refused: removed
+    began: float = dataclasses.field(default_factory=time.time)  # when this process took it up (its part's start)
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     _file: BinaryIO | None = None
     _spool: Spool | None = None  # from the first byte a request brings until the request ends (close)

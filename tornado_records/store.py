@@ -31,11 +31,11 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Awaitable, BinaryIO, Callable, Iterator
+from typing import Any, Awaitable, BinaryIO, Callable, Iterator
 
 import tornado.ioloop
 
-from tornado_records import catalogue, sqldb
+from tornado_records import catalogue, parts, sqldb
 from tornado_records.blobs import (
     MERGED, BlobsError, FileContent, ObjectContent, ObjectSender, Segment, fsync_dir, open_blobs, piece_end,
 )
@@ -230,6 +230,7 @@ class Upload:
         self.start = start
         self.content_type = content_type
         self.moved = False  # renamed into blobs/ by a commit
+        self.began = time.time()  # when its first byte could come (the start of its part)
         self.expected = dict(expected or {})
         self._hashes = {name: hashlib.new(name) for name in {"sha256", *self.expected}}
         with storage_errors():
@@ -319,6 +320,7 @@ class RecordStore:
         self._wconn.add_column("appends", "owner", "BIGINT NOT NULL DEFAULT 0")  # an index from before processes
         self._wconn.drop_unique("records", "blob")  # an index from before: PostgreSQL refused 60 runs and more
         catalogue.create(self._wconn)
+        parts.create(self._wconn)
         self._rconn = sqldb.connect(index, root)
         self.shared = self._wconn.shared  # other processes share the index (and the data directory)
         # Processes sharing an index each hold a name of their own while they live (an advisory lock in
@@ -551,6 +553,7 @@ class RecordStore:
                     upload.moved = True
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, record.event, None if old is None else old.size, record.size)
+                parts.replace(self._wconn, record.event, record.start, record.size, upload.began, time.time())
                 self._changed(record, old is None)
         except sqldb.IndexUnavailable:
             raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
@@ -603,7 +606,7 @@ class RecordStore:
         return {name for (name,) in rows}
 
     async def append(
-        self, name: str, event: str, start: str, content_type: str, at: int, upto: int
+        self, name: str, event: str, start: str, content_type: str, at: int, upto: int, times: tuple[float, float]
     ) -> tuple[Record, bool]:
         """Add the bytes at..upto of the blob file `name` after the record's content, durably (creating the record,
         of `content_type`, if there is none); returns the new version and whether the record is new.
@@ -620,7 +623,7 @@ class RecordStore:
                 digest = await loop.run_in_executor(None, self.content_hash, current)
             try:
                 return await loop.run_in_executor(
-                    self._writer, self._append, name, event, start, content_type, at, upto, current, digest
+                    self._writer, self._append, name, event, start, content_type, at, upto, current, digest, times
                 )
             except _Changed:
                 continue  # another change came first: extend that one
@@ -635,8 +638,11 @@ class RecordStore:
         upto: int,
         expected: Record | None,
         digest: "hashlib._Hash",
+        times: tuple[float, float] | None = None,
+        ended: str = "",
     ) -> tuple[Record, bool]:
-        """append() in the writer thread (or at start-up), given the version it extends and that version's hash;
+        """append() in the writer thread (or at start-up), given the version it extends and that version's hash, and
+        when the piece's first and last bytes came (None: at start-up, its file's time; `ended` then says so);
         _Changed if the record is no longer that version."""
         path = self.blobs / name
         sent = None  # the object that holds the bytes joined, with an object store
@@ -670,6 +676,8 @@ class RecordStore:
                     os.utime(path, (modified, modified))  # Last-Modified, when nginx sends the file itself
                 self._wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
                 catalogue.count_change(self._wconn, event, None if old is None else old.size, record.size)
+                first, last = times or (path.stat().st_mtime,) * 2
+                parts.extend(self._wconn, event, start, name, size - (upto - at), size, first, last, ended)
                 self._wconn.execute("UPDATE appends SET committed = ? WHERE blob = ?", (upto, name))
                 self._changed(record, old is None)
         except sqldb.IndexUnavailable:
@@ -681,6 +689,20 @@ class RecordStore:
         self._starts.add(event, start)
         self.keep_hash(digest)
         return record, old is None
+
+    async def part_ended(self, name: str, event: str, start: str, ended: str, last_at: float) -> None:
+        """Say how the append request that wrote the file `name` ended, in its part of the record."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, self._execute_with, parts.end, event, start, name, ended, last_at)
+
+    def _execute_with(self, change: Callable[..., None], *args: Any) -> None:
+        with storage_errors(), self._wconn.transaction():
+            change(self._wconn, *args)
+
+    def parts_of(self, event: uuid.UUID, start: datetime.datetime) -> list[dict[str, Any]]:
+        """The parts of the record's current version, in the order of their bytes (RecordNotFound if none)."""
+        record = self.get(event, start)
+        return parts.of(self._rconn, record.event, record.start, record.size, record.modified)
 
     def piece_ended(self, name: str, event: str, start: str) -> None:
         """The append request that wrote the file `name` for the record (event, start) ended, and all it received
@@ -905,6 +927,7 @@ class RecordStore:
                 raise RecordNotFound(event, start)
             self._wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
             catalogue.count_change(self._wconn, record.event, record.size, None)
+            parts.remove(self._wconn, record.event, record.start)
             if self.change_event is not None:
                 deleted = {"record": {"event": record.event, "start": record.start}}
                 self.change_event(self._wconn, "record-deleted", deleted)
@@ -1020,7 +1043,9 @@ class RecordStore:
                 if size > committed:
                     current = self._current(event, start)
                     digest = hashlib.sha256() if current is None else self.content_hash(current)
-                    record, _ = self._append(name, event, start, content_type, committed, size, current, digest)
+                    record, _ = self._append(
+                        name, event, start, content_type, committed, size, current, digest, ended="restart"
+                    )
                     log.warning(
                         "joined %d byte(s) that an append request had received before the stop to event %s at %s "
                         "(now %d bytes)", size - committed, event, start, record.size,

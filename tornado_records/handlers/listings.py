@@ -123,3 +123,16 @@ class RecordsHandler(ListingHandler):
     def _date_time(self, name: str) -> datetime.datetime | None:
         text = self.get_query_argument(name, None)
         return None if text is None else parse_start(text, name)
+
+
+class PartsHandler(BaseHandler):
+    """`GET /records/{event}/{start}/parts`: the parts of the record's current version, in the order of their bytes:
+    where each request's bytes lie in it, when they came, how the request ended (parts.py)."""
+
+    def get(self, event: str, start: str) -> None:
+        event_id, start_at = parse_event(event), parse_start(start)
+        store: RecordStore = self.settings["store"]
+        self.set_header("Cache-Control", "no-cache")
+        self.write({"event": str(event_id), "start": start_at.isoformat(), "parts": store.parts_of(event_id, start_at)})
+
+    head = get

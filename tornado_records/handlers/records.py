@@ -142,7 +142,11 @@ class RecordHandler(BaseHandler):
         if length is not None:
             self.store.ensure_space(length)
         if append:
-            return Piece(self.store, str(self.event), self.start.isoformat(), content_type, self._joined)
+            return Piece(
+                self.store, str(self.event), self.start.isoformat(), content_type, self._joined,
+                takeover=self.settings["config"].append_takeover, notify=self.settings["hub"].publish,
+                on_superseded=self._superseded,
+            )  # fmt: skip
         return await self.store.begin_upload(self.event, self.start, content_type, expected)
 
     def _append_mode(self) -> bool:
@@ -211,9 +215,17 @@ class RecordHandler(BaseHandler):
     def _joined(self, record: Record, created: bool) -> None:
         self.upload_events.joined(record.to_json(), created)
 
+    def _superseded(self) -> None:
+        """A standby recorder took over from this append request, silent for --append-takeover seconds: end it,
+        keeping all it brought (its connection is presumed dead; the answer is for one that is not)."""
+        if self.upload is None or self._finished:
+            return
+        self._end_upload("superseded")
+        self.refuse_body(ApiError(409, "Another recorder took over this record: what this request brought is kept"))
+
     async def _end_piece(self, piece: Piece, reason: str | None) -> Record | None:
         """End an append request's piece (reason None: its body arrived to its end); returns the record then."""
-        record = await piece.end()
+        record = await piece.end(reason or "completed")
         key = (piece.event, piece.start)
         if reason is None:
             self.store.interrupted.discard(key)
