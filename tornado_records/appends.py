@@ -136,7 +136,10 @@ class Piece:
             if live is not self and live.silent_for() >= self.takeover:
                 live.supersede()
         with storage_errors():
-            return self._spool.put(chunk)
+            lagging = self._spool.put(chunk)
+        if self.taking_over is not None:
+            self.join_soon()  # its first bytes after the live one's last: the takeover joins them at once
+        return lagging
 
     def supersede(self) -> None:
         """A standby takes over: end this live piece's request (all it brought joins first), once."""
