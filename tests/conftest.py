@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import re
 import secrets
@@ -318,8 +319,22 @@ class Nginx:
     def __init__(self, workdir: Path, upstream_ports: list[int], data_dir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "logs").mkdir(exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.error_log = workdir / "logs" / "tornado-records.error.log"
+        for _ in range(5):  # a port found free may be taken before nginx binds it (by any process): then another
+            self.port = free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            self._start(workdir, upstream_ports, data_dir)
+            if not wait_until(self._answering, timeout=30):
+                self.proc.kill()
+                raise RuntimeError("nginx did not answer on its port")
+            if self.proc.poll() is None:
+                return
+            error = self.proc.stderr.read()
+            if "Address already in use" not in error:
+                raise RuntimeError("nginx did not start: " + error)
+        raise RuntimeError("nginx found no free port: " + error)
+
+    def _start(self, workdir: Path, upstream_ports: list[int], data_dir: Path) -> None:
         conf = (REPO / "deploy" / "nginx.conf").read_text()
         for old, new in [
             ("server 127.0.0.1:10700;", " ".join(f"server 127.0.0.1:{port};" for port in upstream_ports)),
@@ -339,19 +354,20 @@ class Nginx:
             stderr=subprocess.PIPE,
             text=True,
         )
-        if not wait_until(self._listening, timeout=10):
-            self.proc.kill()
-            raise RuntimeError("nginx did not start: " + self.proc.stderr.read())
-        self.error_log = workdir / "logs" / "tornado-records.error.log"
 
-    def _listening(self) -> bool:
-        import socket
-
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+    def _answering(self) -> bool:
+        """Whether nginx itself answers on its port (its internal location /_blobs/: 404, from no upstream), or it
+        has exited (as it does after a while when the port is taken)."""
+        if self.proc.poll() is not None:
             return True
-        except OSError:
-            return self.proc.poll() is not None
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            conn.request("HEAD", "/_blobs/")
+            return conn.getresponse().getheader("Server", "").startswith("nginx")
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -45,6 +45,10 @@ INITDB_FLAGS = ("-A", "trust", "-U", POSTGRES_USER, "-E", "UTF8", "--locale=C", 
 POSTGRES_SETTINGS = ("fsync=off", "synchronous_commit=off", "full_page_writes=off")
 
 
+class PortTaken(RuntimeError):
+    """A server could not have a port that was free when it was chosen: another process took it meanwhile."""
+
+
 class Engine:
     """A server the tests start; `with` stops it (and removes its files) at the end, however the block ends."""
 
@@ -93,18 +97,25 @@ class PostgreSQL(Engine):
         self.dir = Path(tempfile.mkdtemp(prefix="records-postgres-"))  # in /tmp, which the server's user can reach
         self.data = self.dir / "data"
         self.log = self.dir / "server.log"
-        self.port = free_port()
-        self.url = self.database_url("postgres")
         if prefix:
             shutil.chown(self.dir, POSTGRES_USER, POSTGRES_USER)
         try:
-            self._start()
+            self._run("initdb", "-D", str(self.data), *INITDB_FLAGS)
+            for attempt in range(5):  # a port found free may be taken before the server binds it: then another
+                self.port = free_port()
+                self.url = self.database_url("postgres")
+                try:
+                    self._start()
+                    break
+                except PortTaken:
+                    if attempt == 4:
+                        raise
         except BaseException:
             self.stop()
             raise
 
     def _start(self) -> None:
-        self._run("initdb", "-D", str(self.data), *INITDB_FLAGS)
+        self.log.unlink(missing_ok=True)
         options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
         options += "".join(f" -c {setting}" for setting in POSTGRES_SETTINGS)
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "-t", "60", "start")
@@ -115,7 +126,8 @@ class PostgreSQL(Engine):
         )
         if done.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
-            raise RuntimeError(f"{program} failed ({done.returncode}):\n{done.stdout}{done.stderr}{log}")
+            failure = PortTaken if "Address already in use" in log else RuntimeError
+            raise failure(f"{program} failed ({done.returncode}):\n{done.stdout}{done.stderr}{log}")
 
     def database_url(self, name: str) -> str:
         """The URL of database `name` on this server, for psycopg or the service's --index."""
@@ -313,7 +325,7 @@ class SeaweedFS(Engine):
         if not answered or self.proc.poll() is not None:
             raise RuntimeError(f"weed mini did not answer on {self.endpoint}:\n{self.log.read_text()}")
         if "finding alternative" in self.log.read_text():
-            raise RuntimeError(f"weed mini did not get the ports it was given:\n{self.log.read_text()}")
+            raise PortTaken(f"weed mini did not get the ports it was given:\n{self.log.read_text()}")
 
     def _answers(self, probe: Any) -> bool:
         """Whether S3 answers a signed request (ListBuckets), or weed has exited (nothing will answer)."""
@@ -390,7 +402,15 @@ def seaweedfs() -> Iterator[SeaweedFS]:
     `.region` (us-east-1), `.client` (botocore's synchronous S3 client, signed with those keys), `.keys(bucket)`,
     `.env()`, `.new_bucket()`; skips (fails under RECORDS_TEST_REQUIRE_ALL) where `weed` is missing. See SeaweedFS for
     the ports it takes."""
-    with SeaweedFS(weed_program()) as server:
+    weed = weed_program()
+    for attempt in range(3):  # a port found free may be taken before weed binds it: then other ports
+        try:
+            server = SeaweedFS(weed)
+            break
+        except PortTaken:
+            if attempt == 2:
+                raise
+    with server:
         yield server
 
 

@@ -4,6 +4,7 @@ version, and a crash, a shutdown or a full disk lose nothing that reached the se
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -55,6 +56,22 @@ class Appender:
         if reset:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.sock.close()
+
+
+def receiving(url: str) -> list[int]:
+    """The bytes that each upload in flight has received so far (GET /uploads): what reached the service."""
+    uploads = json.loads(request(url, "GET", "/uploads")[2])["uploads"]
+    return [upload["bytes"] for upload in uploads if upload["state"] == "receiving"]
+
+
+def in_a_file(data: Path, content: bytes) -> bool:
+    """Some file in data/blobs holds exactly `content`: an append request's bytes are in its file (what a crash of the
+    process keeps)."""
+    for path in (data / "blobs").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a file the service removed meanwhile
+            if path.read_bytes() == content:
+                return True
+    return False
 
 
 def body_of(url: str, path: str = record_url()) -> bytes | None:
@@ -127,7 +144,7 @@ def test_what_arrived_before_the_client_left_is_kept(service, engine) -> None:
         piece = os.urandom(100_000)
         appender.send(piece)
         expected = (body_of(svc.url) or b"") + piece
-        time.sleep(0.3)  # the bytes reach the service
+        assert wait_until(lambda: receiving(svc.url) == [len(piece)])  # the bytes reached the service
         appender.drop(reset)
         assert wait_until(lambda: body_of(svc.url) == expected)
     seen = b""
@@ -161,16 +178,16 @@ def test_pieces_join_in_the_order_their_first_bytes_came(service) -> None:
     svc = service("--upload-idle-timeout", "2")
     empty = Appender(svc.url)  # Liquidsoap's empty PUT, open from the start: it holds no place
     old = Appender(svc.url)
+    old_sent = time.monotonic()  # its last byte: the idle timeout of 2 s counts from a moment after this
     old.send(b"head-of-broadcast;")
-    time.sleep(0.3)
+    assert wait_until(lambda: 18 in receiving(svc.url))  # it holds the head of the queue
     new = Appender(svc.url)
     new.send(b"after-reconnect;")
     new.send(b"more;")
     new.sock.sendall(b"0\r\n\r\n")
-    began = time.monotonic()
     answer = new.answer(timeout=10)
     assert answer.status == 204
-    assert time.monotonic() - began > 1.0, "answered before the piece before it had ended"
+    assert time.monotonic() - old_sent >= 2, "answered before the piece before it had ended"
     assert body_of(svc.url) == b"head-of-broadcast;after-reconnect;more;"
     assert answer.headers["etag"] == f'"{hashlib.sha256(b"head-of-broadcast;after-reconnect;more;").hexdigest()}"'
     assert old.answer().status == 408
@@ -181,6 +198,7 @@ def test_appends_continue_after_a_replacement_and_a_delete(service, engine) -> N
     svc = service()
     appender = Appender(svc.url)
     appender.send(b"aaa")
+    assert wait_until(lambda: receiving(svc.url) == [3])  # the request has started
     time.sleep(JOIN_INTERVAL + 1)  # what arrives JOIN_INTERVAL after the last join (or the request's start) joins
     appender.send(b"bbb")
     assert wait_until(lambda: body_of(svc.url) == b"aaabbb")
@@ -237,7 +255,7 @@ def test_readers_during_appends_get_one_whole_version(service) -> None:
         if rng.random() < 0.5:
             assert appender.end().status == 204
         else:
-            time.sleep(0.2)
+            assert wait_until(lambda: receiving(svc.url) == [len(appender.sent)])  # all of it reached the service
             appender.drop()
     assert wait_until(lambda: body_of(svc.url) == bytes(sent))
     running.clear()
@@ -262,7 +280,7 @@ def test_kill_9_during_appends_loses_nothing_that_arrived(service, engine) -> No
             appender.send(piece)
             sent += piece
             time.sleep(rng.random() * 0.05)
-        time.sleep(0.2)  # the last bytes reach the service
+        assert wait_until(lambda: in_a_file(data, appender.sent))  # the last bytes reached the service's file
         svc.proc.send_signal(signal.SIGKILL)
         svc.proc.wait()
         appender.drop()
@@ -280,7 +298,7 @@ def test_an_append_cut_off_by_the_shutdown_is_kept(service) -> None:
     svc = service("--shutdown-grace", "1")
     appender = Appender(svc.url)
     appender.send(b"before the stop;")
-    time.sleep(0.2)
+    assert wait_until(lambda: receiving(svc.url) == [16])  # the bytes reached the service
     svc.proc.send_signal(signal.SIGTERM)
     assert svc.proc.wait(timeout=20) == 0
     appender.drop()
@@ -314,7 +332,8 @@ def test_nginx_is_handed_only_a_file_that_is_exactly_the_version(service) -> Non
     svc = service("--accel-redirect", "/_blobs/")
     appender = Appender(svc.url)
     appender.send(b"one")
-    time.sleep(JOIN_INTERVAL + 1)
+    assert wait_until(lambda: receiving(svc.url) == [3])  # the request has started
+    time.sleep(JOIN_INTERVAL + 1)  # so "two" arrives JOIN_INTERVAL after it and joins
     appender.send(b"two")
     assert wait_until(lambda: request(svc.url, "HEAD", record_url())[0] == 200)
     _, headers, body = request(svc.url, "GET", record_url())  # its file is still being written: sent directly

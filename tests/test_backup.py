@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import COMMAND, EVENT, record_url
+from conftest import COMMAND, EVENT, record_url, wait_until
 from rawhttp import request
 from test_append import Appender
 from test_check import check, fill, index_rows, listing
@@ -57,6 +57,17 @@ def records_of(url: str) -> dict[str, tuple[bytes, str]]:
         assert headers["ETag"] == record["etag"] == f'"{hashlib.sha256(body).hexdigest()}"'  # whole, its own ETag
         served[record["start"]] = (body, headers["ETag"])
     return served
+
+
+def joined_appends(url: str) -> list[dict]:
+    """The append requests in flight (GET /uploads) whose bytes have joined their record at least once."""
+    uploads = json.loads(request(url, "GET", "/uploads")[2])["uploads"]
+    return [u for u in uploads if u["mode"] == "append" and u["state"] == "receiving" and u["size"] is not None]
+
+
+def grown(before: dict[str, tuple[int, int]], now: dict[str, tuple[int, int]]) -> bool:
+    """Whether a file of the listing `before` is larger in the listing `now` (see test_check.listing)."""
+    return any(name in now and now[name][0] > size for name, (size, _) in before.items())
 
 
 def named_sizes(data: Path) -> dict[str, int]:
@@ -118,10 +129,10 @@ def test_a_backup_of_a_live_directory_is_served_as_it_was(service, tmp_path: Pat
     traffic = Traffic(svc.url)
     dest = tmp_path / "backup"
     try:
-        time.sleep(4.5)  # appends have joined their records, and stream on
+        assert wait_until(lambda: len(joined_appends(svc.url)) == 2)  # appends have joined their records, and stream on
         result = backup(svc.data_dir, dest)
-        copied = listing(dest)
-        time.sleep(1)  # the files of appends in progress grow on in the source
+        copied, source = listing(dest), listing(svc.data_dir / "blobs")
+        assert wait_until(lambda: grown(source, listing(svc.data_dir / "blobs")))  # the appends' files grow on
     finally:
         traffic.stop()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -166,9 +177,11 @@ def test_a_backup_to_another_filesystem_copies_the_files(tmpfs, service, tmp_pat
     svc = service()
     seeded = fill(svc)
     appender = Appender(svc.url, record_url(start="2024-03-01T00:00:00") + "?append=true")
-    for _ in range(20):  # 4 s: what arrived has joined the record, and its file is still being written
-        appender.send(b"live ")
+    deadline = time.monotonic() + 30
+    while not joined_appends(svc.url) and time.monotonic() < deadline:  # until what arrived has joined the record
+        appender.send(b"live ")  # (3 s after the request began), and its file is still being written
         time.sleep(0.2)
+    assert joined_appends(svc.url)
     dest = tmpfs("64m") / "backup"
     result = backup(svc.data_dir, dest)
     appender.send(b"and more")

@@ -167,7 +167,7 @@ def test_check_beside_a_live_service_reports_nothing_and_disturbs_nothing(servic
     for worker in workers:
         worker.start()
     try:
-        time.sleep(1)
+        assert wait_until(lambda: counts["replaced"] and counts["deleted"] and counts["read"])  # changes under way
         result = check(svc.data_dir, "--rate", "2M")  # 10 MiB at least: seconds of changes beside it
     finally:
         stop.set()

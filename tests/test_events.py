@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import eventually
 from tornado_records.events import KEEPALIVE_LINE, EventHub, UploadEvents, publish_deleted
 
 EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
@@ -207,12 +208,10 @@ async def test_unsubscribe_removes_and_ends_the_subscriber() -> None:
 async def test_keepalive_reaches_every_subscriber_and_stops_with_them() -> None:
     hub = EventHub(keepalive=0.05)
     first, second = Client(hub), Client(hub)
-    await asyncio.sleep(0.12)
-    assert first.received[:2] == second.received[:2] == [KEEPALIVE_LINE, KEEPALIVE_LINE]
+    assert await eventually(lambda: first.received[:2] == second.received[:2] == [KEEPALIVE_LINE, KEEPALIVE_LINE])
     hub.unsubscribe(first.subscriber)
     hub.unsubscribe(second.subscriber)
-    await asyncio.sleep(0.1)
-    assert hub._timer is None  # no subscriber, no timer waking for nothing
+    assert await eventually(lambda: hub._timer is None)  # no subscriber: its last tick sets no timer again
 
 
 @pytest.mark.gen_test

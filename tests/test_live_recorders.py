@@ -15,16 +15,16 @@ import hashlib
 import json
 import re
 import signal
+import socket
 import subprocess
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from breaking_proxy import BreakingProxy
-from conftest import EVENT, REPO, free_port, require, wait_until
+from conftest import EVENT, REPO, require, wait_until
 from test_sse import conforms
 
 SECONDS = 14  # the broadcast's length
@@ -34,6 +34,19 @@ RATE = 8000  # the decoded audio's sampling rate
 WINDOW = RATE // 4  # a quarter second
 RESTART = 2.0  # the recorders' delay before they connect again (restart_delay, reopen_delay, the loop's sleep)
 IDLE = 3  # --upload-idle-timeout of the service under test
+
+
+def free_udp_port() -> int:
+    """A UDP port of 127.0.0.1 that nothing is bound to."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def udp_bound(port: int) -> bool:
+    """Whether a UDP socket of this machine is bound to `port` (a recorder listening for its feed)."""
+    rows = Path("/proc/net/udp").read_text().splitlines()[1:]
+    return any(row.split()[1].endswith(f":{port:04X}") for row in rows)
 
 
 def readme_block(pattern: str) -> str:
@@ -259,12 +272,13 @@ def test_ffmpeg_restarted_after_a_break(service, tmp_path, staircase):
     """The loop around ffmpeg of docs/recording.md, its input a live stream (the staircase sent in real time over UDP)."""
     proc = start_service(service)
     proxy = BreakingProxy(proc.port, [(4.0, "reset")])
-    port = free_port()
+    port = free_udp_port()
     live = f"-f s16le -ar 44100 -ac 1 -i udp://127.0.0.1:{port}?timeout=3000000"
     command = readme_block(FFMPEG_LOOP).replace("-f alsa -i default", live)
     command = command.replace("localhost:10700", f"127.0.0.1:{proxy.port}")
     loop = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(1.0)  # the recorder listens before the feed begins
+    assert wait_until(lambda: udp_bound(port) or loop.poll() is not None)  # it listens before the feed begins
+    assert loop.poll() is None, loop.communicate()[0][-3000:]
     feed = subprocess.run(
         [require("ffmpeg"), "-v", "error", "-re", "-i", str(staircase), "-f", "s16le", "-ar", "44100", "-ac", "1",
          f"udp://127.0.0.1:{port}?pkt_size=1316"],

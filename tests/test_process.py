@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -145,7 +144,8 @@ def test_sigterm_lets_an_upload_in_flight_finish_then_exits_0(service):
     conn.putheader("Transfer-Encoding", "chunked")
     conn.endheaders()
     conn.send(b"5\r\nhello\r\n")
-    time.sleep(0.3)
+    in_flight = lambda: [u["bytes"] for u in json.loads(request(proc, "GET", "/uploads")[2])["uploads"]]  # noqa: E731
+    assert wait_until(lambda: in_flight() == [5])  # the upload is in flight
     proc.proc.send_signal(signal.SIGTERM)
     assert wait_until(lambda: "SIGTERM: shutting down" in proc.log)
     # No new connections once stopping...

@@ -3,12 +3,15 @@ resumes from a durable offset; expired uploads are removed at start."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
-from conftest import EVENT, files_in, record_url
+from conftest import EVENT, files_in, record_url, run_on_index, wait_until
 from rawhttp import connect, request, request_head
+from tornado_records.resumable import SYNC_INTERVAL
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = {"Content-Type": "application/offset+octet-stream"}
@@ -27,7 +30,19 @@ def offset_of(url: str, location: str) -> int | None:
     return int(headers["Upload-Offset"]) if status == 200 else None
 
 
-def test_kill_9_between_appends_resumes_from_the_durable_offset(service, data_dir) -> None:  # noqa: ANN001
+def received(url: str) -> list[int]:
+    """The offsets that the uploads receiving bytes have reached (GET /uploads): what reached the service."""
+    uploads = json.loads(request(url, "GET", "/uploads")[2])["uploads"]
+    return [upload["bytes"] for upload in uploads if upload["state"] == "receiving"]
+
+
+def recorded(engine: dict[str, str], data_dir: Path, location: str) -> int:
+    """The durable offset of the upload at `location`, as its row in the index says (what a restart finds)."""
+    upload = location.rsplit("/", 1)[1]
+    return run_on_index(engine, data_dir, f"SELECT received FROM uploads WHERE id = '{upload}'")[0][0]
+
+
+def test_kill_9_between_appends_resumes_from_the_durable_offset(service, engine, data_dir) -> None:  # noqa: ANN001
     proc = service()
     location = create(proc.url, len(BODY))
     status, headers, _ = request(proc.url, "PATCH", location, BODY[:MB], {**TUS, **CHUNK, "Upload-Offset": "0"})
@@ -37,11 +52,12 @@ def test_kill_9_between_appends_resumes_from_the_durable_offset(service, data_di
     sock.sendall(request_head("PATCH", location, {**TUS, **CHUNK, "Upload-Offset": str(MB),
                                                   "Content-Length": str(len(BODY) - MB)}))  # fmt: skip
     sock.sendall(BODY[MB : MB + 500_000])
-    time.sleep(4)
+    assert wait_until(lambda: received(proc.url) == [MB + 500_000])  # the interval counts from before these arrived
+    time.sleep(SYNC_INTERVAL + 0.5)
     sock.sendall(BODY[MB + 500_000 : MB + 600_000])  # arrives after the interval: what came so far is recorded
-    time.sleep(0.5)
+    assert wait_until(lambda: recorded(engine, data_dir, location) >= MB + 500_000)
     sock.sendall(BODY[MB + 600_000 : MB + 800_000])  # not recorded yet
-    time.sleep(0.3)
+    assert wait_until(lambda: received(proc.url) == [MB + 800_000])
     proc.proc.send_signal(signal.SIGKILL)
     proc.proc.wait()
     sock.close()
