@@ -127,6 +127,14 @@ class BreakingProxy:
         else:
             raise ValueError(how)
 
+    def refuse_new(self) -> None:
+        """From now on refuse new connections (the recorder's network is down for good); links open stay as they
+        are (a half-dead one stays open and silent on the service's side)."""
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
     def close(self) -> None:
         self._closing = True
         with contextlib.suppress(OSError):

@@ -13,11 +13,14 @@ import array
 import base64
 import hashlib
 import json
+import os
 import re
 import signal
 import socket
 import subprocess
 import threading
+import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -294,3 +297,200 @@ def test_ffmpeg_restarted_after_a_break(service, tmp_path, staircase):
     assert loop.returncode == 0, output[-3000:]
     assert [hit for _, _, hit in proxy.done] == [1], output[-2000:]
     assert_broadcast_kept(record_url(proc), lost_at_most=RESTART + 2)
+
+
+# -- takeover: a silent dead link, and a standby recorder (issue 22) ---------------------------------------------
+
+
+def tone_file(directory: Path, base: int, seconds: int) -> Path:
+    """A staircase of tones from `base` Hz, `seconds` long (another recorder's feed tells itself apart by pitch)."""
+    path = directory / f"staircase-{base}-{seconds}.wav"
+    tone = f"sin(2*PI*({base}+{STEP_HZ}*floor(t))*t)"
+    subprocess.run([require("ffmpeg"), "-v", "error", "-y", "-f", "lavfi", "-i", f"aevalsrc={tone}:s=44100:d={seconds}",
+                    str(path)], check=True)  # fmt: skip
+    return path
+
+
+def heard_from(audio: bytes, bases: list[int]) -> tuple[float, list[tuple[int, int]]]:
+    """The decoded length, and for each quarter second whose pitch is a step of one of the staircases from `bases`,
+    (which staircase, which second)."""
+    decoded = subprocess.run(
+        [require("ffmpeg"), "-v", "error", "-i", "pipe:0", "-f", "s16le", "-ac", "1", "-ar", str(RATE), "pipe:1"],
+        input=audio, capture_output=True,
+    )  # fmt: skip
+    assert decoded.returncode == 0, decoded.stderr.decode()[-2000:]
+    samples = array.array("h", decoded.stdout)
+    heard = []
+    half = WINDOW // 2
+
+    def step(window: array.array) -> tuple[int, int] | None:
+        hertz = sum(1 for a, b in zip(window, window[1:]) if (a < 0) != (b < 0)) * RATE / len(window) / 2
+        for index, base in enumerate(bases):
+            second = round((hertz - base) / STEP_HZ)
+            if 0 <= second < 20 and abs(hertz - base - STEP_HZ * second) < 25:
+                return index, second
+        return None
+
+    for at in range(0, len(samples) - WINDOW + 1, WINDOW):
+        # both halves of the quarter second the same step: not a window across a join, whose mixed pitch is no step
+        if (found := step(samples[at : at + half])) is not None and found == step(samples[at + half : at + WINDOW]):
+            heard.append(found)
+    return len(samples) / RATE, heard
+
+
+def ffmpeg_loop(port: int, address: str, ends_after: float = 3.0) -> subprocess.Popen:
+    """The loop around ffmpeg of docs/recording.md, its input the live stream on UDP `port` (which it takes as ended
+    once nothing came for `ends_after` seconds), sending to `address`."""
+    live = f"-f s16le -ar 44100 -ac 1 -i udp://127.0.0.1:{port}?timeout={int(ends_after * 1e6)}"
+    command = readme_block(FFMPEG_LOOP).replace("-f alsa -i default", live).replace("localhost:10700", address)
+    loop = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)  # fmt: skip
+    assert wait_until(lambda: udp_bound(port) or loop.poll() is not None)  # it listens before the feed begins
+    assert loop.poll() is None, loop.communicate()[0][-3000:]
+    return loop
+
+
+def feed(files: list[Path], ports: list[int]) -> subprocess.Popen:
+    """One live broadcast per file, sent in real time and in step to the recorders on `ports`."""
+    command = [require("ffmpeg"), "-v", "error"]
+    for path in files:
+        command += ["-re", "-i", str(path)]
+    for index, port in enumerate(ports):
+        command += ["-map", f"{index}:a", "-f", "s16le", "-ar", "44100", "-ac", "1",
+                    f"udp://127.0.0.1:{port}?pkt_size=1316"]  # fmt: skip
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def stop_loop(loop: subprocess.Popen) -> None:
+    if loop.poll() is None:
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
+
+
+def parts_of(proc) -> list[dict]:  # noqa: ANN001
+    try:
+        with urllib.request.urlopen(record_url(proc) + "/parts") as answer:
+            return json.load(answer)["parts"]
+    except urllib.error.HTTPError:
+        return []
+
+
+def broke_at(proxy: BreakingProxy) -> float:
+    """The monotonic time of the proxy's first break."""
+    assert wait_until(lambda: proxy.done, timeout=30), "the link was never broken"
+    return proxy._first + proxy.done[0][0]
+
+
+TAKEOVER = 5.0  # the default of --append-takeover
+
+
+@pytest.mark.parametrize("recorder", ["liquidsoap", "ffmpeg"])
+def test_a_silent_dead_link_is_taken_over_within_the_takeover_time(service, tmp_path, staircase, recorder):
+    """Default settings: the recorder's side of its link is reset, the service's left open and silent; the recorder
+    comes back on a new connection, a standby of its own dead one, and its bytes are in the record within
+    --append-takeover + 1 s of the break (not after --upload-idle-timeout's 60 s)."""
+    proc = service()
+    proxy = BreakingProxy(proc.port, [(4.0, "half-dead")])
+    address = f"127.0.0.1:{proxy.port}"
+    if recorder == "liquidsoap":
+        running = liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, address)
+        sending = None
+    else:
+        port = free_udp_port()
+        running = ffmpeg_loop(port, address)
+        sending = feed([staircase], [port])
+    try:
+        broke = broke_at(proxy)
+        assert wait_until(lambda: len(parts_of(proc)) >= 2, timeout=30), parts_of(proc)
+        taken = time.monotonic() - broke
+        print(f"{recorder}: the new connection's bytes were in the record {taken:.2f} s after the break")
+        assert taken < TAKEOVER + 1
+        if sending is not None:
+            assert sending.wait(timeout=60) == 0, sending.stderr.read()
+        finished(running, timeout=60)
+    finally:
+        proxy.close()
+        if running.poll() is None:
+            stop_loop(running) if recorder == "ffmpeg" else running.kill()
+    first, second = parts_of(proc)[:2]
+    assert first["ended"] == "superseded" and second["offset"] == first["length"], parts_of(proc)
+    assert_broadcast_kept(record_url(proc), lost_at_most=RESTART + 2)
+
+
+def recorders_in_step(tmp_path: Path, proc, live_seconds: int, standby_seconds: int, break_at: float | None):  # noqa: ANN001, ANN201
+    """Two recorders (the ffmpeg loop of docs/recording.md, twice) on one record, each fed its own staircase in step:
+    the live one (low tones) through a proxy, connected first; the standby (high tones) straight. With `break_at`, the
+    live one's link dies silently then, for good. Returns the stored audio, what was heard, the events, the parts."""
+    low, high = tone_file(tmp_path, BASE_HZ, live_seconds), tone_file(tmp_path, 2000, standby_seconds)
+    proxy = BreakingProxy(proc.port, [(break_at, "half-dead")] if break_at else [])
+    stop = threading.Event()
+    events = events_of(proc.url, stop)
+    ports = [free_udp_port(), free_udp_port()]
+    live = ffmpeg_loop(ports[0], f"127.0.0.1:{proxy.port}", ends_after=0.5)  # it ends soon after its broadcast
+    standby = ffmpeg_loop(ports[1], f"127.0.0.1:{proc.port}")
+    # the live recorder is first in line: it sends a moment of silence before the broadcast begins for both, in step
+    silence = subprocess.Popen([require("ffmpeg"), "-v", "error", "-re", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
+                                "-t", "20", "-f", "s16le", "-ac", "1", f"udp://127.0.0.1:{ports[0]}?pkt_size=1316"])  # fmt: skip
+    assert wait_until(lambda: proxy.links and proxy.links[0].sent > 4096, timeout=20)
+    silence.kill()
+    silence.wait()
+    sending = feed([low, high], ports)
+    try:
+        if break_at:
+            broke_at(proxy)
+            proxy.refuse_new()  # the live recorder's network is down for good
+        assert sending.wait(timeout=60) == 0, sending.stderr.read()
+        finished(standby, timeout=30)
+    finally:
+        stop_loop(live)
+        stop_loop(standby)
+        proxy.close()
+    assert wait_until(lambda: not [u for u in json.load(urllib.request.urlopen(proc.url + "/uploads"))["uploads"]
+                                   if u["state"] == "receiving"], timeout=30)  # fmt: skip
+    stop.set()
+    with urllib.request.urlopen(record_url(proc)) as answer:
+        audio = answer.read()
+    duration, heard = heard_from(audio, [BASE_HZ, 2000])
+    print(f"kept {duration:.2f} s; heard (recorder, second): {heard}")
+    return duration, heard, events, parts_of(proc)
+
+
+def assert_one_then_the_other(heard: list[tuple[int, int]], last_second: int, lost_at_most: int = 1) -> None:
+    """The live recorder's tones from the broadcast's first second, then the standby's to its last: one switch, in
+    order, no second of the broadcast twice, and at most `lost_at_most` seconds missing at the switch."""
+    recorders = [recorder for recorder, _ in heard]
+    switch = recorders.index(1)
+    assert recorders == [0] * switch + [1] * (len(heard) - switch), f"interleaved: {heard}"
+    seconds = [second for _, second in heard]
+    assert seconds[0] == 0 and seconds[-1] == last_second, heard
+    assert seconds == sorted(seconds), f"out of order: {heard}"
+    for second in set(seconds):
+        assert seconds.count(second) <= 5, f"second {second} twice: {heard}"
+    lost = seconds[switch] - seconds[switch - 1] - 1
+    assert lost <= lost_at_most, f"{lost} s lost at the switch: {heard}"
+
+
+def test_two_recorders_the_standby_takes_over_when_the_live_link_dies_silently(service, tmp_path):
+    proc = service()
+    duration, heard, events, parts = recorders_in_step(tmp_path, proc, SECONDS, SECONDS, break_at=6.0)
+    assert_one_then_the_other(heard, SECONDS - 1)
+    assert SECONDS - 1.5 <= duration <= SECONDS + 3  # (and the live one's moment of silence before)
+    types = [e["type"] for e in events]
+    assert "recorder-standby" in types, types
+    takeover = next(e["data"] for e in events if e["type"] == "recorder-takeover")
+    assert takeover["reason"] == "silent" and takeover["gap"] <= 1.0, takeover
+    assert [p["ended"] for p in parts] == ["superseded", "completed"], parts
+    for event in events:
+        conforms(event)
+
+
+def test_the_live_recorder_ends_and_the_standby_streams_on(service, tmp_path):
+    proc = service()
+    duration, heard, events, parts = recorders_in_step(tmp_path, proc, 8, SECONDS, break_at=None)
+    # the live recorder's last bytes come after its input's end is noticed (0.5 s) and its encoder is flushed: the
+    # standby's audio joins from then on
+    assert_one_then_the_other(heard, SECONDS - 1, lost_at_most=2)
+    assert SECONDS - 1.5 <= duration <= SECONDS + 3
+    takeover = next(e["data"] for e in events if e["type"] == "recorder-takeover")
+    assert takeover["reason"] == "ended", takeover
+    assert [p["ended"] for p in parts] == ["completed", "completed"], parts
