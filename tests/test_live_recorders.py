@@ -53,8 +53,9 @@ def udp_bound(port: int) -> bool:
 
 
 def readme_block(pattern: str) -> str:
-    """The example of docs/recording.md that matches `pattern` (a regular expression)."""
-    return re.search(pattern, (REPO / "docs" / "recording.md").read_text(), re.MULTILINE).group(0)
+    """The example of docs/recording.md that matches `pattern` (a regular expression; its group, if it has one)."""
+    found = re.search(pattern, (REPO / "docs" / "recording.md").read_text(), re.MULTILINE)
+    return found.group(found.lastindex or 0)
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +156,7 @@ def finished(recorder: subprocess.Popen, timeout: float = 120) -> str:
 OUTPUT_URL = r"^output\.url\(.*\)$"
 OUTPUT_EXTERNAL = r"^output\.external\(.*reopen_on_error.*\)$"
 FFMPEG_LOOP = r"(?s)^until ffmpeg .*?\ndo sleep 2; done$"
+STANDBY_LOOP = r"(?s)^### A standby recorder$.*?^(until ffmpeg .*?\ndo sleep 2; done)$"  # run on both machines
 
 
 def start_service(service, *flags: str):  # noqa: ANN001
@@ -338,11 +340,11 @@ def heard_from(audio: bytes, bases: list[int]) -> tuple[float, list[tuple[int, i
     return len(samples) / RATE, heard
 
 
-def ffmpeg_loop(port: int, address: str, ends_after: float = 3.0) -> subprocess.Popen:
+def ffmpeg_loop(port: int, address: str, ends_after: float = 3.0, block: str = FFMPEG_LOOP) -> subprocess.Popen:
     """The loop around ffmpeg of docs/recording.md, its input the live stream on UDP `port` (which it takes as ended
     once nothing came for `ends_after` seconds), sending to `address`."""
     live = f"-f s16le -ar 44100 -ac 1 -i udp://127.0.0.1:{port}?timeout={int(ends_after * 1e6)}"
-    command = readme_block(FFMPEG_LOOP).replace("-f alsa -i default", live).replace("localhost:10700", address)
+    command = readme_block(block).replace("-f alsa -i default", live).replace("localhost:10700", address)
     loop = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)  # fmt: skip
     assert wait_until(lambda: udp_bound(port) or loop.poll() is not None)  # it listens before the feed begins
@@ -426,8 +428,8 @@ def recorders_in_step(tmp_path: Path, proc, live_seconds: int, standby_seconds: 
     stop = threading.Event()
     events = events_of(proc.url, stop)
     ports = [free_udp_port(), free_udp_port()]
-    live = ffmpeg_loop(ports[0], f"127.0.0.1:{proxy.port}", ends_after=0.5)  # it ends soon after its broadcast
-    standby = ffmpeg_loop(ports[1], f"127.0.0.1:{proc.port}")
+    live = ffmpeg_loop(ports[0], f"127.0.0.1:{proxy.port}", ends_after=0.5, block=STANDBY_LOOP)  # (ends soon after)
+    standby = ffmpeg_loop(ports[1], f"127.0.0.1:{proc.port}", block=STANDBY_LOOP)
     # the live recorder is first in line: it sends a moment of silence before the broadcast begins for both, in step
     silence = subprocess.Popen([require("ffmpeg"), "-v", "error", "-re", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
                                 "-t", "20", "-f", "s16le", "-ac", "1", f"udp://127.0.0.1:{ports[0]}?pkt_size=1316"])  # fmt: skip
