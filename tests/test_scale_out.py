@@ -10,6 +10,7 @@ import hashlib
 import http.client
 import json
 import os
+import time
 import signal
 import threading
 import urllib.parse
@@ -165,15 +166,19 @@ def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(se
     upload = headers["Location"].split("/uploads/", 1)[1]
     path = f"/uploads/{upload}"
     assert request(b.url, "PATCH", path, body[:200_000], {**TUS, **CHUNK, "Upload-Offset": "0"})[0] == 204
-    # a request on one process holds the upload: the other answers 423, as tusd does, and keeps nothing of it
+    # a request on one process holds the upload, and its link dies silently (the service's side stays open); the
+    # client comes back through the other process: the newer request wins there within --append-takeover seconds,
+    # as within one process, and the bytes the old one brought count
     holding = Appender(a.url, path, {**TUS, **CHUNK, "Upload-Offset": "200000"}, method="PATCH")
     holding.send(body[200_000:300_000])
     assert wait_until(lambda: (Path(a.data_dir) / "uploads" / upload).stat().st_size == 300_000)
-    status, _, refusal = request(b.url, "PATCH", path, body[200_000:], {**TUS, **CHUNK, "Upload-Offset": "200000"})
-    assert status == 423 and "another process" in json.loads(refusal)["detail"]
-    holding.drop()  # its link breaks: what it brought is recorded, and the upload is free again
-    assert wait_until(lambda: request(b.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == "300000")
+    began = time.monotonic()
+    status, headers, _ = request(b.url, "HEAD", path, None, TUS)
+    taken = time.monotonic() - began
+    print(f"the other process's request was taken over in {taken:.2f} s")
+    assert status == 200 and headers["Upload-Offset"] == "300000" and taken < 5 + 1
     assert request(b.url, "PATCH", path, body[300_000:], {**TUS, **CHUNK, "Upload-Offset": "300000"})[0] == 204
+    holding.drop()
     assert body_of(a.url) == body
     assert request(a.url, "HEAD", path, None, TUS)[1]["Upload-Offset"] == str(len(body))
 

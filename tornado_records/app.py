@@ -99,7 +99,7 @@ def make_app(config: Config) -> tornado.web.Application:
         config=config,
         store=store,
         hub=hub,
-        resumables=Resumables(store, hub, config.upload_expiry.total_seconds()),
+        resumables=Resumables(store, hub, config.upload_expiry.total_seconds(), config.append_takeover),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for

@@ -313,7 +313,8 @@ SETTINGS: tuple[Setting, ...] = (
         "append_takeover",
         "5",
         "seconds a live recorder (an append request) may bring no byte before a standby recorder appending to the "
-        "same record takes over; the old request then ends, keeping all it brought",
+        "same record takes over (the old request then ends, keeping all it brought); also how long a request for a "
+        "resumable upload waits for another process sharing the index to let go of it",
         parse_seconds,
     ),
     Setting(

@@ -42,6 +42,7 @@ from tornado_records.http_semantics import Validators, precondition_status
 from tornado_records.spool import Spool
 from tornado_records.store import (
     ORPHAN_AGE,
+    Busy,
     DigestMismatch,
     PreconditionFailed,
     Record,
@@ -52,6 +53,7 @@ from tornado_records.store import (
 
 log = logging.getLogger("tornado_records.resumable")
 
+WANT_LOOK = 0.25  # seconds between looks for uploads asked for by another process, and at the upload asked for
 SYNC_INTERVAL = 3.0  # seconds: while bytes arrive, the offset is made durable and recorded at least this often
 SWEEP_INTERVAL = 60.0  # seconds between sweeps of expired uploads
 HASH_BLOCK = 1 << 20
@@ -184,15 +186,17 @@ class Resumable:
 class Resumables:
     """The resumable uploads of one data directory: create, find, write, record, complete, cancel, expire."""
 
-    def __init__(self, store: RecordStore, hub: EventHub, expiry: float) -> None:
+    def __init__(self, store: RecordStore, hub: EventHub, expiry: float, takeover: float = 5.0) -> None:
         self.store = store
         self.hub = hub
         self.expiry = expiry
+        self.takeover = takeover  # seconds a request waits for another process to let go of its upload
         self.dir = store.root / "uploads"
         self.dir.mkdir(exist_ok=True)
         self._open: dict[str, Resumable] = {}
         self._removing: set[str] = set()  # ids whose removal is under way
         self._sweeper: tornado.ioloop.PeriodicCallback | None = None
+        self._watcher: tornado.ioloop.PeriodicCallback | None = None
         self._recover()
 
     # -- finding and creating ------------------------------------------------------------------------------------
@@ -263,15 +267,56 @@ class Resumables:
             upload.holder()  # the draft: a new request ends the one still in progress
         await upload.lock.acquire()
         try:
-            await self.store.hold(upload.id)  # Busy while a request to another process transfers to it
+            await self._hold(upload.id)
         except BaseException:
             upload.lock.release()
             raise
-        if self.store.shared:
-            await asyncio.get_running_loop().run_in_executor(None, _cut_back, upload)
+        if self.store.shared:  # another process may have moved it on (a request it let go of, just now)
+            loop = asyncio.get_running_loop()
+            rows = await loop.run_in_executor(None, self.store.upload_rows, upload.id)
+            if rows:
+                self._update(upload, rows[0])
+            await loop.run_in_executor(None, _cut_back, upload)
         upload.holder = stop
         if upload.events is not None:
             upload.events.pause(False)
+
+    async def _hold(self, upload_id: str) -> None:
+        """Hold the upload against the other processes sharing the index; if one holds it, ask it to let go (the
+        newer request wins, as within one process) and wait up to --append-takeover seconds; Busy past that."""
+        try:
+            await self.store.hold(upload_id)
+            return
+        except Busy:
+            pass
+        await self.store.want(upload_id)
+        deadline = time.monotonic() + self.takeover
+        try:
+            while True:
+                await asyncio.sleep(WANT_LOOK)
+                try:
+                    await self.store.hold(upload_id)
+                    return
+                except Busy:
+                    if time.monotonic() >= deadline:
+                        raise
+        finally:
+            await self.store.want(upload_id, wanted=False)
+
+    async def _let_go_of_wanted(self) -> None:
+        """End the requests of this process that transfer to uploads another process asks for (shared index)."""
+        held = [upload for upload in self._open.values() if upload.holder is not None]
+        if not held:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            wanted = set(await loop.run_in_executor(None, self.store.wanted, [upload.id for upload in held]))
+        except Exception as exc:  # noqa: BLE001 (the next look tries again)
+            log.warning("could not look for uploads other processes ask for: %s", exc)
+            return
+        for upload in held:
+            if upload.id in wanted and upload.holder is not None:
+                upload.holder()  # its bytes are recorded as the request ends, and the upload is let go
 
     def release(self, upload: Resumable) -> None:
         """The request that took the upload ends: its file is closed (what it received was recorded first, by
@@ -372,10 +417,15 @@ class Resumables:
         """Sweep expired uploads every SWEEP_INTERVAL seconds (call on the event loop)."""
         self._sweeper = tornado.ioloop.PeriodicCallback(self._sweep_logged, SWEEP_INTERVAL * 1000)
         self._sweeper.start()
+        if self.store.shared:
+            self._watcher = tornado.ioloop.PeriodicCallback(self._let_go_of_wanted, WANT_LOOK * 1000)
+            self._watcher.start()
 
     def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.stop()
+        if self._watcher is not None:
+            self._watcher.stop()
 
     async def _sweep_logged(self) -> None:
         try:
@@ -405,6 +455,14 @@ class Resumables:
             return fresh  # moved on elsewhere: its running hash here is stale (completion reads the file instead)
         upload.length, upload.expires = fresh.length, fresh.expires
         return upload
+
+    def _update(self, upload: Resumable, row: dict) -> None:
+        """Bring an upload held here (no bytes in flight) to what its row says, where another process moved it on."""
+        fresh = self._from_row(row)
+        if (upload.offset, upload.etag) != (fresh.offset, fresh.etag):
+            upload._hash = None  # stale: completion reads the file instead
+        upload.offset, upload.base, upload.etag = fresh.offset, fresh.offset, fresh.etag
+        upload.length, upload.expires = fresh.length, fresh.expires
 
     def _from_row(self, row: dict) -> Resumable:
         upload = Resumable(

@@ -79,6 +79,11 @@ CREATE TABLE IF NOT EXISTS uploads (  -- resumable uploads (resumable.py); the b
     digest     TEXT    NOT NULL,     -- hex SHA-256 the whole content must have, or empty
     etag       TEXT                  -- the record version it made, once completed (the row stays until it expires)
 );
+
+CREATE TABLE IF NOT EXISTS upload_wanted (  -- resumable uploads a request to another process waits to take over
+    id   TEXT PRIMARY KEY,
+    at   DOUBLE PRECISION NOT NULL      -- Unix time it was asked for
+);
 """
 
 ENDED_WAIT = 1.0  # seconds a start waits for a process that has just ended to let go of its name (shared index)
@@ -859,6 +864,20 @@ class RecordStore:
         """Stop holding `name` (in the writer thread, after what it has to do before)."""
         if self.shared:
             self._writer.submit(self._wconn.let_go, name)
+
+    async def want(self, name: str, wanted: bool = True) -> None:
+        """Ask the process that holds `name` to let it go (or, with `wanted` False, stop asking)."""
+        if wanted:
+            sql, values = "INSERT INTO upload_wanted (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING", (name, time.time())
+        else:
+            sql, values = "DELETE FROM upload_wanted WHERE id = ?", (name,)
+        await asyncio.get_running_loop().run_in_executor(self._writer, self._execute, sql, values)
+
+    def wanted(self, names: list[str]) -> list[str]:
+        """Which of `names` another process asks for (blocks: call in a thread)."""
+        marks = ", ".join("?" * len(names))
+        rows = self._rconn.execute(f"SELECT id FROM upload_wanted WHERE id IN ({marks})", tuple(names)).fetchall()
+        return [name for (name,) in rows]
 
     async def save_upload(self, row: dict) -> None:
         """Insert or replace a resumable upload's row (all its columns)."""
