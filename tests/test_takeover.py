@@ -150,3 +150,35 @@ def test_kill_9_during_a_takeover_loses_nothing(service) -> None:
     assert status == 200 and body == whole and headers["ETag"] == f'"{hashlib.sha256(whole).hexdigest()}"'
     assert [(p["offset"], p["length"], p["ended"]) for p in parts_of(again.url)] == [(0, 5, "restart"),
                                                                                   (5, 20, "restart")]  # fmt: skip
+
+
+def test_a_standby_keeps_a_bounded_part_of_what_the_live_one_has(service) -> None:
+    """A standby that streams for long beside a live recorder gives back the disk space of its bytes from before the
+    live one's last byte, but the last 16 MiB of them and its first MiB (the space of a hole punched in its file):
+    48 MiB received, at most 16 + 1 MiB and what came since the last give-back (under 32 MiB) on the disk."""
+    svc = service("--append-takeover", "30")
+    live, standby = Appender(svc.url), Appender(svc.url)
+    sent = b""
+    live.send(b"live-0;")
+    sent += b"live-0;"
+    wait_written(svc, 7)
+    block = b"s" * (64 << 10)
+    for index in range(48 * 16):  # 48 MiB, the live one bringing a byte now and then
+        standby.send(block)
+        if index % 64 == 0:
+            piece = b"live-%d;" % (index // 64 + 1)
+            live.send(piece)
+            sent += piece
+    wait_written(svc, len(sent) + (48 << 20))
+    files = sorted((svc.data_dir / "blobs").iterdir(), key=lambda path: path.stat().st_size)
+    kept = lambda: files[-1].stat().st_blocks * 512  # noqa: E731 (the standby's file: the largest)
+    assert files[-1].stat().st_size == 48 << 20
+    assert wait_until(lambda: kept() < 33 << 20), kept()
+    print(f"the standby's file: 48 MiB long, {kept() / (1 << 20):.1f} MiB on the disk")
+    live.send(b"live-last;")  # after all the standby brought: none of that joins
+    sent += b"live-last;"
+    wait_written(svc, len(sent) + (48 << 20))
+    assert live.end().status == 204
+    standby.send(b"after;")
+    assert standby.end().status == 204
+    assert body_of(svc.url) == sent + b"after;"

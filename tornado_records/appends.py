@@ -46,6 +46,7 @@ JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the recor
 RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
 STANDBY_LOOK = 0.1  # seconds between looks at the live piece, for a standby that ended
 ARRIVALS_KEPT = 600.0  # seconds of a standby's arrival times kept, to find where its bytes after the live one's begin
+STANDBY_KEEP = 16 << 20  # a standby's bytes from before the live one's last byte kept on the disk, at most about
 
 
 class Piece:
@@ -88,6 +89,8 @@ class Piece:
         self.ending = False  # its request ended: no more bytes come
         self.taking_over: tuple[float, str] | None = None  # (the live one's last byte, reason) while its cut is due
         self.arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes before) per write
+        self._let_go = 0  # bytes of its file from the start that it will never join (a standby: their space given back)
+        self._letting_go: asyncio.Task | None = None
 
     @property
     def queue(self) -> list[Piece]:
@@ -135,11 +138,30 @@ class Piece:
             live = self.queue[0]
             if live is not self and live.silent_for() >= self.takeover:
                 live.supersede()
+            elif self.standby and self._spool.written - self._let_go >= 2 * STANDBY_KEEP and live.last_at:
+                self._let_go_before(live.last_at)
         with storage_errors():
             lagging = self._spool.put(chunk)
         if self.taking_over is not None:
             self.join_soon()  # its first bytes after the live one's last: the takeover joins them at once
         return lagging
+
+    def _let_go_before(self, live_last: float) -> None:
+        """A standby bounds what it keeps: its bytes that came before the live one's last byte, but the last
+        STANDBY_KEEP of them (and its first, a stream's header), are the live one's audio again: their space goes."""
+        upto = next((before for at, before in self.arrivals if at > live_last), self._spool.written)
+        upto = min(upto, self._spool.written) - STANDBY_KEEP
+        if upto > self._let_go and (self._letting_go is None or self._letting_go.done()):
+            self._let_go = upto
+            self._letting_go = asyncio.ensure_future(self._give_back(upto))
+
+    async def _give_back(self, upto: int) -> None:
+        try:
+            if self._noted is not None:
+                await asyncio.shield(self._noted)  # its row first
+            await self.store.let_go_before(self.name, upto)
+        except Exception as exc:  # noqa: BLE001 (the space stays taken; the bytes are still never joined)
+            log.warning("could not give back the space of standby append %s: %s", self.name, exc)
 
     def supersede(self) -> None:
         """A standby takes over: end this live piece's request (all it brought joins first), once."""

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import datetime
 import hashlib
@@ -89,6 +90,7 @@ CREATE TABLE IF NOT EXISTS upload_wanted (  -- resumable uploads a request to an
 ENDED_WAIT = 1.0  # seconds a start waits for a process that has just ended to let go of its name (shared index)
 ENDED_TIDY = 10.0  # seconds between looks for what ended processes left (shared index)
 ORPHAN_AGE = 3600.0  # seconds: a blob no row names is removed at start-up once this old (when processes share the index)
+STANDBY_HEAD = 1 << 20  # bytes at the start of a standby piece's file always kept (an Ogg stream's header pages)
 HASH_CACHE = 256  # SHA-256 states of recent contents kept, so that an append hashes only what it adds
 
 
@@ -709,6 +711,15 @@ class RecordStore:
         record = self.get(event, start)
         return parts.of(self._rconn, record.event, record.start, record.size, record.modified)
 
+    async def let_go_before(self, name: str, upto: int) -> bool:
+        """A standby append piece will never join its file's bytes before `upto` (they are the live one's audio
+        again): say so in its row (a restart joins from there), then give their disk space back, keeping the file's
+        offsets (a hole punched in it). Whether the space was given back (some file systems cannot)."""
+        loop = asyncio.get_running_loop()
+        sql = "UPDATE appends SET committed = ? WHERE blob = ? AND committed < ?"
+        await loop.run_in_executor(self._writer, self._execute, sql, (upto, name, upto))
+        return await loop.run_in_executor(None, punch_hole, self.blobs / name, STANDBY_HEAD, upto)
+
     def piece_ended(self, name: str, event: str, start: str) -> None:
         """The append request that wrote the file `name` for the record (event, start) ended, and all it received
         is in the record. With files: remove the file unless the record's current version uses it. In an object
@@ -1135,3 +1146,22 @@ def _fsync_file(path: Path, directory: Path) -> None:
     finally:
         os.close(fd)
     fsync_dir(directory)
+
+
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 1, 2
+_BLOCK = 4096
+
+
+def punch_hole(path: Path, start: int, stop: int) -> bool:
+    """Give back the disk space of the file's bytes start..stop (whole blocks), which then read as zeros; its size and
+    other bytes stay. False where the file system cannot (then nothing changes)."""
+    start, stop = -(-start // _BLOCK) * _BLOCK, stop // _BLOCK * _BLOCK
+    if stop <= start:
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        return libc.fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, start, stop - start) == 0
+    finally:
+        os.close(fd)
