@@ -480,6 +480,7 @@ def test_two_recorders_the_standby_takes_over_when_the_live_link_dies_silently(s
     types = [e["type"] for e in events]
     assert "recorder-standby" in types, types
     takeover = next(e["data"] for e in events if e["type"] == "recorder-takeover")
+    print(f"takeover: {takeover}; parts: {parts}")
     assert takeover["reason"] == "silent" and takeover["gap"] <= 1.0, takeover
     assert [p["ended"] for p in parts] == ["superseded", "completed"], parts
     for event in events:
@@ -494,5 +495,6 @@ def test_the_live_recorder_ends_and_the_standby_streams_on(service, tmp_path):
     assert_one_then_the_other(heard, SECONDS - 1, lost_at_most=2)
     assert SECONDS - 1.5 <= duration <= SECONDS + 3
     takeover = next(e["data"] for e in events if e["type"] == "recorder-takeover")
+    print(f"takeover: {takeover}; parts: {parts}")
     assert takeover["reason"] == "ended", takeover
     assert [p["ended"] for p in parts] == ["completed", "completed"], parts
