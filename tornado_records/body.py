@@ -23,17 +23,13 @@ back to the stream, for the connection's next request.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import functools
 import re
-from typing import Awaitable, Callable, TypeVar
+from typing import Callable
 
-import tornado.gen
 import tornado.http1connection
 import tornado.httputil
 import tornado.iostream
-
-T = TypeVar("T")
 
 BLOCK = 256 << 10  # the most one read of a body takes from the socket (and so one `data_received` at most)
 LINE_BYTES = 64  # the longest chunk size line (with its extensions) or chunk end; Tornado's bound too
@@ -45,36 +41,60 @@ def read_bodies_in_blocks(
     connection: tornado.http1connection.HTTP1Connection, idle_timeout: float, on_idle: Callable[[float], None]
 ) -> None:
     """Have `connection` read its request's body (Content-Length or chunked) in blocks; a wait of more than
-    `idle_timeout` seconds for its next bytes calls `on_idle(idle_timeout)` and ends the request as malformed."""
+    `idle_timeout` seconds for its next bytes calls `on_idle(idle_timeout)` and closes the connection."""
     connection._read_fixed_body = functools.partial(_read_fixed, connection)  # type: ignore[method-assign]
     connection._read_chunked_body = functools.partial(_read_chunked, connection)  # type: ignore[method-assign]
     connection.body_idle = (idle_timeout, on_idle)  # type: ignore[attr-defined]
 
 
-async def _within_idle(connection: tornado.http1connection.HTTP1Connection, waiting: Awaitable[T]) -> T:
-    """What `waiting` gives, unless the client sends nothing for the connection's idle time."""
-    timeout, on_idle = connection.body_idle  # type: ignore[attr-defined]
-    try:
-        return await tornado.gen.with_timeout(
-            datetime.timedelta(seconds=timeout), waiting, quiet_exceptions=tornado.iostream.StreamClosedError
-        )
-    except tornado.gen.TimeoutError:
-        on_idle(timeout)
-        raise tornado.httputil.HTTPInputError(f"no byte of the body for {timeout:g} s") from None
+class _Reads:
+    """The reads of one body from its connection's stream, each in a new block, watched by one timer: a read that
+    waits longer than the idle time ends the connection."""
 
+    def __init__(self, connection: tornado.http1connection.HTTP1Connection) -> None:
+        self.stream = connection.stream
+        self.timeout, self.on_idle = connection.body_idle  # type: ignore[attr-defined]
+        self.loop = asyncio.get_running_loop()
+        self.since = self.loop.time()  # when the read under way began
+        self.waiting = False
+        self.full = False  # the last read filled its block: the next bytes are most likely here already
+        self.timer = self.loop.call_later(self.timeout, self._check)
 
-async def _next_block(connection: tornado.http1connection.HTTP1Connection, size: int) -> tuple[bytearray, int]:
-    """A new block of `size` bytes holding the body's next bytes (at least one), and how many it holds. The block is
-    made once the first of them is here (a 1-byte read first), not while the client keeps them waiting."""
-    stream = connection.stream
-    first = bytearray(1)
-    await _within_idle(connection, stream.read_into(first, partial=True))
-    block = bytearray(size)
-    block[0] = first[0]
-    if size == 1:
-        return block, 1
-    count = await _within_idle(connection, stream.read_into(memoryview(block)[1:], partial=True))
-    return block, 1 + count
+    def _check(self) -> None:
+        if self.stream.closed():
+            return
+        left = self.since + self.timeout - self.loop.time() if self.waiting else self.timeout
+        if left <= 0:
+            self.on_idle(self.timeout)
+            self.stream.close()  # the read fails; the connection's guard answers 408 (server.py)
+            return
+        self.timer = self.loop.call_later(left, self._check)
+
+    async def _read(self, buffer: bytearray | memoryview) -> int:
+        self.since, self.waiting = self.loop.time(), True
+        try:
+            return await self.stream.read_into(buffer, partial=True)  # type: ignore[arg-type]
+        finally:
+            self.waiting = False
+
+    async def next_block(self, size: int) -> tuple[bytearray, int]:
+        """A new block of `size` bytes holding the body's next bytes (at least one), and how many it holds. Unless
+        the last read filled its block, the block is made once the first of them is here (a 1-byte read first), not
+        while the client keeps them waiting."""
+        if self.full:
+            block = bytearray(size)
+            count = await self._read(block)
+        else:
+            first = bytearray(1)
+            await self._read(first)
+            block = bytearray(size)
+            block[0] = first[0]
+            count = 1 if size == 1 else 1 + await self._read(memoryview(block)[1:])
+        self.full = count == size
+        return block, count
+
+    def close(self) -> None:
+        self.timer.cancel()
 
 
 async def _deliver(delegate: tornado.httputil.HTTPMessageDelegate, block: memoryview, size: int) -> None:
@@ -90,15 +110,29 @@ async def _deliver(delegate: tornado.httputil.HTTPMessageDelegate, block: memory
 async def _read_fixed(
     connection: tornado.http1connection.HTTP1Connection, length: int, delegate: tornado.httputil.HTTPMessageDelegate
 ) -> None:
-    while length > 0:
-        block, count = await _next_block(connection, min(length, BLOCK))
-        length -= count
-        await _deliver(delegate, memoryview(block), count)
-        await asyncio.sleep(0)  # a read from a socket that always has bytes completes at once: let others run
+    reads = _Reads(connection)
+    try:
+        while length > 0:
+            block, count = await reads.next_block(min(length, BLOCK))
+            length -= count
+            await _deliver(delegate, memoryview(block), count)
+            await asyncio.sleep(0)  # a read from a socket that always has bytes completes at once: let others run
+    finally:
+        reads.close()
 
 
 async def _read_chunked(
     connection: tornado.http1connection.HTTP1Connection, delegate: tornado.httputil.HTTPMessageDelegate
+) -> None:
+    reads = _Reads(connection)
+    try:
+        await _read_chunks(connection, delegate, reads)
+    finally:
+        reads.close()
+
+
+async def _read_chunks(
+    connection: tornado.http1connection.HTTP1Connection, delegate: tornado.httputil.HTTPMessageDelegate, reads: _Reads
 ) -> None:
     stream = connection.stream
     total = 0  # the chunks' sizes so far
@@ -107,7 +141,7 @@ async def _read_chunked(
     ended = False  # a chunk's data was read; its CRLF is due
     last = False  # the last chunk (size 0) was read; the trailer fields, if any, and an empty line are due
     while True:
-        block, count = await _next_block(connection, BLOCK)
+        block, count = await reads.next_block(BLOCK)
         view = memoryview(block)
         kept = pos = 0  # the chunks' data in the block, moved down over the framing: view[:kept]
         while pos < count:

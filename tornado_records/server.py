@@ -115,6 +115,8 @@ class _Guard:
         error = sys.exc_info()[1] if exc_info is True else exc_info
         if isinstance(error, tuple):
             error = error[1]
+        if self.idle is not None and self.armed and not self.answered:  # body.py closes a stalled body's connection
+            self._answer_now(raw_error(*self._diagnosis()))
         if isinstance(error, tornado.iostream.UnsatisfiableReadError) and self.armed and not self.answered:
             if self.headers is None:
                 self._answer_now(raw_error(431, f"The request line and headers are over {MAX_HEADER_SIZE} bytes"))
