@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import pwd
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import tornado.netutil
+import tornado.web
 import uvloop
 
 from tornado_records import __version__, backup, check, migrate, sqldb
@@ -26,6 +28,7 @@ from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.datadir import CommandError
+from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
 log = logging.getLogger("tornado_records")
@@ -214,6 +217,12 @@ async def serve(config: Config) -> None:
     except BlobsError as exc:
         raise StartupError(f"cannot keep recordings in {config.blobs}: {exc}") from None
     raise_open_files_limit(config.max_connections)
+    notices = exposure_notices(sockets, config)
+    for notice in notices:
+        log.warning("%s", notice)
+    if (stale := stale_index(config)) is not None:
+        log.warning("%s", stale)
+    app.add_handlers(r".*", [(r"/room/notices\.json", NoticesHandler, {"notices": notices})])
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)
@@ -252,6 +261,7 @@ async def serve(config: Config) -> None:
     server.conn_params.no_keep_alive = True
     app.settings["stopping"] = True
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
+    end_live_appends(app)  # nor do live recordings: what they received is kept, and the recorders reconnect
     await stop_app(app)
     inflight: set = app.settings["inflight"]
     deadline = loop.time() + config.shutdown_grace
@@ -265,6 +275,48 @@ async def serve(config: Config) -> None:
         await asyncio.wait(store.ending)
     close_app(app)
     log.info("stopped")
+
+
+def exposure_notices(sockets: list, config: Config) -> list[str]:
+    """The warning, if any, that the service is open to writes from the network: it listens on an address other
+    than the loopback's (0.0.0.0 is every address) and has no write token."""
+    if config.token_file is not None:
+        return []
+    addresses = sorted({sock.getsockname()[0] for sock in sockets})
+    if all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return []
+    return [
+        f"listening on {config.host} (beyond this machine) with no write token: anyone who can reach it may upload "
+        "and delete recordings; give it --token-file, or listen on 127.0.0.1 behind nginx (see docs/running.md)"
+    ]
+
+
+def stale_index(config: Config) -> str | None:
+    """The warning, if any, that the data directory holds a SQLite index that the service does not use (it was left
+    there when the records moved to PostgreSQL with `migrate`)."""
+    left = config.data_dir / INDEX
+    if not sqldb.is_postgresql(config.index.url) or not left.exists():
+        return None
+    return (
+        f"{left.absolute()} is not the index in use ({config.index}): left from before the records moved to "
+        "PostgreSQL, it is not read; move it out of the data directory once its records are migrated"
+    )
+
+
+def end_live_appends(app: tornado.web.Application) -> None:
+    """At shutdown, end the append requests in flight (live recordings) at once rather than after the grace: a live
+    recorder never ends its request by itself. Each keeps what it received (its handler ends it as cut off by the
+    shutdown, reason `shutdown`), and the recorder, its connection closed, reconnects to the next process."""
+    appends = [
+        handler
+        for handler in list(app.settings["inflight"])
+        if handler.request.method == "PUT" and handler.request.query_arguments.get("append", [b""])[-1] == b"true"
+        and not handler.request.connection.stream.closed()
+    ]  # fmt: skip
+    if appends:
+        log.info("ending %d live append request(s) at once, keeping what they received", len(appends))
+    for handler in appends:
+        handler.request.connection.stream.close()
 
 
 def storage_error(exc: OSError | sqlite3.DatabaseError, data_dir: Path) -> str:
