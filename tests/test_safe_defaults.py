@@ -104,3 +104,27 @@ def test_the_s3_endpoint_comes_from_the_flag_then_aws_endpoint_url_s3_then_aws_e
     assert endpoint(None) == "http://s3.example:2"
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")
     assert endpoint(None) == "http://any.example:1"
+
+
+@pytest.mark.parametrize("open_to_writes", [True, False])
+def test_the_room_shows_the_warning_only_when_writes_are_open_to_the_network(tmp_path, open_to_writes) -> None:  # noqa: ANN001
+    from browser import Browser
+
+    svc = started(tmp_path, "--host", "0.0.0.0" if open_to_writes else "127.0.0.1")
+    browser = Browser(svc.url, tmp_path / "profile")
+    try:
+        browser.open("/")
+        browser.wait(lambda: browser.js("return document.readyState") == "complete", what="the page")
+        browser.wait(lambda: browser.collect() and any(r["url"].endswith("/room/notices.json") for r in browser.requests),
+                     what="the page asking for its notices")  # fmt: skip
+        if open_to_writes:
+            shown = browser.wait(lambda: browser.find("#notices").is_displayed() and browser.text("#notices li"))
+            assert WARNING in shown
+        else:
+            browser.wait(lambda: browser.js("return document.querySelectorAll('#events-body tr, #events-empty:not([hidden])').length > 0"),
+                         what="the events list")  # fmt: skip
+            assert not browser.find("#notices").is_displayed()
+        assert browser.outside_requests() == []
+    finally:
+        browser.quit()
+        assert svc.stop() == 0
