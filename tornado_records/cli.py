@@ -27,7 +27,7 @@ from tornado_records import __version__, backup, check, migrate, sqldb
 from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
-from tornado_records.datadir import CommandError
+from tornado_records.datadir import CommandError, Source
 from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
@@ -81,23 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_command_parser(command: str) -> argparse.ArgumentParser:
-    """The command line of `check`, `backup` or `migrate`."""
-    data_dir = next(setting for setting in SETTINGS if setting.name == "data_dir")
+    """The command line of `check`, `backup` or `migrate`: the service's settings of where the records are (with
+    their environment variables, as the service reads them), and the command's own."""
     doc = {"check": check.__doc__, "backup": backup.__doc__, "migrate": migrate.__doc__}[command]
-    parser = _Parser(prog=f"tornado-records {command}", description=doc.split("\n\n")[0].replace("\n", " "))
+    parser = _Parser(
+        prog=f"tornado-records {command}",
+        description=doc.split("\n\n")[0].replace("\n", " "),
+        epilog="Each of the service's settings may also be given by its environment variable, as for the service "
+        "(a flag wins): run the command with the service's environment to see what the service serves.",
+    )
     if command == "backup":
         parser.add_argument("dest", metavar="DEST", type=Path, help="a new (or empty) directory to copy into")
-    parser.add_argument(
-        data_dir.flag,
-        type=Path,
-        default=Path(os.environ.get(data_dir.env_var, data_dir.default)),
-        help=f"the data directory, as the service's (env {data_dir.env_var}; default {data_dir.default})",
-    )
+    for setting in SETTINGS:
+        if setting.name in COMMAND_SETTINGS:
+            text = f"{setting.help}, as the service's (env {setting.env_var}; default {setting.default or 'empty'})"
+            if command == "migrate" and setting.name in ("index", "blobs"):
+                text = f"{setting.help}: where to copy to (env {setting.env_var})"
+            parser.add_argument(setting.flag, metavar=setting.name.upper(), default=None, help=text)
     if command == "migrate":
-        for setting in SETTINGS:
-            if setting.name in ("index", "blobs", "s3_endpoint"):
-                default = os.environ.get(setting.env_var, setting.default)
-                parser.add_argument(setting.flag, default=default, help=f"{setting.help} (env {setting.env_var})")
         return parser
     rate = check.DEFAULT_RATE if command == "check" else "0"
     parser.add_argument(
@@ -110,6 +111,23 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+COMMAND_SETTINGS = ("data_dir", "index", "blobs", "s3_endpoint")  # where the records are: what the commands read
+
+
+def command_source(args: argparse.Namespace) -> Source:
+    """Where the records are, from the command's flags, then the environment, then the defaults, checked as the
+    service checks them."""
+    given = {name: getattr(args, name) for name in COMMAND_SETTINGS}
+    try:
+        config = build_config(given, {k: v for k, v in os.environ.items() if k in COMMAND_VARIABLES})
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return Source(config.data_dir, config.index.url, config.blobs, config.s3_endpoint or None)
+
+
+COMMAND_VARIABLES = {setting.env_var for setting in SETTINGS if setting.name in COMMAND_SETTINGS}
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -118,15 +136,16 @@ def _size(text: str) -> int:
 
 
 def run_command(command: str, argv: list[str]) -> int:
-    """Run `check` or `backup`; returns its exit status. A failure is one line on stderr, with status 2 for check
-    (1 means damage there) and 1 for backup."""
+    """Run `check`, `backup` or `migrate`; returns its exit status. A failure is one line on stderr, with status 2
+    for check (1 means damage there) and 1 for the others."""
     args = build_command_parser(command).parse_args(argv)
     try:
+        source = command_source(args)
         if command == "check":
-            return check.check(args.data_dir, args.rate)
+            return check.check(source, args.rate)
         if command == "migrate":
-            return _migrate(args)
-        return backup.backup(args.data_dir, args.dest, args.rate)
+            return _migrate(source)
+        return backup.backup(source, args.dest, args.rate)
     except (CommandError, OSError, BlobsError) as exc:
         if isinstance(exc, OSError):  # a directory that cannot be listed, say
             exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
@@ -137,19 +156,14 @@ def run_command(command: str, argv: list[str]) -> int:
         return 130
 
 
-def _migrate(args: argparse.Namespace) -> int:
-    """Run `migrate` with its flags checked as the service checks them."""
-    try:
-        config = build_config({"data_dir": str(args.data_dir), "index": args.index, "blobs": args.blobs,
-                               "s3_endpoint": args.s3_endpoint}, {})  # fmt: skip
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
-    if not sqldb.is_postgresql(config.index.url):
+def _migrate(target: Source) -> int:
+    """Run `migrate` from the data directory (its SQLite index and files) into the index and object store named."""
+    if not sqldb.is_postgresql(target.index):
         raise CommandError("--index must name the PostgreSQL database to copy into (postgresql://...)")
     try:
-        return migrate.migrate(config.data_dir, config.index.url, config.blobs, config.s3_endpoint or None)
+        return migrate.migrate(target.root, target.index, target.blobs, target.endpoint)
     except sqldb.Database.errors as exc:
-        raise CommandError(f"cannot use the index {config.index}: {str(exc).strip().splitlines()[0]}") from None
+        raise CommandError(f"cannot use the index {target.index_name}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
