@@ -1,0 +1,181 @@
+"""The operator's guide works as written: the shell blocks of docs/running.md, docs/operations.md and
+docs/scale-out.md run in order on a throwaway root (tests/docs_shell.py), with a real nginx, real recorders (curl,
+ffmpeg, Liquidsoap), PostgreSQL and SeaweedFS where the page uses them. What a block marked "not run in the tests"
+would start (a systemd unit), the test starts as systemd would."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import EVENT, REPO, require, wait_until
+from docs_shell import Block, Root, blocks
+
+RUNNING = REPO / "docs" / "running.md"
+OPERATIONS = REPO / "docs" / "operations.md"
+SCALE_OUT = REPO / "docs" / "scale-out.md"
+SKIPPED = ("apt-get", "useradd", "journalctl", "pip", "git clone", "userdel")  # what a test does not do at all
+
+
+def https(root: Root, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
+    """A request through nginx over HTTPS, trusting the page's self-signed certificate: (status, headers, body)."""
+    context = ssl.create_default_context(cafile=root.path("/etc/tornado-records") / "tls" / "fullchain.pem")
+    request = urllib.request.Request(root.url(path), data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+            return answer.status, answer.headers, answer.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()
+
+
+def record(root: Root, start: str) -> dict | None:
+    """The listing's entry of the record of EVENT at `start` (None: there is none), through nginx."""
+    listed = json.loads(https(root, f"/records/{EVENT}?limit=100")[2])["records"]
+    return next((entry for entry in listed if entry["start"] == start), None)
+
+
+def answers(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        urllib.request.urlopen(url, timeout=2, context=context).close()
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+
+
+def start_service(root: Root, port: int) -> subprocess.Popen:
+    """tornado-records@PORT as systemd runs it, once it answers."""
+    proc = root.start("tornado-records@.service", instance=str(port))
+    assert wait_until(lambda: answers(f"http://127.0.0.1:{port}/ping") or proc.poll() is not None, timeout=30)
+    assert proc.poll() is None, (root.work / f"tornado-records@.service{port}.log").read_text()
+    return proc
+
+
+def start_nginx(root: Root) -> None:
+    """tornado-records-nginx as systemd runs it (Type=forking: ExecStartPre, then ExecStart, which daemonizes)."""
+    for key in ("ExecStartPre", "ExecStart"):
+        command, env, cwd = root.unit_command("tornado-records-nginx.service", key)
+        done = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+    context = ssl.create_default_context(cafile=root.path("/etc/tornado-records") / "tls" / "fullchain.pem")
+    assert wait_until(lambda: answers(root.url("/ping"), context), timeout=10)
+
+
+def reload_nginx(root: Root) -> None:
+    """`systemctl reload tornado-records-nginx`: the unit's ExecReload lines, in order."""
+    for line in root.unit("tornado-records-nginx.service")["ExecReload"]:
+        done = subprocess.run(line.split(), capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+
+
+def start_recorder(root: Root) -> subprocess.Popen:
+    """tornado-records-recorder as systemd runs it, the script as the page wrote it, but for the sound card (a test
+    tone instead) and root (which Liquidsoap refuses unless told)."""
+    script = root.path("/etc/tornado-records") / "recorder.liq"
+    text = script.read_text()
+    assert "radio = input.alsa()" in text
+    script.write_text("settings.init.allow_root.set(true)\n" + text.replace("input.alsa()", "sine(440.)"))
+    return root.start("tornado-records-recorder.service")
+
+
+def test_running_md_recipe_serves_behind_nginx_over_https_with_the_token_and_the_recorders_store_their_type(
+    tmp_path: Path,
+) -> None:
+    for program in ("curl", "nginx", "openssl", "ffmpeg", "liquidsoap"):
+        require(program)
+    root = Root(tmp_path)
+    root.checkout()
+    show = root.work / "show.mp3"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=330:duration=2",
+                    "-c:a", "libmp3lame", "-b:a", "128k", str(show)], check=True)  # fmt: skip
+    port = root.ports[10700]
+    service = recorder = None
+    try:
+        for block in blocks(RUNNING):
+            if block.why is None:
+                root.run(block)
+            elif "systemctl enable --now tornado-records@10700" in block.text:
+                service = start_service(root, port)
+            elif "systemctl enable --now tornado-records-nginx" in block.text:
+                assert "systemctl disable --now nginx" in block.text  # Debian's nginx gives its ports up
+                start_nginx(root)
+                reload_nginx(root)
+            elif "systemctl enable --now tornado-records-recorder" in block.text:
+                recorder = start_recorder(root)
+            else:
+                assert any(word in block.why for word in SKIPPED), f"{block} is not run, and the test does nothing for it"
+        assert service is not None and recorder is not None
+
+        # The token is required through nginx; the file and the ffmpeg stream are stored with their type.
+        assert https(root, f"/records/{EVENT}/2030-01-01T00:00:00", "PUT", b"x", {"Content-Type": "audio/mpeg"})[0] == 401
+        status, headers, body = https(root, f"/records/{EVENT}/2024-01-01T00:00:00")
+        assert status == 200 and body == show.read_bytes() and headers["Content-Type"] == "audio/mpeg"
+        streamed = record(root, "2024-01-01T01:00:00")
+        assert streamed["type"] == "audio/mpeg" and streamed["size"] > 20_000  # 2 s at 128 kbit/s, whole
+
+        # Liquidsoap records; a `systemctl restart` of the service during the recording takes a few seconds, keeps
+        # what arrived, and the recorder goes on in the same record.
+        assert wait_until(lambda: (record(root, "2024-01-01T02:00:00") or {}).get("size", 0) > 0, timeout=30)
+        before = record(root, "2024-01-01T02:00:00")
+        assert before["type"] == "audio/mpeg"
+        began = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=10) == 0
+        assert time.monotonic() - began < 5
+        service = start_service(root, port)
+        assert wait_until(lambda: (record(root, "2024-01-01T02:00:00") or {}).get("size", 0) > before["size"] + 20_000,
+                          timeout=30)  # fmt: skip
+        recorder.send_signal(signal.SIGTERM)
+        recorder.wait(timeout=30)
+        status, headers, body = https(root, "/records/{}/2024-01-01T02:00:00".format(EVENT))
+        assert status == 200 and headers["Content-Type"] == "audio/mpeg" and len(body) > before["size"]
+
+        # nginx's logs, rotated by the logrotate file's command: nginx (this one, by its pid file) reopens them.
+        logs = root.path("/var/log/tornado-records")
+        (logs / "nginx-access.log").rename(logs / "nginx-access.log.1")
+        rotate = root.path("/opt/tornado-records") / "deploy" / "tornado-records-nginx.logrotate"
+        script = re.search(r"postrotate\n(.*?)\n\s*endscript", rotate.read_text(), re.S).group(1)
+        subprocess.run(["sh", "-c", script], check=True)
+        assert wait_until(lambda: (logs / "nginx-access.log").exists())
+        https(root, "/ping")
+        assert wait_until(lambda: "/ping" in (logs / "nginx-access.log").read_text())
+    finally:
+        root.stop_all()
+
+
+def test_every_page_marks_the_blocks_it_does_not_run_and_names_only_the_paths_a_test_gives_a_root() -> None:
+    """Each shell block of the three pages either runs in a test, or says why not; the paths the blocks write are
+    those a test replaces (tests/docs_shell.py's ROOT_PATHS), so no block touches the machine running the tests."""
+    from docs_shell import ROOT_PATHS
+
+    for page in (RUNNING, OPERATIONS, SCALE_OUT):
+        found = blocks(page)
+        assert found, page
+        for block in found:
+            if block.why is not None:
+                assert block.why.strip(), f"{page.name}: {block}"
+                continue
+            for path in re.findall(r"(?<![\w.$-])(/(?:etc|var|opt|srv|run|usr)/[\w./@-]*)", block.text):
+                assert any(path.startswith(known) for known in ROOT_PATHS), f"{page.name}: {block}: {path}"
+
+
+def test_a_block_marked_not_run_is_found_as_such() -> None:
+    page = "text\n\n<!-- not run in the tests: systemctl -->\n```sh\nsystemctl start x\n```\n\n```sh\necho hi\n```\n"
+    path = Path(__file__).parent / "docs_shell.py"  # any file: blocks() reads the page's text
+    assert path.exists()
+    from docs_shell import BLOCK
+
+    found = [(m.group("why"), m.group("text")) for m in BLOCK.finditer(page)]
+    assert found == [("systemctl", "systemctl start x\n"), (None, "echo hi\n")]
+    assert isinstance(Block("sh", "", None, 1), Block)
+    assert pytest  # (the module's tests need no fixture but tmp_path)
