@@ -37,9 +37,10 @@ class Block:
     text: str
     why: str | None
     line: int
+    heading: str = ""  # the heading of the section it is in
 
     def __str__(self) -> str:
-        return f"the block at line {self.line}"
+        return f"the block at line {self.line} ({self.heading})"
 
 
 def blocks(page: Path, lang: str = "sh") -> list[Block]:
@@ -49,8 +50,31 @@ def blocks(page: Path, lang: str = "sh") -> list[Block]:
     for match in BLOCK.finditer(text):
         if match.group("lang") == lang:
             line = text.count("\n", 0, match.start("text"))
-            found.append(Block(lang, match.group("text"), match.group("why"), line))
+            headings = re.findall(r"^#+ (.*)$", text[: match.start()], re.M)
+            found.append(Block(lang, match.group("text"), match.group("why"), line, headings[-1] if headings else ""))
     return found
+
+
+# The blocks that a test does not run and does nothing for: what it cannot do on the machine running the tests.
+SKIPPED = ("apt-get", "useradd", "journalctl", "pip", "git clone", "git pull", "userdel", "benchmark", "page cache")
+
+
+def walk(root: "Root", page: Path, actions: dict, after: dict | None = None, headings: tuple[str, ...] = ()) -> None:
+    """Run the blocks of `page` in order (only those under `headings`, if given). In place of a block that is not
+    run, the action whose key the block holds (`actions`: text -> function), unless the block says it is skipped
+    (SKIPPED); after a block that runs, the function whose key it holds (`after`)."""
+    for block in blocks(page):
+        if headings and not block.heading.startswith(headings):
+            continue
+        if block.why is None:
+            root.run(block)
+            for key, then in (after or {}).items():
+                if key in block.text:
+                    then()
+        elif not any(word in block.why for word in SKIPPED):
+            matched = [action for key, action in actions.items() if key in block.text]
+            assert matched, f"{page.name}: {block} is not run, and the test does nothing in its place"
+            matched[0]()
 
 
 # The paths of the pages (and of deploy/) that a test gives a directory of its own, under its root.

@@ -5,6 +5,7 @@ would start (a systemd unit), the test starts as systemd would."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -18,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from conftest import EVENT, REPO, require, wait_until
-from docs_shell import Block, Root, blocks
+from docs_shell import Block, Root, blocks, walk
 
 RUNNING = REPO / "docs" / "running.md"
 OPERATIONS = REPO / "docs" / "operations.md"
 SCALE_OUT = REPO / "docs" / "scale-out.md"
-SKIPPED = ("apt-get", "useradd", "journalctl", "pip", "git clone", "userdel")  # what a test does not do at all
 
 
 def https(root: Root, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None):
@@ -99,22 +99,19 @@ def test_running_md_recipe_serves_behind_nginx_over_https_with_the_token_and_the
     subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=330:duration=2",
                     "-c:a", "libmp3lame", "-b:a", "128k", str(show)], check=True)  # fmt: skip
     port = root.ports[10700]
-    service = recorder = None
+    started: dict[str, subprocess.Popen] = {}
+
+    def nginx() -> None:
+        start_nginx(root)
+        reload_nginx(root)
+
     try:
-        for block in blocks(RUNNING):
-            if block.why is None:
-                root.run(block)
-            elif "systemctl enable --now tornado-records@10700" in block.text:
-                service = start_service(root, port)
-            elif "systemctl enable --now tornado-records-nginx" in block.text:
-                assert "systemctl disable --now nginx" in block.text  # Debian's nginx gives its ports up
-                start_nginx(root)
-                reload_nginx(root)
-            elif "systemctl enable --now tornado-records-recorder" in block.text:
-                recorder = start_recorder(root)
-            else:
-                assert any(word in block.why for word in SKIPPED), f"{block} is not run, and the test does nothing for it"
-        assert service is not None and recorder is not None
+        walk(root, RUNNING, {
+            "systemctl enable --now tornado-records@10700": lambda: started.update(service=start_service(root, port)),
+            "systemctl enable --now tornado-records-nginx": nginx,
+            "systemctl enable --now tornado-records-recorder": lambda: started.update(recorder=start_recorder(root)),
+        })  # fmt: skip
+        service, recorder = started["service"], started["recorder"]
 
         # The token is required through nginx; the file and the ffmpeg stream are stored with their type.
         assert https(root, f"/records/{EVENT}/2030-01-01T00:00:00", "PUT", b"x", {"Content-Type": "audio/mpeg"})[0] == 401
@@ -156,7 +153,7 @@ def test_running_md_recipe_serves_behind_nginx_over_https_with_the_token_and_the
 def test_every_page_marks_the_blocks_it_does_not_run_and_names_only_the_paths_a_test_gives_a_root() -> None:
     """Each shell block of the three pages either runs in a test, or says why not; the paths the blocks write are
     those a test replaces (tests/docs_shell.py's ROOT_PATHS), so no block touches the machine running the tests."""
-    from docs_shell import ROOT_PATHS
+    from docs_shell import ROOT_PATHS, SKIPPED
 
     for page in (RUNNING, OPERATIONS, SCALE_OUT):
         found = blocks(page)
@@ -164,6 +161,7 @@ def test_every_page_marks_the_blocks_it_does_not_run_and_names_only_the_paths_a_
         for block in found:
             if block.why is not None:
                 assert block.why.strip(), f"{page.name}: {block}"
+                assert "systemctl" in block.why or any(word in block.why for word in SKIPPED), f"{page.name}: {block}"
                 continue
             for path in re.findall(r"(?<![\w.$-])(/(?:etc|var|opt|srv|run|usr)/[\w./@-]*)", block.text):
                 assert any(path.startswith(known) for known in ROOT_PATHS), f"{page.name}: {block}: {path}"
@@ -179,3 +177,66 @@ def test_a_block_marked_not_run_is_found_as_such() -> None:
     assert found == [("systemctl", "systemctl start x\n"), (None, "echo hi\n")]
     assert isinstance(Block("sh", "", None, 1), Block)
     assert pytest  # (the module's tests need no fixture but tmp_path)
+
+
+def etag(content: bytes) -> str:
+    return f'"{hashlib.sha256(content).hexdigest()}"'
+
+
+def test_operations_md_as_written_checks_backs_up_restores_and_rotates_the_token(tmp_path: Path) -> None:
+    require("curl")
+    root = Root(tmp_path)
+    root.checkout()
+    walk(root, RUNNING, {}, headings=("2. The token",))  # the token and the settings, as the set-up made them
+    port = root.ports[10700]
+    local = f"http://127.0.0.1:{port}"
+    started = {"service": start_service(root, port)}
+    old_token = root.path("/etc/tornado-records").joinpath("token").read_text().strip()
+
+    def put(start: str, body: bytes, token: str) -> int:
+        request = urllib.request.Request(f"{local}/records/{EVENT}/{start}", data=body, method="PUT",
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "audio/ogg"})
+        try:
+            return urllib.request.urlopen(request, timeout=30).status
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    def get(start: str) -> str | None:
+        """The record's ETag (the service answers GET with X-Accel-Redirect for nginx: HEAD says what it holds)."""
+        try:
+            request = urllib.request.Request(f"{local}/records/{EVENT}/{start}", method="HEAD")
+            return urllib.request.urlopen(request, timeout=30).headers["ETag"]
+        except urllib.error.HTTPError:
+            return None
+
+    kept, lost = b"kept " * 1000, b"lost after the backup " * 1000
+    assert put("2024-01-01T00:00:00", kept, old_token) == 204 and put("2024-01-02T00:00:00", lost, old_token) == 204
+
+    def stop() -> None:
+        started["service"].send_signal(signal.SIGTERM)
+        assert started["service"].wait(timeout=30) == 0
+
+    def start() -> None:
+        started["service"] = start_service(root, port)
+
+    def damage() -> None:  # after the backup: a record deleted, which the restore brings back
+        request = urllib.request.Request(f"{local}/records/{EVENT}/2024-01-02T00:00:00", method="DELETE",
+                                         headers={"Authorization": f"Bearer {old_token}"})  # fmt: skip
+        assert urllib.request.urlopen(request, timeout=30).status == 204
+
+    try:
+        walk(root, OPERATIONS, {
+            "systemctl stop tornado-records@10700": stop,
+            "systemctl start tornado-records@10700": start,
+            "systemctl restart tornado-records@10700": lambda: (stop(), start()),
+        }, after={"tornado-records backup /srv/backups/records-": damage})  # fmt: skip
+
+        assert get("2024-01-01T00:00:00") == etag(kept) and get("2024-01-02T00:00:00") == etag(lost)  # restored
+        assert root.path("/var/lib/tornado-records.damaged").is_dir()
+        backups = sorted(path.name for path in root.path("/srv/backups").iterdir())
+        assert [name.split("-")[0] for name in backups] == ["before", "records"], backups
+        new_token = root.path("/etc/tornado-records").joinpath("token").read_text().strip()
+        assert new_token != old_token
+        assert put("2024-01-03T00:00:00", b"x", old_token) == 401 and put("2024-01-03T00:00:00", b"x", new_token) == 204
+    finally:
+        root.stop_all()
