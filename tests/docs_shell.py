@@ -146,6 +146,9 @@ class Root:
         (opt / ".venv" / "bin").mkdir(parents=True)
         (opt / ".venv" / "bin" / "tornado-records").symlink_to(command)
         self.path("/usr/local/bin").joinpath("tornado-records").symlink_to(command)
+        if command.with_name("weed").exists():  # SeaweedFS's weed of the test extras, where docs/scale-out.md puts it
+            self.path("/opt/seaweedfs").joinpath("bin").mkdir()
+            self.path("/opt/seaweedfs").joinpath("bin", "weed").symlink_to(command.with_name("weed"))
         return opt
 
     def nginx_conf(self, text: str) -> str:

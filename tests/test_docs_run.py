@@ -240,3 +240,94 @@ def test_operations_md_as_written_checks_backs_up_restores_and_rotates_the_token
         assert put("2024-01-03T00:00:00", b"x", old_token) == 401 and put("2024-01-03T00:00:00", b"x", new_token) == 204
     finally:
         root.stop_all()
+
+
+def test_scale_out_md_as_written_migrates_into_postgresql_and_seaweedfs_and_two_processes_serve(
+    tmp_path: Path, postgres
+) -> None:
+    import botocore.session
+    from psycopg import sql
+
+    from engines import weed_program
+
+    for program in ("curl", "nginx", "openssl", "ffmpeg", "runuser", "psql", "createdb"):
+        require(program)
+    weed_program()
+    root = Root(tmp_path)
+    root.checkout()
+    root.env.update(PGHOST="127.0.0.1", PGPORT=str(postgres.port))  # the tests' PostgreSQL, for psql and the service
+    show = root.work / "show.mp3"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=330:duration=2",
+                    "-c:a", "libmp3lame", "-b:a", "128k", str(show)], check=True)  # fmt: skip
+    ports = [root.ports[port] for port in (10700, 10701, 10702)]
+    processes: dict[int, subprocess.Popen] = {}
+
+    def start(*which: int) -> None:
+        for port in which:
+            processes[port] = start_service(root, port)
+
+    def stop(*which: int) -> None:
+        for port in which:
+            processes[port].send_signal(signal.SIGTERM)
+            assert processes[port].wait(timeout=30) == 0
+
+    def settings() -> dict[str, str]:
+        from docs_shell import read_environment_file
+
+        return read_environment_file(root.path("/etc/tornado-records") / "environment")
+
+    def s3():  # noqa: ANN202
+        given = settings()
+        return botocore.session.get_session().create_client(
+            "s3", endpoint_url=given["RECORDS_S3_ENDPOINT"], region_name="us-east-1",
+            aws_access_key_id=given["AWS_ACCESS_KEY_ID"], aws_secret_access_key=given["AWS_SECRET_ACCESS_KEY"],
+        )  # fmt: skip
+
+    def seaweedfs() -> None:
+        root.start("seaweedfs.service")
+        client = s3()
+
+        def ready() -> bool:
+            try:
+                client.head_bucket(Bucket="station-archive")
+                return True
+            except Exception:  # noqa: BLE001 - not up yet, or the bucket not made yet
+                return False
+
+        assert wait_until(ready, timeout=90), (root.work / "seaweedfs.service.log").read_text()[-3000:]
+
+    try:
+        walk(root, RUNNING, {
+            "systemctl enable --now tornado-records@10700": lambda: start(ports[0]),
+            "systemctl enable --now tornado-records-nginx": lambda: start_nginx(root),
+            "systemctl enable --now tornado-records-recorder": lambda: None,  # not needed here
+        })  # fmt: skip
+        before = {start: record(root, start) for start in ("2024-01-01T00:00:00", "2024-01-01T01:00:00")}
+        assert all(before.values())
+
+        walk(root, SCALE_OUT, {
+            "systemctl enable --now seaweedfs": seaweedfs,
+            "systemctl disable --now tornado-records@10700": lambda: stop(ports[0]),
+            "systemctl enable --now tornado-records@10701 tornado-records@10702": lambda: start(*ports[1:]),
+            "systemctl reload tornado-records-nginx": lambda: reload_nginx(root),
+            "systemctl stop tornado-records@10701 tornado-records@10702": lambda: stop(*ports[1:]),
+            "systemctl start tornado-records@10701 tornado-records@10702": lambda: start(*ports[1:]),
+        })  # fmt: skip
+
+        # Two processes on PostgreSQL and SeaweedFS serve the records as the one process did, through nginx.
+        for start_, entry in before.items():
+            assert record(root, start_) == entry
+            for port in ports[1:]:
+                listed = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/records/{EVENT}").read())
+                assert [r["etag"] for r in listed["records"] if r["start"] == start_] == [entry["etag"]]
+        status, headers, body = https(root, f"/records/{EVENT}/2024-01-01T00:00:00")
+        assert status == 200 and body == show.read_bytes() and headers["Content-Type"] == "audio/mpeg"
+        keys = [item["Key"] for item in s3().list_objects_v2(Bucket="station-archive").get("Contents", [])]
+        assert keys and all(key.startswith("records/") for key in keys)
+        assert "postgresql://tornado-records:" in settings()["RECORDS_INDEX"]
+        [backup] = root.path("/srv/backups").iterdir()
+        assert (backup / "records.sqlite3").exists()
+    finally:
+        root.stop_all()
+        postgres.execute(sql.SQL("DROP DATABASE IF EXISTS records WITH (FORCE)"))
+        postgres.execute(sql.SQL('DROP ROLE IF EXISTS "tornado-records"'))

@@ -145,6 +145,7 @@ def test_upload_started_arrives_through_nginx_while_the_body_is_still_being_sent
     ("tornado-records@.service", "tornado-records@10701.service"),
     ("tornado-records-nginx.service", "tornado-records-nginx.service"),
     ("tornado-records-recorder.service", "tornado-records-recorder.service"),
+    ("seaweedfs.service", "seaweedfs.service"),
 ])  # fmt: skip
 def test_systemd_accepts_the_shipped_units(tmp_path, unit, instance):
     """systemd's own check of each unit of deploy/ (the service's as an instance of it: port 10701), with ExecStart
@@ -154,7 +155,8 @@ def test_systemd_accepts_the_shipped_units(tmp_path, unit, instance):
     if unit == "tornado-records@.service":
         assert "/opt/tornado-records/.venv/bin/tornado-records" in text and "--port %i" in text
         assert "LoadCredential=token:/etc/tornado-records/token" in text and "--token-file %d/token" in text
-    (tmp_path / unit).write_text(text.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command)))
+    text = text.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command))
+    (tmp_path / unit).write_text(text.replace("/opt/seaweedfs/bin/weed", str(command.with_name("weed"))))
     result = subprocess.run(
         [require("systemd-analyze"), "verify", str(tmp_path / instance)],
         capture_output=True,
