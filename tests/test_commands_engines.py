@@ -15,7 +15,6 @@ import psycopg
 
 from conftest import EVENT, files_in, record_url
 from rawhttp import request
-from test_backup import records_of
 from test_check import fill
 from test_process import run
 

@@ -16,8 +16,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from conftest import EVENT, REPO, require, wait_until
 from docs_shell import Block, Root, blocks, walk
 
@@ -167,16 +165,11 @@ def test_every_page_marks_the_blocks_it_does_not_run_and_names_only_the_paths_a_
                 assert any(path.startswith(known) for known in ROOT_PATHS), f"{page.name}: {block}: {path}"
 
 
-def test_a_block_marked_not_run_is_found_as_such() -> None:
-    page = "text\n\n<!-- not run in the tests: systemctl -->\n```sh\nsystemctl start x\n```\n\n```sh\necho hi\n```\n"
-    path = Path(__file__).parent / "docs_shell.py"  # any file: blocks() reads the page's text
-    assert path.exists()
-    from docs_shell import BLOCK
-
-    found = [(m.group("why"), m.group("text")) for m in BLOCK.finditer(page)]
-    assert found == [("systemctl", "systemctl start x\n"), (None, "echo hi\n")]
-    assert isinstance(Block("sh", "", None, 1), Block)
-    assert pytest  # (the module's tests need no fixture but tmp_path)
+def test_a_block_marked_not_run_is_found_as_such(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("# A\n\n<!-- not run in the tests: systemctl -->\n```sh\nsystemctl start x\n```\n\n## B\n\n"
+                    "```sh\necho hi\n```\n\n```ini\n[Unit]\n```\n")  # fmt: skip
+    assert blocks(page) == [Block("sh", "systemctl start x\n", "systemctl", 4, "A"), Block("sh", "echo hi\n", None, 10, "B")]
 
 
 def etag(content: bytes) -> str:
