@@ -127,3 +127,13 @@ def test_the_commands_refuse_a_bad_setting_in_one_line(tmp_path) -> None:
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("tornado-records backup: error: cannot use the index postgresql://nobody@127.0.0.1:9/none")
     assert psycopg  # the PostgreSQL client is installed (the scale extra)
+
+
+def test_a_sqlite_index_left_beside_a_postgresql_one_is_said_at_start(service, postgres_url, tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "records.sqlite3").write_bytes(b"left from before the migration")
+    svc = service("--index", postgres_url)
+    [warning] = [line for line in svc.lines if " WARNING " in line]
+    assert f"{data / 'records.sqlite3'} is not the index in use (postgresql://postgres@127.0.0.1:" in warning
+    assert "it is not read" in warning
