@@ -725,16 +725,19 @@ def deploy_conf(prefix: Path, port: int, upstream_ports: list[int], data_dir: Pa
     for old, new in [
         ("server 127.0.0.1:10700;", " ".join(f"server 127.0.0.1:{upstream};" for upstream in upstream_ports)),
         ("/var/lib/tornado-records", str(data_dir)),
-        ("listen 80;", f"listen 127.0.0.1:{port};"),
+        ("listen 443 ssl;", f"listen 127.0.0.1:{port};"),  # plain HTTP: the figures are the service's, not TLS's
+        ("listen [::]:443 ssl;", ""),
+        ("listen 80;", f"listen unix:{prefix / 'http.sock'};"),  # the plain-HTTP server (a redirect), out of the way
+        ("listen [::]:80;", ""),
         ("user www-data;", nginx_user()),
         ("/run/tornado-records-nginx.pid", str(prefix / "nginx.pid")),
-        ("/var/log/nginx/", str(prefix / "logs") + "/"),
+        ("/var/log/tornado-records/", str(prefix / "logs") + "/"),
         ("http {", "http {\n" + temp_paths(prefix)),
     ]:
         if old not in conf:
             raise BenchError(f"deploy/nginx.conf no longer contains {old!r}; update bench.deploy_conf")
         conf = conf.replace(old, new)
-    return conf
+    return re.sub(r"^\s*ssl_\w+ .*;\n", "", conf, flags=re.MULTILINE)  # no TLS: no certificate
 
 
 def record_path(index: int = 0, event: str = EVENT) -> str:

@@ -11,13 +11,23 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import EVENT, REPO, files_in, record_url, require
+import pytest
+
+from conftest import EVENT, REPO, files_in, free_port, make_certificate, nginx_conf, record_url, require
 
 
-def test_nginx_accepts_the_shipped_configuration():
-    result = subprocess.run(
-        [require("nginx"), "-t", "-c", str(REPO / "deploy" / "nginx.conf")], capture_output=True, text=True
-    )
+def test_nginx_accepts_the_shipped_configuration(tmp_path):
+    """`nginx -t` of deploy/nginx.conf with the test's paths, ports and certificate: HTTPS with a certificate to fill
+    in, plain HTTP only sending clients to it."""
+    shipped = (REPO / "deploy" / "nginx.conf").read_text()
+    assert "listen 443 ssl;" in shipped and "ssl_certificate /etc/tornado-records/tls/fullchain.pem;" in shipped
+    assert "return 301 https://$host$request_uri;" in shipped
+    certificate, key = make_certificate(tmp_path / "tls")
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_conf(shipped, upstream_ports=[10700], data_dir=tmp_path / "data", workdir=tmp_path,
+                               port=free_port(), http_port=free_port(), tls=True, certificate=certificate, key=key))
+    (tmp_path / "logs").mkdir()
+    result = subprocess.run([require("nginx"), "-t", "-p", str(tmp_path), "-c", str(conf)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
 
@@ -131,17 +141,24 @@ def test_upload_started_arrives_through_nginx_while_the_body_is_still_being_sent
     events.close()
 
 
-def test_systemd_accepts_the_shipped_unit(tmp_path):
-    """systemd's own check of deploy/tornado-records@.service (an instance of it: port 10701), with ExecStart pointed
-    at this installation."""
+@pytest.mark.parametrize("unit, instance", [
+    ("tornado-records@.service", "tornado-records@10701.service"),
+    ("tornado-records-nginx.service", "tornado-records-nginx.service"),
+    ("tornado-records-recorder.service", "tornado-records-recorder.service"),
+    ("seaweedfs.service", "seaweedfs.service"),
+])  # fmt: skip
+def test_systemd_accepts_the_shipped_units(tmp_path, unit, instance):
+    """systemd's own check of each unit of deploy/ (the service's as an instance of it: port 10701), with ExecStart
+    pointed at this installation."""
     command = Path(sys.executable).with_name("tornado-records")
-    unit = (REPO / "deploy" / "tornado-records@.service").read_text()
-    assert "/opt/tornado-records/.venv/bin/tornado-records" in unit and "--port %i" in unit
-    (tmp_path / "tornado-records@.service").write_text(
-        unit.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command))
-    )
+    text = (REPO / "deploy" / unit).read_text()
+    if unit == "tornado-records@.service":
+        assert "/opt/tornado-records/.venv/bin/tornado-records" in text and "--port %i" in text
+        assert "LoadCredential=token:/etc/tornado-records/token" in text and "--token-file %d/token" in text
+    text = text.replace("/opt/tornado-records/.venv/bin/tornado-records", str(command))
+    (tmp_path / unit).write_text(text.replace("/opt/seaweedfs/bin/weed", str(command.with_name("weed"))))
     result = subprocess.run(
-        [require("systemd-analyze"), "verify", str(tmp_path / "tornado-records@10701.service")],
+        [require("systemd-analyze"), "verify", str(tmp_path / instance)],
         capture_output=True,
         text=True,
     )
@@ -162,3 +179,64 @@ def test_an_html_record_sent_by_nginx_is_an_attachment_with_the_services_protect
     assert headers["Content-Type"] == "application/octet-stream" and headers["Content-Disposition"] == "attachment"
     assert headers["X-Content-Type-Options"] == "nosniff" and "sandbox" in headers["Content-Security-Policy"]
     assert headers.get_all("X-Content-Type-Options") == ["nosniff"]
+
+
+def test_ranges_through_nginx_follow_docs_api_md_where_nginx_can_and_the_differences_are_as_documented(
+    service, nginx, tmp_path
+):
+    """Behind nginx with --accel-redirect, nginx applies Range: docs/api.md's rules where nginx's configuration can
+    hold them (several ranges, another unit or a malformed range: the whole file, 200; a range past the end: 416 in
+    JSON with Content-Range), and the differences docs/running.md lists ("Ranges behind nginx"). No header twice."""
+    proc = service("--accel-redirect", "/_blobs/")
+    front = nginx(proc)
+    reference = service(data_dir=tmp_path / "reference")  # the service's own answers
+    data = bytes(range(10))
+    for url in (front.url, reference.url):
+        put = urllib.request.Request(f"{url}{record_url()}", data=data, method="PUT", headers={"Content-Type": "audio/ogg"})
+        assert urllib.request.urlopen(put).status == 204
+    same = {None: 200, "bytes=2-4": 206, "bytes=-3": 206, "bytes=0-1,5-6": 200, "items=0-1": 200, "bytes=abc": 200,
+            "bytes=1-2-3": 200, "bytes=20-": 416, "bytes=-0": 416}  # fmt: skip
+    different = {"bytes=0-": (206, 200), "bytes=0-9": (206, 200), "bytes=9-5": (416, 200)}  # (nginx, the service)
+
+    def get(port: int, ranges: str | None) -> tuple[int, dict, list[str], bytes]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", record_url(), headers={"Range": ranges} if ranges else {})
+            response = conn.getresponse()
+            body = response.read()
+            return response.status, response.headers, [name.lower() for name, _ in response.getheaders()], body
+        finally:
+            conn.close()
+
+    for ranges in [*same, *different]:
+        status, headers, names, body = get(front.port, ranges)
+        own_status, own_headers, _, own_body = get(reference.port, ranges)
+        assert sorted(set(names)) == sorted(names), (ranges, names)  # no header twice
+        if ranges in same:
+            assert status == own_status == same[ranges], ranges
+        else:
+            assert (status, own_status) == different[ranges], ranges
+        if status == 416:
+            assert headers["Content-Range"] == "bytes */10" and headers["Content-Type"] == "application/json"
+            assert json.loads(body)["status_code"] == 416
+        else:
+            assert headers["Accept-Ranges"] == "bytes" and headers["Repr-Digest"] == own_headers["Repr-Digest"]
+            assert headers["ETag"] == own_headers["ETag"]
+            if status == own_status:
+                assert body == own_body and headers.get("Content-Range") == own_headers.get("Content-Range"), ranges
+            else:
+                assert body == data and headers["Content-Range"] == "bytes 0-9/10", ranges
+
+
+def test_https_in_front_and_plain_http_sends_clients_there(service, nginx):
+    proc = service()
+    front = nginx(proc, tls=True)
+    done = subprocess.run(
+        [require("curl"), "-sS", "--cacert", str(front.certificate), "-o", "/dev/null", "-w", "%{http_code}",
+         f"{front.url}/ping"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.stdout == "204", done.stderr
+    plain = http.client.HTTPConnection("127.0.0.1", front.http_port, timeout=30)
+    plain.request("GET", "/records?limit=1", headers={"Host": "records.example.org"})
+    moved = plain.getresponse()
+    assert moved.status == 301 and moved.getheader("Location") == "https://records.example.org/records?limit=1"

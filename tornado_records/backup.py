@@ -1,5 +1,7 @@
-"""`tornado-records backup DEST`: a consistent copy of a data directory, live or stopped, that a service started on
-DEST serves as the source was at the backup.
+"""`tornado-records backup DEST`: a consistent copy of a service's records, live or stopped, that a service started
+on DEST serves as the source was at the backup. DEST is always a data directory of the default kind (a SQLite index
+and files), whatever the source's engines: a PostgreSQL index and files or S3 objects are copied into one as well
+(backup_engines.py), and `tornado-records migrate --data-dir DEST` puts such a backup back into them.
 
 The index is copied by SQLite's online backup (one snapshot, which never blocks the service's writer), then the
 files that the COPY names: hard links where DEST is on the same filesystem, copies otherwise. A file that an append
@@ -27,6 +29,7 @@ from tornado_records.datadir import (
     INDEX,
     CommandError,
     RateLimit,
+    Source,
     appending_of,
     human,
     read_index,
@@ -49,11 +52,17 @@ class Wanted:
     owner: str
 
 
-def backup(root: Path, dest: Path, rate: int = 0, out: TextIO = sys.stdout) -> int:
-    """Back up the data directory `root` into the new directory `dest`, copying at most `rate` bytes per second (0:
-    no limit), and print a summary; returns the exit status: 0, or 1 if files that the source's index names are
-    missing or short in the source too. CommandError for a bad source or DEST, or a failed copy (DEST is then
-    removed)."""
+def backup(source: Source | Path, dest: Path, rate: int = 0, out: TextIO = sys.stdout) -> int:
+    """Back up the records of `source` (a Source, or a data directory with the default index) into the new directory
+    `dest`, copying at most `rate` bytes per second (0: no limit), and print a summary; returns the exit status: 0,
+    or 1 if files that the source's index names are missing or short in the source too. CommandError for a bad
+    source or DEST, or a failed copy (DEST is then removed)."""
+    source = source if isinstance(source, Source) else Source(source)
+    if not source.embedded:
+        from tornado_records.backup_engines import backup_engines  # (it builds on this module's helpers)
+
+        return backup_engines(source, dest, rate, out)
+    root = source.root
     started = time.monotonic()
     with read_index(root) as index:
         index.execute("SELECT count(*) FROM records, appends").fetchone()  # a data directory, its index readable
@@ -229,8 +238,12 @@ def _copy(source: Path, target: Path, length: int | None, limit: RateLimit) -> i
 
 
 def _like(path: Path, model: Path) -> None:
-    """Give `path` the mode of `model` (and its owner, when run as root), so that the service can use the copy."""
-    info = os.stat(model)
+    """Give `path` the mode of `model` (and its owner, when run as root), so that the service can use the copy; as
+    it is where there is no `model` (a data directory without blobs/, its records in an object store)."""
+    try:
+        info = os.stat(model)
+    except FileNotFoundError:
+        return
     os.chmod(path, stat.S_IMODE(info.st_mode))
     if os.geteuid() == 0:
         os.chown(path, info.st_uid, info.st_gid)

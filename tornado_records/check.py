@@ -1,5 +1,7 @@
-"""`tornado-records check`: verify every record of a data directory against its files (missing, truncated, damaged),
-and the files against the index (orphaned). Read-only and paced, so that it can run beside a live service.
+"""`tornado-records check`: verify every record against its content (missing, truncated, damaged), and the content
+against the index (orphaned), wherever the service keeps them: a data directory (the default), or a PostgreSQL
+index with files in a shared data directory or objects in an S3 store. Read-only and paced, so that it can run
+beside a live service.
 
 What a live service does meanwhile is not damage: a record replaced or deleted after the check read the index (its
 old file removed) is not reported, and a file modified less than ORPHAN_GRACE seconds ago is not called orphaned
@@ -17,12 +19,13 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from tornado_records.blobs import BlobsError, ObjectBlobs
 from tornado_records.datadir import (
     RECORD_COLUMNS,
     RateLimit,
+    Source,
     appending_of,
     human,
-    read_index,
     record_path,
     records_of,
 )
@@ -47,33 +50,46 @@ class Problem:
         return f"{self.kind}: {self.subject}: {self.detail}"
 
 
-def check(root: Path, rate: int, out: TextIO = sys.stdout) -> int:
-    """Check the data directory `root`, print one line per problem and a summary; returns the exit status (0:
-    healthy, 1: problems). CommandError if it is not a data directory."""
+def check(source: Source | Path, rate: int, out: TextIO = sys.stdout) -> int:
+    """Check the records of `source` (a Source, or a data directory with the default index), print one line per
+    problem and a summary; returns the exit status (0: healthy, 1: problems). CommandError if there is no index to
+    read there."""
+    source = source if isinstance(source, Source) else Source(source)
     started = time.monotonic()
-    with read_index(root) as index:
+    if (note := source.left_index()) is not None:
+        print(note, file=sys.stderr)
+    with source.read_index() as index:
         records = records_of(index)
-    limit = RateLimit(rate)
-    counts: collections.Counter[str] = collections.Counter()
-    for record in records:
-        problem = verify(root / "blobs", record, limit)
-        if problem is None:
-            continue
-        if still_there(root, record):
+    blobs = source.open_blobs()
+    try:
+        limit = RateLimit(rate)
+        counts: collections.Counter[str] = collections.Counter()
+        for record in records:
+            if isinstance(blobs, ObjectBlobs):
+                problem = verify_objects(blobs, record, limit)
+            else:
+                problem = verify(source.root / "blobs", record, limit)
+            if problem is None:
+                continue
+            if still_there(source, record):
+                counts[problem.kind] += 1
+                print(problem, file=out, flush=True)
+            else:
+                counts["changed"] += 1
+        for problem in orphans(source, blobs):
             counts[problem.kind] += 1
             print(problem, file=out, flush=True)
-        else:
-            counts["changed"] += 1
-    for problem in orphans(root):
-        counts[problem.kind] += 1
-        print(problem, file=out, flush=True)
-    files = len(listed(root / "blobs"))
+        files = len(stored_names(source, blobs))
+    finally:
+        if isinstance(blobs, ObjectBlobs):
+            blobs.close()
     seconds = time.monotonic() - started
     speed = human(limit.spent / seconds) if seconds > 0 else "-"
     changed = f"; {counts['changed']} changed while checked (not judged)" if counts["changed"] else ""
     verdict = "problems" if any(counts[kind] for kind in KINDS) else "healthy"
+    kind = "objects" if isinstance(blobs, ObjectBlobs) else "files"
     print(
-        f"checked {len(records)} records and {files} files in {seconds:.1f} s: read {limit.spent} bytes "
+        f"checked {len(records)} records and {files} {kind} in {seconds:.1f} s: read {limit.spent} bytes "
         f"({human(limit.spent)}, {speed}/s){changed}; " + ", ".join(f"{counts[k]} {k}" for k in KINDS) + f": {verdict}",
         file=out,
     )
@@ -114,10 +130,53 @@ def verify(blobs: Path, record: Record, limit: RateLimit) -> Problem | None:
     return None
 
 
-def still_there(root: Path, record: Record) -> bool:
+def verify_objects(blobs: ObjectBlobs, record: Record, limit: RateLimit) -> Problem | None:
+    """As `verify`, for a version whose content is objects in an S3 store."""
+    subject = record_path(record)
+    whole = ":" not in record.blob
+    digest = hashlib.sha256()
+    for segment in record.segments:
+        name = f"{blobs.url}{segment.name}"
+        try:
+            found = object_size(blobs, segment.name)
+            if found is None:
+                return Problem("missing", subject, f"{name} does not exist")
+            if found < segment.end or (whole and found != record.size):
+                expected = f"{record.size} bytes" if whole else f"at least {segment.end} bytes (a run ends there)"
+                return Problem("truncated", subject, f"{name} is {found} bytes, not {expected}")
+            if segment.length:
+                body = blobs.get(segment.name, segment.offset, segment.length)
+                try:
+                    while data := body.read(BLOCK):
+                        digest.update(data)
+                        limit.spend(len(data))
+                finally:
+                    body.close()
+        except FileNotFoundError:
+            return Problem("missing", subject, f"{name} does not exist")
+        except (BlobsError, OSError) as exc:
+            return Problem("unreadable", subject, f"{name}: {exc}")
+    if digest.hexdigest() != record.sha256:
+        return Problem("damaged", subject, f"its content's SHA-256 is {digest.hexdigest()}, not {record.sha256}")
+    return None
+
+
+def object_size(blobs: ObjectBlobs, name: str) -> int | None:
+    """The size of the object `name` (None: there is no such object)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return blobs.client.head_object(Bucket=blobs.bucket, Key=blobs.key(name))["ContentLength"]
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise BlobsError(f"the object store refused: {exc}") from None
+
+
+def still_there(source: Source, record: Record) -> bool:
     """Whether the record's current version is `record`, or `record` with more appended: whether a problem found
     in `record` is one of the record's now (rather than of a version replaced or deleted meanwhile)."""
-    with read_index(root) as index:
+    with source.read_index() as index:
         row = index.execute(
             f"SELECT {RECORD_COLUMNS} FROM records WHERE event = ? AND start = ?", (record.event, record.start)
         ).fetchone()
@@ -133,20 +192,30 @@ def still_there(root: Path, record: Record) -> bool:
     )
 
 
-def orphans(root: Path) -> list[Problem]:
-    """The files of blobs/ that no record and no append request names, and that were last modified ORPHAN_GRACE
-    seconds ago or earlier (a file being committed was written or touched just before)."""
-    blobs = root / "blobs"
-    names = listed(blobs)  # before the index is read: a file listed and new is named by it
-    named = named_files(root)
+def orphans(source: Source, blobs: object) -> list[Problem]:
+    """The files of blobs/ (or the objects under the prefix) that no record and no append request names, and that
+    were last modified ORPHAN_GRACE seconds ago or earlier (a file being committed was written or touched just
+    before)."""
+    names = stored_names(source, blobs)  # before the index is read: a file listed and new is named by it
+    named = named_files(source)
     candidates = [name for name in names if name not in named]
     if candidates:
         time.sleep(ORPHAN_RECHECK)  # a replaced version's file is removed just after the change that unnamed it
-        named = named_files(root)
+        named = named_files(source)
     problems = []
+    if isinstance(blobs, ObjectBlobs):
+        old = set(blobs.names(older_than=time.time() - ORPHAN_GRACE))
+        for name in candidates:
+            if name not in named and name in old:
+                size = object_size(blobs, name)
+                if size is not None:
+                    detail = f"{size} bytes, named by no record and no append in progress"
+                    problems.append(Problem("orphaned", f"{blobs.url}{name}", detail))
+        return problems
+    directory = source.root / "blobs"
     for name in candidates:
         try:
-            stat = os.stat(blobs / name, follow_symlinks=False)
+            stat = os.stat(directory / name, follow_symlinks=False)
         except FileNotFoundError:
             continue
         if name in named or time.time() - stat.st_mtime < ORPHAN_GRACE:
@@ -157,6 +226,13 @@ def orphans(root: Path) -> list[Problem]:
     return problems
 
 
+def stored_names(source: Source, blobs: object) -> list[str]:
+    """The names of the content kept: the files in blobs/, or the objects under the prefix."""
+    if isinstance(blobs, ObjectBlobs):
+        return blobs.names()
+    return listed(source.root / "blobs")
+
+
 def listed(blobs: Path) -> list[str]:
     """The names in blobs/ (none if it is missing: its records' files are reported missing)."""
     try:
@@ -165,7 +241,7 @@ def listed(blobs: Path) -> list[str]:
         return []
 
 
-def named_files(root: Path) -> set[str]:
-    """The files of blobs/ that the index names now: in records, or written by append requests."""
-    with read_index(root) as index:
+def named_files(source: Source) -> set[str]:
+    """The files of blobs/ (or objects) that the index names now: in records, or written by append requests."""
+    with source.read_index() as index:
         return {s.name for record in records_of(index) for s in record.segments} | appending_of(index)

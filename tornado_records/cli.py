@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import ipaddress
 import logging
 import os
 import pwd
@@ -19,13 +20,15 @@ from pathlib import Path
 from typing import NoReturn
 
 import tornado.netutil
+import tornado.web
 import uvloop
 
 from tornado_records import __version__, backup, check, migrate, sqldb
 from tornado_records.blobs import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
-from tornado_records.datadir import CommandError
+from tornado_records.datadir import CommandError, Source
+from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
 log = logging.getLogger("tornado_records")
@@ -78,23 +81,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_command_parser(command: str) -> argparse.ArgumentParser:
-    """The command line of `check`, `backup` or `migrate`."""
-    data_dir = next(setting for setting in SETTINGS if setting.name == "data_dir")
+    """The command line of `check`, `backup` or `migrate`: the service's settings of where the records are (with
+    their environment variables, as the service reads them), and the command's own."""
     doc = {"check": check.__doc__, "backup": backup.__doc__, "migrate": migrate.__doc__}[command]
-    parser = _Parser(prog=f"tornado-records {command}", description=doc.split("\n\n")[0].replace("\n", " "))
+    parser = _Parser(
+        prog=f"tornado-records {command}",
+        description=doc.split("\n\n")[0].replace("\n", " "),
+        epilog="Each of the service's settings may also be given by its environment variable, as for the service "
+        "(a flag wins): run the command with the service's environment to see what the service serves.",
+    )
     if command == "backup":
         parser.add_argument("dest", metavar="DEST", type=Path, help="a new (or empty) directory to copy into")
-    parser.add_argument(
-        data_dir.flag,
-        type=Path,
-        default=Path(os.environ.get(data_dir.env_var, data_dir.default)),
-        help=f"the data directory, as the service's (env {data_dir.env_var}; default {data_dir.default})",
-    )
+    for setting in SETTINGS:
+        if setting.name in COMMAND_SETTINGS:
+            text = f"{setting.help}, as the service's (env {setting.env_var}; default {setting.default or 'empty'})"
+            if command == "migrate" and setting.name in ("index", "blobs"):
+                text = f"{setting.help}: where to copy to (env {setting.env_var})"
+            parser.add_argument(setting.flag, metavar=setting.name.upper(), default=None, help=text)
     if command == "migrate":
-        for setting in SETTINGS:
-            if setting.name in ("index", "blobs", "s3_endpoint"):
-                default = os.environ.get(setting.env_var, setting.default)
-                parser.add_argument(setting.flag, default=default, help=f"{setting.help} (env {setting.env_var})")
         return parser
     rate = check.DEFAULT_RATE if command == "check" else "0"
     parser.add_argument(
@@ -107,6 +111,23 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+COMMAND_SETTINGS = ("data_dir", "index", "blobs", "s3_endpoint")  # where the records are: what the commands read
+
+
+def command_source(args: argparse.Namespace) -> Source:
+    """Where the records are, from the command's flags, then the environment, then the defaults, checked as the
+    service checks them."""
+    given = {name: getattr(args, name) for name in COMMAND_SETTINGS}
+    try:
+        config = build_config(given, {k: v for k, v in os.environ.items() if k in COMMAND_VARIABLES})
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return Source(config.data_dir, config.index.url, config.blobs, config.s3_endpoint or None)
+
+
+COMMAND_VARIABLES = {setting.env_var for setting in SETTINGS if setting.name in COMMAND_SETTINGS}
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -115,15 +136,16 @@ def _size(text: str) -> int:
 
 
 def run_command(command: str, argv: list[str]) -> int:
-    """Run `check` or `backup`; returns its exit status. A failure is one line on stderr, with status 2 for check
-    (1 means damage there) and 1 for backup."""
+    """Run `check`, `backup` or `migrate`; returns its exit status. A failure is one line on stderr, with status 2
+    for check (1 means damage there) and 1 for the others."""
     args = build_command_parser(command).parse_args(argv)
     try:
+        source = command_source(args)
         if command == "check":
-            return check.check(args.data_dir, args.rate)
+            return check.check(source, args.rate)
         if command == "migrate":
-            return _migrate(args)
-        return backup.backup(args.data_dir, args.dest, args.rate)
+            return _migrate(source)
+        return backup.backup(source, args.dest, args.rate)
     except (CommandError, OSError, BlobsError) as exc:
         if isinstance(exc, OSError):  # a directory that cannot be listed, say
             exc = CommandError(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
@@ -134,19 +156,14 @@ def run_command(command: str, argv: list[str]) -> int:
         return 130
 
 
-def _migrate(args: argparse.Namespace) -> int:
-    """Run `migrate` with its flags checked as the service checks them."""
-    try:
-        config = build_config({"data_dir": str(args.data_dir), "index": args.index, "blobs": args.blobs,
-                               "s3_endpoint": args.s3_endpoint}, {})  # fmt: skip
-    except ConfigError as exc:
-        raise CommandError(str(exc)) from None
-    if not sqldb.is_postgresql(config.index.url):
+def _migrate(target: Source) -> int:
+    """Run `migrate` from the data directory (its SQLite index and files) into the index and object store named."""
+    if not sqldb.is_postgresql(target.index):
         raise CommandError("--index must name the PostgreSQL database to copy into (postgresql://...)")
     try:
-        return migrate.migrate(config.data_dir, config.index.url, config.blobs, config.s3_endpoint or None)
+        return migrate.migrate(target.root, target.index, target.blobs, target.endpoint)
     except sqldb.Database.errors as exc:
-        raise CommandError(f"cannot use the index {config.index}: {str(exc).strip().splitlines()[0]}") from None
+        raise CommandError(f"cannot use the index {target.index_name}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,6 +231,12 @@ async def serve(config: Config) -> None:
     except BlobsError as exc:
         raise StartupError(f"cannot keep recordings in {config.blobs}: {exc}") from None
     raise_open_files_limit(config.max_connections)
+    notices = exposure_notices(sockets, config)
+    for notice in notices:
+        log.warning("%s", notice)
+    if (stale := stale_index(config)) is not None:
+        log.warning("%s", stale)
+    app.add_handlers(r".*", [(r"/room/notices\.json", NoticesHandler, {"notices": notices})])
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)
@@ -252,6 +275,7 @@ async def serve(config: Config) -> None:
     server.conn_params.no_keep_alive = True
     app.settings["stopping"] = True
     await app.settings["hub"].close()  # end every event stream first: they never end by themselves
+    end_live_appends(app)  # nor do live recordings: what they received is kept, and the recorders reconnect
     await stop_app(app)
     inflight: set = app.settings["inflight"]
     deadline = loop.time() + config.shutdown_grace
@@ -265,6 +289,48 @@ async def serve(config: Config) -> None:
         await asyncio.wait(store.ending)
     close_app(app)
     log.info("stopped")
+
+
+def exposure_notices(sockets: list, config: Config) -> list[str]:
+    """The warning, if any, that the service is open to writes from the network: it listens on an address other
+    than the loopback's (0.0.0.0 is every address) and has no write token."""
+    if config.token_file is not None:
+        return []
+    addresses = sorted({sock.getsockname()[0] for sock in sockets})
+    if all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses):
+        return []
+    return [
+        f"listening on {config.host} (beyond this machine) with no write token: anyone who can reach it may upload "
+        "and delete recordings; give it --token-file, or listen on 127.0.0.1 behind nginx (see docs/running.md)"
+    ]
+
+
+def stale_index(config: Config) -> str | None:
+    """The warning, if any, that the data directory holds a SQLite index that the service does not use (it was left
+    there when the records moved to PostgreSQL with `migrate`)."""
+    left = config.data_dir / INDEX
+    if not sqldb.is_postgresql(config.index.url) or not left.exists():
+        return None
+    return (
+        f"{left.absolute()} is not the index in use ({config.index}): left from before the records moved to "
+        "PostgreSQL, it is not read; move it out of the data directory once its records are migrated"
+    )
+
+
+def end_live_appends(app: tornado.web.Application) -> None:
+    """At shutdown, end the append requests in flight (live recordings) at once rather than after the grace: a live
+    recorder never ends its request by itself. Each keeps what it received (its handler ends it as cut off by the
+    shutdown, reason `shutdown`), and the recorder, its connection closed, reconnects to the next process."""
+    appends = [
+        handler
+        for handler in list(app.settings["inflight"])
+        if handler.request.method == "PUT" and handler.request.query_arguments.get("append", [b""])[-1] == b"true"
+        and not handler.request.connection.stream.closed()
+    ]  # fmt: skip
+    if appends:
+        log.info("ending %d live append request(s) at once, keeping what they received", len(appends))
+    for handler in appends:
+        handler.request.connection.stream.close()
 
 
 def storage_error(exc: OSError | sqlite3.DatabaseError, data_dir: Path) -> str:

@@ -219,7 +219,13 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("host", "0.0.0.0", "address to listen on", str.strip),
+    Setting(
+        "host",
+        "127.0.0.1",
+        "address to listen on: this machine only by default (behind nginx that is all it needs); 0.0.0.0 or another "
+        "address opens it to the network, which wants --token-file",
+        str.strip,
+    ),
     Setting("port", "10700", "TCP port to listen on", parse_port),
     Setting("data_dir", "data", "directory that holds the index, the recordings and uploads in flight", Path),
     Setting(
@@ -239,7 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "s3_endpoint",
         "",
-        "the object store's URL (such as http://127.0.0.1:8333) for --blobs s3://...; empty: AWS_ENDPOINT_URL, or AWS",
+        "the object store's URL (such as http://127.0.0.1:8333) for --blobs s3://...; empty: AWS_ENDPOINT_URL_S3, "
+        "else AWS_ENDPOINT_URL, else AWS itself",
         parse_endpoint,
     ),
     Setting(

@@ -1,14 +1,20 @@
-"""A data directory as a command beside the service sees it (check, backup): its index opened read-only, and what
-the index names."""
+"""The records of a service as a command beside it sees them (check, backup, migrate): its index opened read-only,
+what the index names, and where the content is. The commands take the service's settings (`--data-dir`, `--index`,
+`--blobs`, `--s3-endpoint` and their environment variables), so that they read what the service serves: a SQLite
+index and files in the data directory (the default), or a PostgreSQL index with the files in a shared data
+directory or objects in an S3 store."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+from tornado_records import sqldb
+from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs, open_blobs
 from tornado_records.store import Record
 
 INDEX = "records.sqlite3"
@@ -46,9 +52,96 @@ def read_index(root: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """Where a service keeps its records, as its settings say: the data directory, the index (`sqlite`, or a
+    postgresql:// URL) and the blob store (empty: the data directory's blobs/; or s3://bucket/prefix, with the
+    object store's `endpoint`)."""
+
+    root: Path
+    index: str = "sqlite"
+    blobs: str = ""
+    endpoint: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        """Whether it is the default: the index in the data directory's records.sqlite3, the content in its blobs/."""
+        return not sqldb.is_postgresql(self.index) and not self.blobs
+
+    @property
+    def index_name(self) -> str:
+        """The index as an operator names it: the SQLite file, or the PostgreSQL URL without its password."""
+        return sqldb.safe_url(self.index) if sqldb.is_postgresql(self.index) else str(self.root / INDEX)
+
+    @property
+    def content_name(self) -> str:
+        """Where the content is, as an operator names it: the blobs/ directory, or the s3:// URL."""
+        return self.blobs or str(self.root / "blobs")
+
+    @contextlib.contextmanager
+    def read_index(self) -> Iterator[Any]:
+        """The index, open read-only for the block (`execute(sql, parameters)` with `?` placeholders); CommandError if
+        it cannot be read."""
+        if not sqldb.is_postgresql(self.index):
+            with read_index(self.root) as conn:
+                yield conn
+            return
+        try:
+            conn = sqldb.PostgresDatabase(self.index)
+        except sqldb.Database.errors as exc:
+            raise CommandError(f"cannot use the index {self.index_name}: {_first_line(exc)}") from None
+        try:
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            yield conn
+        except sqldb.Database.errors as exc:
+            raise CommandError(f"cannot read the index {self.index_name}: {_first_line(exc)}") from None
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[Any]:
+        """The index for the block, every read in it seeing one moment of it (PostgreSQL: a REPEATABLE READ
+        transaction; SQLite: a read transaction)."""
+        with self.read_index() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" if self.shared else "BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
+    @property
+    def shared(self) -> bool:
+        """Whether the index is PostgreSQL's (several processes may share it)."""
+        return sqldb.is_postgresql(self.index)
+
+    def open_blobs(self) -> FileBlobs | ObjectBlobs:
+        """The blob store (the files of blobs/, or the bucket); CommandError if the bucket does not answer."""
+        try:
+            return open_blobs(self.blobs, self.root, self.endpoint)
+        except BlobsError as exc:
+            raise CommandError(f"cannot read the recordings in {self.blobs}: {exc}") from None
+
+    def left_index(self) -> str | None:
+        """A note on a SQLite index in the data directory that is not the one in use (left there when the records
+        moved to PostgreSQL), or None."""
+        left = self.root / INDEX
+        if not self.shared or not left.exists():
+            return None
+        return f"note: {left} is not the index in use ({self.index_name}): it is not read"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def records_of(conn: sqlite3.Connection) -> list[Record]:
     """Every record the index names, in (event, start) order."""
     return [Record(*row) for row in conn.execute(f"SELECT {RECORD_COLUMNS} FROM records ORDER BY event, start")]
+
+
+def titles_of(conn: Any) -> dict[str, str]:
+    """The events' titles, by event."""
+    return dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
 
 
 def appending_of(conn: sqlite3.Connection) -> set[str]:

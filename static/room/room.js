@@ -534,6 +534,19 @@ function pageBy (name, load, step) {
   }
 }
 
+/** Show what the service says about itself (such as writes open to anyone, with no token): /room/notices.json. */
+async function loadNotices () {
+  try {
+    const response = await fetch('/room/notices.json', { cache: 'no-store' })
+    if (!response.ok) return
+    const { notices } = await response.json()
+    $('notices').replaceChildren(...notices.map((text) => el('li', {}, text)))
+    $('notices').hidden = notices.length === 0
+  } catch {
+    // no notices to show
+  }
+}
+
 function start () {
   $('filter-form').addEventListener('submit', (submit) => submit.preventDefault())
   const filter = debounced(() => {
@@ -558,6 +571,7 @@ function start () {
   })
   window.addEventListener('hashchange', route)
   listen()
+  loadNotices()
   loadUploads()
   route()
 }
