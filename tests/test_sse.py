@@ -162,7 +162,8 @@ async def test_the_served_openapi_document_describes_the_stream(fetch: Any) -> N
     event_types = {resolve(s)["properties"]["type"]["const"] for s in document["components"]["schemas"]["Event"]["oneOf"]}
     assert event_types == {
         "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted",
-        "upload-resumed", "upload-completed", "upload-interrupted", "event-updated",
+        "upload-resumed", "upload-completed", "upload-interrupted", "event-updated", "recorder-standby",
+        "recorder-takeover",
     }
 
 
