@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from breaking_proxy import BreakingProxy
-from conftest import EVENT, REPO, require, wait_until
+from conftest import EVENT, REPO, free_port, require, wait_until
 from test_sse import conforms
 
 SECONDS = 14  # the broadcast's length
@@ -498,3 +498,31 @@ def test_the_live_recorder_ends_and_the_standby_streams_on(service, tmp_path):
     print(f"takeover: {takeover}; parts: {parts}")
     assert takeover["reason"] == "ended", takeover
     assert [p["ended"] for p in parts] == ["completed", "completed"], parts
+
+
+def test_kill_9_during_a_takeover_loses_nothing_that_arrived(service, tmp_path, staircase):
+    """Liquidsoap's link dies silently; while its new connection stands by (before --append-takeover), the service is
+    killed; started again on the same port, it joins every piece's bytes, and the recorder streams on."""
+    port = free_port()
+    proc = service("--port", str(port), "--append-takeover", "30")  # a takeover that never comes before the kill
+    proxy = BreakingProxy(port, [(4.0, "half-dead")])
+    recorder = liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, f"127.0.0.1:{proxy.port}")
+    try:
+        broke_at(proxy)
+        def standing_by() -> bool:  # the dead connection's piece, and the new one's with 16 KiB or more
+            uploads = json.load(urllib.request.urlopen(proc.url + "/uploads"))["uploads"]
+            return len(uploads) == 2 and uploads[-1]["bytes"] > 16384
+
+        assert wait_until(standing_by, timeout=20)
+        proc.proc.send_signal(signal.SIGKILL)
+        proc.proc.wait()
+        again = service("--port", str(port), data_dir=proc.data_dir)
+        finished(recorder, timeout=60)
+    finally:
+        proxy.close()
+        if recorder.poll() is None:
+            recorder.kill()
+    parts = parts_of(again)
+    print(f"parts after the restart: {parts}")
+    assert [p["ended"] for p in parts[:2]] == ["restart", "restart"], parts
+    assert_broadcast_kept(record_url(again), lost_at_most=2 * (RESTART + 2))
