@@ -15,7 +15,7 @@ import pytest
 
 from conftest import COMMAND, EVENT, files_in, record_url, wait_until
 from rawhttp import exchange, upload
-from tornado_records.access import bearer_token, client_address
+from tornado_records.http.access import bearer_token, client_address
 from tornado_records.config import ConfigError, build_config
 
 SECRET = "s3cr3t-t0ken_value.~+/=="

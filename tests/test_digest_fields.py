@@ -1,4 +1,4 @@
-"""Reading the digest fields of an upload, on their own (no server): tornado_records.digest_fields."""
+"""Reading the digest fields of an upload, on their own (no server): tornado_records.http.digest_fields."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
+from tornado_records.http.digest_fields import MalformedDigest, expected_digests, repr_digest
 
 BODY = b"hello"
 SHA256 = hashlib.sha256(BODY).digest()

@@ -1,4 +1,4 @@
-"""The precondition and range rules of RFC 9110, on their own (no server): tornado_records.http_semantics."""
+"""The precondition and range rules of RFC 9110, on their own (no server): tornado_records.http.semantics."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import email.utils
 
 import pytest
 
-from tornado_records.http_semantics import (
+from tornado_records.http.semantics import (
     ByteRange,
     RangeNotSatisfiable,
     Validators,

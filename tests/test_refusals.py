@@ -1,7 +1,7 @@
 """Refusals decided before the body is read (401, 412, 413, 507) reach clients that send their whole body without
 waiting for `100 Continue` (Python's http.client and requests, a raw socket), against a real `tornado-records`.
 
-The service answers, then closes with a lingering close (tornado_records.server.Linger): what the client still sends
+The service answers, then closes with a lingering close (tornado_records.http.server.Linger): what the client still sends
 is read and dropped, within bounds of time, idleness and bytes, so that the client reads the answer rather than a
 connection reset, and nothing is stored.
 """
@@ -21,7 +21,7 @@ import requests
 
 from conftest import EVENT, files_in, record_url, tmpfs
 from rawhttp import Answer, connect, read_to_end, request, request_head
-from tornado_records.server import LINGER_BYTES, LINGER_IDLE_SECONDS, LINGER_SECONDS
+from tornado_records.http.server import LINGER_BYTES, LINGER_IDLE_SECONDS, LINGER_SECONDS
 
 SECRET = "refusals-test-token"
 SIZES = (8 << 20, 64 << 20)

@@ -34,7 +34,7 @@ from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
 from tornado_records.resumable import Resumables
 from tornado_records.retention import Retention
-from tornado_records.server import RecordsHTTPServer
+from tornado_records.http.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")

@@ -38,7 +38,7 @@ from typing import Awaitable, BinaryIO, Callable
 import tornado.ioloop
 
 from tornado_records.events import EventHub, UploadEvents
-from tornado_records.http_semantics import Validators, precondition_status
+from tornado_records.http.semantics import Validators, precondition_status
 from tornado_records.spool import Spool
 from tornado_records.store import (
     ORPHAN_AGE,

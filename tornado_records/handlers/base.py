@@ -13,8 +13,8 @@ from typing import Any
 import tornado.web
 
 from tornado_records import __version__
-from tornado_records.access import bearer_token, client_address
-from tornado_records.http_semantics import served_type
+from tornado_records.http.access import bearer_token, client_address
+from tornado_records.http.semantics import served_type
 from tornado_records.blobs import BlobsUnavailable
 from tornado_records.sqldb import IndexUnavailable
 from tornado_records.store import (

@@ -16,10 +16,10 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from tornado_records.appends import JOIN_INTERVAL, Piece
-from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
+from tornado_records.http.digest_fields import MalformedDigest, expected_digests, repr_digest
 from tornado_records.events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
-from tornado_records.http_semantics import (
+from tornado_records.http.semantics import (
     ByteRange,
     RangeNotSatisfiable,
     Validators,
@@ -28,7 +28,7 @@ from tornado_records.http_semantics import (
     precondition_status,
     requested_range,
 )
-from tornado_records.sendfile import ShortFile, can_sendfile, send_runs
+from tornado_records.http.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
 
 log = logging.getLogger("tornado_records.handlers")
@@ -69,7 +69,7 @@ class RecordHandler(BaseHandler):
 
     A plain PUT replaces the record once its whole body is durable; `PUT ...?append=true` adds its body after the
     record's content and keeps whatever arrived, however the request ends (see appends.py). Range, the conditional
-    headers and the digest fields follow RFC 9110 and RFC 9530 (see http_semantics and digest_fields); the body
+    headers and the digest fields follow RFC 9110 and RFC 9530 (see http.semantics and http.digest_fields); the body
     limit is counted here, so that an over-large body is answered 413.
     """
 
@@ -367,7 +367,7 @@ class RecordHandler(BaseHandler):
             raise ApiError(416, str(exc), {"Content-Range": exc.content_range}) from None
 
     async def _send(self, blob: Blob, part: ByteRange) -> None:
-        """Send the bytes of `part` from the blob: with sendfile where the connection allows (see sendfile.py),
+        """Send the bytes of `part` from the blob: with sendfile where the connection allows (see http/sendfile.py),
         else a chunk at a time."""
         if can_sendfile(self) and blob.file.local:
             try:

@@ -16,7 +16,7 @@ from typing import Any
 import tornado.routing
 import tornado.web
 
-from tornado_records.digest_fields import MalformedDigest, expected_digests
+from tornado_records.http.digest_fields import MalformedDigest, expected_digests
 from tornado_records.handlers.base import ApiError, quoted
 from tornado_records.handlers.records import parse_event, parse_start, validators_of
 from tornado_records.handlers.transfer import (
@@ -29,7 +29,7 @@ from tornado_records.handlers.transfer import (
     boolean_field,
     integer_field,
 )
-from tornado_records.http_semantics import has_preconditions, is_media_type, precondition_status
+from tornado_records.http.semantics import has_preconditions, is_media_type, precondition_status
 from tornado_records.resumable import CONDITION_HEADERS, Resumable, TooManyUploads, UploadComplete, UploadGone
 from tornado_records.store import PreconditionFailed, RecordNotFound
 

@@ -31,7 +31,7 @@ import tornado.httputil
 import tornado.iostream
 
 from tornado_records import __version__
-from tornado_records.body import read_bodies_in_blocks
+from tornado_records.http.body import read_bodies_in_blocks
 
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
 INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
