@@ -14,6 +14,7 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.http.access import bearer_token, client_address
+from tornado_records.http.insides import buffered_bytes
 from tornado_records.http.semantics import served_type
 from tornado_records.blobs import BlobsUnavailable
 from tornado_records.sqldb import IndexUnavailable
@@ -143,7 +144,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
     def flush(self, include_footers: bool = False) -> Any:
         if self.request.method != "HEAD":
-            self.bytes_sent += sum(len(part) for part in self._write_buffer)
+            self.bytes_sent += buffered_bytes(self)
         return super().flush(include_footers)
 
     def refuse_body(self, exc: Exception) -> None:

@@ -17,6 +17,7 @@ from tornado.iostream import StreamClosedError
 
 from tornado_records.appends import JOIN_INTERVAL, Piece
 from tornado_records.http.digest_fields import MalformedDigest, expected_digests, repr_digest
+from tornado_records.http.insides import finished, headers_sent
 from tornado_records.events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
 from tornado_records.http.semantics import (
@@ -218,7 +219,7 @@ class RecordHandler(BaseHandler):
     def _superseded(self) -> None:
         """A standby recorder took over from this append request, silent for --append-takeover seconds: end it,
         keeping all it brought (its connection is presumed dead; the answer is for one that is not)."""
-        if self.upload is None or self._finished:
+        if self.upload is None or finished(self):
             return
         self._end_upload("superseded")
         self.refuse_body(ApiError(409, "Another recorder took over this record: what this request brought is kept"))
@@ -253,7 +254,7 @@ class RecordHandler(BaseHandler):
         """End the upload as broken once no byte has arrived for --upload-idle-timeout seconds."""
         timeout = self.settings["config"].upload_idle_timeout
         left = self._last_byte + timeout - time.monotonic()
-        if self.upload is None or self._finished:
+        if self.upload is None or finished(self):
             self._idle_timer = None
             return
         if left > 0:
@@ -304,7 +305,7 @@ class RecordHandler(BaseHandler):
             except FileNotFoundError:
                 # an object that the version names is gone: replaced or deleted between the index's answer and the
                 # first read of it (then answer anew), or during the download (then it is cut off)
-                if self._headers_written:
+                if headers_sent(self):
                     self.request.connection.stream.close()
                     return
                 if attempt == 2:

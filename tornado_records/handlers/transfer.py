@@ -15,6 +15,7 @@ import tornado.web
 
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import UNLIMITED_BODY
+from tornado_records.http.insides import finished
 from tornado_records.resumable import SYNC_INTERVAL, Resumable, Resumables
 from tornado_records.store import DigestMismatch, PreconditionFailed
 
@@ -173,7 +174,7 @@ class TransferHandler(BaseHandler):
 
     def _watch_idle(self) -> None:
         timeout = self.settings["config"].upload_idle_timeout
-        if not self.transferring or self._finished:
+        if not self.transferring or finished(self):
             self._idle_timer = None
             return
         left = self._last_byte + timeout - time.monotonic()

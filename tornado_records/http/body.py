@@ -18,6 +18,10 @@ The rules are Tornado's: a chunk size over the connection's body limit, a malfor
 CRLF is an HTTPInputError (answered 400 by Tornado, as JSON by server.py). Unlike Tornado, chunk extensions and
 trailer fields are read and ignored, as RFC 9112 asks. Bytes past the end of a chunked body (a pipelined request) go
 back to the stream, for the connection's next request.
+
+Tornado's private attributes used here (the two readers replaced, the body limit, the stream's read buffer) are listed
+in insides.py and checked when the service starts: a Tornado without them does not start, rather than reading bodies
+its own way without a word.
 """
 
 from __future__ import annotations

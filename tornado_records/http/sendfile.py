@@ -7,8 +7,8 @@ and only while nothing waits in the stream's buffer. The socket is non-blocking:
 writable as Tornado always does; so a slow client only slows itself, and the event loop never blocks. Each block is
 followed by a yield to the event loop, so one fast download does not keep it from everyone else.
 
-The bytes sent around Tornado are counted off the response's Content-Length as Tornado counts its own writes, so
-that `finish` finds the body complete.
+The bytes sent around Tornado are counted off the response's Content-Length as Tornado counts its own writes (its
+private `_expected_content_remaining`, checked at start: insides.py), so that `finish` finds the body complete.
 """
 
 from __future__ import annotations
@@ -31,14 +31,13 @@ class ShortFile(Exception):
 
 
 def can_sendfile(handler: tornado.web.RequestHandler) -> bool:
-    """Whether the handler's answer can be sent with sendfile: a plain (not TLS) HTTP/1.x connection of Tornado's
-    that counts its Content-Length, and an answer Tornado does not transform (compression)."""
+    """Whether the handler's answer can be sent with sendfile: a plain (not TLS) HTTP/1.x connection of Tornado's,
+    and an answer Tornado does not transform (compression)."""
     connection = handler.request.connection
     return (
         hasattr(os, "sendfile")
         and isinstance(connection, tornado.http1connection.HTTP1Connection)
         and type(connection.stream) is tornado.iostream.IOStream
-        and hasattr(connection, "_expected_content_remaining")
         and not handler.settings.get("compress_response")
         and not handler.settings.get("gzip")
         and not handler.settings.get("transforms")
