@@ -34,6 +34,7 @@ from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
 from tornado_records.resumable import Resumables
 from tornado_records.retention import Retention
+from tornado_records.http.insides import check as check_tornado
 from tornado_records.http.server import RecordsHTTPServer
 from tornado_records.store import RecordStore
 
@@ -63,7 +64,9 @@ SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def make_app(config: Config) -> tornado.web.Application:
-    """The application serving the records kept in `config.data_dir`."""
+    """The application serving the records kept in `config.data_dir`; TornadoChanged if the installed Tornado lacks
+    a private attribute the service relies on (http/insides.py)."""
+    check_tornado()
     store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
     if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction

@@ -29,6 +29,7 @@ from tornado_records.app import close_app, make_app, make_server, start_app, sto
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.datadir import CommandError, Source
 from tornado_records.handlers.notices import NoticesHandler
+from tornado_records.http.insides import TornadoChanged, check as check_tornado
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
 log = logging.getLogger("tornado_records")
@@ -174,6 +175,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["serve"]:
         argv = argv[1:]
     args = build_parser().parse_args(argv)
+    try:
+        check_tornado()  # the private attributes of Tornado's that the service relies on (http/insides.py)
+    except TornadoChanged as exc:
+        _fail(str(exc), status=2)
     try:
         config = build_config(vars(args), dict(os.environ))
     except ConfigError as exc:
