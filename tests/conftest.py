@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("filterwarnings", "ignore:make_current is deprecated:DeprecationWarning")
     config.addinivalue_line("filterwarnings", "ignore:clear_current is deprecated:DeprecationWarning")
     config.addinivalue_line("markers", "engines(*names): the engines a test of the contract runs on, where not all")
+    config.addinivalue_line("markers", "system: starts processes")
     if config.option.durations is None:  # the slowest tests at the end of each run (CI's budget is 30 minutes)
         config.option.durations = 15
 
