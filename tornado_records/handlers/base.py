@@ -15,9 +15,8 @@ import tornado.web
 from tornado_records import __version__
 from tornado_records.access import bearer_token, client_address
 from tornado_records.http_semantics import served_type
-from tornado_records.blobs import BlobsUnavailable
-from tornado_records.sqldb import IndexUnavailable
-from tornado_records.store import (
+from tornado_records.storage.model import (
+    BlobsUnavailable,
     Busy,
     ContentDamaged,
     DigestMismatch,
@@ -26,6 +25,7 @@ from tornado_records.store import (
     StorageFull,
     StoreError,
 )
+from tornado_records.storage.sqldb import IndexUnavailable
 
 log = logging.getLogger("tornado_records.handlers")
 
@@ -137,6 +137,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(
                 401, "The bearer token is not valid", {"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'}
             )
+
+    def answered(self) -> bool:
+        """Whether the answer was finished."""
+        return self._finished
 
     def compute_etag(self) -> str | None:
         return None  # validators are the records' own, never a hash of a JSON answer

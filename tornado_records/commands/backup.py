@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.datadir import (
+from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
     RateLimit,
@@ -36,7 +36,7 @@ from tornado_records.datadir import (
     record_path,
     records_of,
 )
-from tornado_records.store import Record
+from tornado_records.storage.model import Record
 
 ROUNDS = 10  # snapshots of the index at most, while files vanish under the backup
 BLOCK = 1 << 20
@@ -59,7 +59,7 @@ def backup(source: Source | Path, dest: Path, rate: int = 0, out: TextIO = sys.s
     source or DEST, or a failed copy (DEST is then removed)."""
     source = source if isinstance(source, Source) else Source(source)
     if not source.embedded:
-        from tornado_records.backup_engines import backup_engines  # (it builds on this module's helpers)
+        from tornado_records.commands.backup_engines import backup_engines  # (it builds on this module's helpers)
 
         return backup_engines(source, dest, rate, out)
     root = source.root

@@ -17,9 +17,8 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.backup import BLOCK, NO_LINK, ROUNDS, _fsync, _make_dest, _remove
-from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs
-from tornado_records.datadir import (
+from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _fsync, _make_dest, _remove
+from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
     RateLimit,
@@ -29,7 +28,9 @@ from tornado_records.datadir import (
     records_of,
     titles_of,
 )
-from tornado_records.store import Record, RecordStore
+from tornado_records.storage.content import ContentStore
+from tornado_records.storage.model import BlobsError, Record
+from tornado_records.storage.store import RecordStore
 
 Version = tuple[str, str, str, int]  # a record's version: event, start, SHA-256, size
 
@@ -49,7 +50,7 @@ def backup_engines(source: Source, dest: Path, rate: int, out: TextIO) -> int:
     new = _make_dest(source.root, dest)
     blobs = None
     try:
-        blobs = source.open_blobs()
+        blobs = source.open_content()
         copier = EngineCopier(source, blobs, dest, RateLimit(rate))
         records, rounds = copier.run()
     except BaseException as exc:
@@ -61,7 +62,7 @@ def backup_engines(source: Source, dest: Path, rate: int, out: TextIO) -> int:
             raise CommandError(f"the backup failed: {exc}") from None
         raise
     finally:
-        if isinstance(blobs, ObjectBlobs):
+        if blobs is not None:
             blobs.close()
     for problem in copier.problems:
         print(problem, file=out)
@@ -89,12 +90,12 @@ class EngineCopier:
     made with the store's own schema (RecordStore.adopt, as `migrate` makes one), in DEST/.index, and put in place
     last."""
 
-    def __init__(self, source: Source, blobs: FileBlobs | ObjectBlobs, dest: Path, limit: RateLimit) -> None:
+    def __init__(self, source: Source, blobs: ContentStore, dest: Path, limit: RateLimit) -> None:
         self.source = source
         self.blobs = blobs
         self.dest = dest
         self.limit = limit
-        self.linking = isinstance(blobs, FileBlobs)  # until os.link says DEST is on another filesystem
+        self.linking = True  # until os.link says DEST is on another filesystem
         # Each version copied: (its file in DEST/blobs, the bytes copied, or None if linked)
         self.done: dict[Version, tuple[str, int | None]] = {}
         self.problems: list[str] = []
@@ -130,8 +131,8 @@ class EngineCopier:
     def transfer(self, record: Record) -> bool:
         """Link or copy a version's content into DEST/blobs; False if it is gone from the source."""
         whole = ":" not in record.blob
-        if whole and self.linking:
-            name = record.blob
+        name = self.blobs.whole_file(record.segments[0]) if whole else None  # a file of the source's to link
+        if name is not None and self.linking:
             try:
                 os.link(self.source.root / "blobs" / name, self.dest / "blobs" / name)
                 self.done[version_of(record)] = (name, None)
