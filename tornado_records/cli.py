@@ -41,7 +41,7 @@ log = logging.getLogger("tornado_records")
 FILES_PER_CONNECTION = 2
 FILES_BESIDES_CONNECTIONS = 256
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
-INDEX = "records.sqlite3"  # the index in the data directory (see the README's "Start-up errors")
+INDEX = sqldb.SQLITE_FILE  # the index in the data directory (see the README's "Start-up errors")
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that is not a sound database
 
 

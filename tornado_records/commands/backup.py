@@ -36,6 +36,7 @@ from tornado_records.commands.datadir import (
     record_path,
     records_of,
 )
+from tornado_records.storage.files import fsync_content
 from tornado_records.storage.model import Record
 
 ROUNDS = 10  # snapshots of the index at most, while files vanish under the backup
@@ -190,10 +191,10 @@ class Copier:
             copy.execute("DELETE FROM appends")
             copy.execute("PRAGMA journal_mode=DELETE")  # one file, with no -wal beside it
         _like(self.partial, self.root / INDEX)
-        _fsync(self.partial)
-        _fsync(self.dest / "blobs")
+        fsync_content(self.partial)
+        fsync_content(self.dest / "blobs")
         os.rename(self.partial, self.dest / INDEX)
-        _fsync(self.dest)
+        fsync_content(self.dest)
 
 
 def _make_dest(root: Path, dest: Path) -> bool:
@@ -247,14 +248,6 @@ def _like(path: Path, model: Path) -> None:
     os.chmod(path, stat.S_IMODE(info.st_mode))
     if os.geteuid() == 0:
         os.chown(path, info.st_uid, info.st_gid)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(dest: Path, new: bool) -> None:

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _fsync, _make_dest, _remove
+from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _make_dest, _remove
 from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
@@ -29,6 +29,7 @@ from tornado_records.commands.datadir import (
     titles_of,
 )
 from tornado_records.storage.content import ContentStore
+from tornado_records.storage.files import fsync_content
 from tornado_records.storage.model import BlobsError, Record
 from tornado_records.storage.store import RecordStore
 
@@ -191,8 +192,8 @@ class EngineCopier:
             index.execute("PRAGMA journal_mode=DELETE")  # one file, with no -wal beside it
         finally:
             index.close()
-        _fsync(work / INDEX)
-        _fsync(self.dest / "blobs")
+        fsync_content(work / INDEX)
+        fsync_content(self.dest / "blobs")
         os.rename(work / INDEX, self.dest / INDEX)
         shutil.rmtree(work)
-        _fsync(self.dest)
+        fsync_content(self.dest)

@@ -17,7 +17,7 @@ from tornado_records.storage import sqldb
 from tornado_records.storage.content import ContentStore, open_content
 from tornado_records.storage.model import BlobsError, Record
 
-INDEX = "records.sqlite3"
+INDEX = sqldb.SQLITE_FILE
 RECORD_COLUMNS = "event, start, type, size, sha256, modified, blob"  # Record's fields, in order
 
 
