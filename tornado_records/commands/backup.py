@@ -37,7 +37,7 @@ from tornado_records.commands.datadir import (
     records_of,
 )
 from tornado_records.storage.files import fsync_content
-from tornado_records.storage.model import Record
+from tornado_records.storage.model import BlobsError, Record
 
 ROUNDS = 10  # snapshots of the index at most, while files vanish under the backup
 BLOCK = 1 << 20
@@ -73,24 +73,39 @@ def backup(source: Source | Path, dest: Path, rate: int = 0, out: TextIO = sys.s
         records, rounds = copier.run()
     except BaseException as exc:
         _remove(dest, new)
-        if isinstance(exc, OSError):
-            where = f": {exc.filename}" if exc.filename else ""
-            raise CommandError(f"the backup failed: {exc.strerror or exc}{where}") from None
-        if isinstance(exc, sqlite3.Error):
-            raise CommandError(f"the backup failed: {exc}") from None
-        raise
-    for problem in copier.problems:
+        raise failure(exc) from None
+    return report(copier.problems, list(copier.done.values()), records, rounds, str(root), dest, started, out)
+
+
+def failure(exc: BaseException) -> BaseException:
+    """What a failed backup raises: a CommandError saying why, where the cause is the disk, the index or the content
+    engine; else the exception itself."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return CommandError(f"the backup failed: {exc.strerror or exc}{where}")
+    if isinstance(exc, (sqlite3.Error, BlobsError)):
+        return CommandError(f"the backup failed: {exc}")
+    return exc
+
+
+def report(
+    problems: list[str], done: list[tuple], records: list[Record], rounds: int, origin: str, dest: Path,
+    started: float, out: TextIO,
+) -> int:  # fmt: skip
+    """Print the problems and the summary of a backup (`done`: per file, the bytes copied last, None if linked);
+    the exit status."""
+    for problem in problems:
         print(problem, file=out)
-    linked = sum(1 for _, copied in copier.done.values() if copied is None)
-    copied = [size for _, size in copier.done.values() if size is not None]
+    linked = sum(1 for *_, copied in done if copied is None)
+    copied = [size for *_, size in done if size is not None]
     size = sum(record.size for record in records)
     snapshots = f" ({rounds} snapshots of the index: records changed meanwhile)" if rounds > 1 else ""
     print(
-        f"backed up {len(records)} records ({human(size)}) from {root} to {dest} in {time.monotonic() - started:.1f} s"
+        f"backed up {len(records)} records ({human(size)}) from {origin} to {dest} in {time.monotonic() - started:.1f} s"
         f"{snapshots}: {linked} files linked, {len(copied)} copied ({sum(copied)} bytes, {human(sum(copied))})",
         file=out,
     )
-    return 1 if copier.problems else 0
+    return 1 if problems else 0
 
 
 class Copier:

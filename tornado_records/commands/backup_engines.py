@@ -17,13 +17,12 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _make_dest, _remove
+from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _make_dest, _remove, failure, report
 from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
     RateLimit,
     Source,
-    human,
     record_path,
     records_of,
     titles_of,
@@ -56,28 +55,12 @@ def backup_engines(source: Source, dest: Path, rate: int, out: TextIO) -> int:
         records, rounds = copier.run()
     except BaseException as exc:
         _remove(dest, new)
-        if isinstance(exc, OSError):
-            where = f": {exc.filename}" if exc.filename else ""
-            raise CommandError(f"the backup failed: {exc.strerror or exc}{where}") from None
-        if isinstance(exc, (sqlite3.Error, BlobsError)):
-            raise CommandError(f"the backup failed: {exc}") from None
-        raise
+        raise failure(exc) from None
     finally:
         if blobs is not None:
             blobs.close()
-    for problem in copier.problems:
-        print(problem, file=out)
-    linked = sum(1 for _, copied in copier.done.values() if copied is None)
-    copied = [size for _, size in copier.done.values() if size is not None]
-    size = sum(record.size for record in records)
-    snapshots = f" ({rounds} snapshots of the index: records changed meanwhile)" if rounds > 1 else ""
-    print(
-        f"backed up {len(records)} records ({human(size)}) from {source.index_name} and {source.content_name} to "
-        f"{dest} in {time.monotonic() - started:.1f} s{snapshots}: {linked} files linked, {len(copied)} copied "
-        f"({sum(copied)} bytes, {human(sum(copied))})",
-        file=out,
-    )
-    return 1 if copier.problems else 0
+    origin = f"{source.index_name} and {source.content_name}"
+    return report(copier.problems, list(copier.done.values()), records, rounds, origin, dest, started, out)
 
 
 class EngineCopier:
