@@ -5,7 +5,7 @@ import re
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).parent
@@ -37,7 +37,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["tornado_records", "tornado_records.handlers", "tornado_records.http"],
+    packages=find_packages(include=["tornado_records", "tornado_records.*"]),  # with http/, storage/, uploads/, ...
     install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1"],
     extras_require={
         "scale": SCALE,

@@ -950,7 +950,7 @@ def figure_ping_storm(bench: Bench) -> list[Row]:
 
 async def populate(data_dir: Path, counts: dict[str, int], index: str = "sqlite") -> None:
     """Give each event `counts[event]` one-byte records through the store's own API (no HTTP), on the index `index`."""
-    from tornado_records.store import RecordStore
+    from tornado_records.storage.store import RecordStore
 
     store = RecordStore(data_dir, index)
     try:

@@ -22,7 +22,7 @@ from conftest import EVENT, files_in, record_url, run_on_index, stored_blobs, wa
 from rawhttp import Answer, chunk, connect, open_event_stream, read_until, request, request_head, sha256_field
 from test_disk_full import small_disk  # noqa: F401 (a fixture)
 from test_sse import conforms
-from tornado_records.appends import JOIN_INTERVAL
+JOIN_INTERVAL = 3.0  # --append-join-interval, by default
 
 APPEND = record_url() + "?append=true"
 

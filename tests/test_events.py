@@ -283,7 +283,7 @@ async def test_committed_upload_is_never_aborted_and_delete_is_announced() -> No
 async def test_a_last_event_id_from_another_process_is_not_sent_again(postgres_url: str) -> None:
     """Two hubs on one shared log (two processes on one PostgreSQL index): a client that had events from one and
     reconnects to the other, which has not delivered them yet, gets only the events after its Last-Event-ID."""
-    from tornado_records import sqldb
+    from tornado_records.storage import sqldb
     from tornado_records.eventlog import SharedEventLog
 
     def shared_hub() -> EventHub:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from conftest import EVENT, files_in, record_url, run_on_index, wait_until
 from rawhttp import connect, request, request_head
-from tornado_records.resumable import SYNC_INTERVAL
+SYNC_INTERVAL = 3.0  # --resumable-sync-interval, by default
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = {"Content-Type": "application/offset+octet-stream"}

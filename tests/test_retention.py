@@ -18,7 +18,7 @@ from conftest import COMMAND, EVENT, eventually, record_url, wait_until
 from test_eventlog import Stream, put
 from test_sse import listen
 from tornado_records import retention as retention_module
-from tornado_records import sqldb
+from tornado_records.storage import sqldb
 from tornado_records.config import build_config
 from tornado_records.retention import Retention, sweep_interval
 

@@ -17,7 +17,7 @@ from conftest import COMMAND, EVENT, files_in, record_url, wait_until
 from test_scale_out import events_of, race_writers
 from rawhttp import chunk, connect, request, request_head
 from test_append import Appender
-from tornado_records.appends import JOIN_INTERVAL
+JOIN_INTERVAL = 3.0  # --append-join-interval, by default
 
 PREFIX = "records"
 MB = 1 << 20

@@ -92,7 +92,7 @@ def test_the_help_says_which_endpoint_variable_wins() -> None:
 
 def test_the_s3_endpoint_comes_from_the_flag_then_aws_endpoint_url_s3_then_aws_endpoint_url(monkeypatch) -> None:
     """What --help and docs/running.md say of --s3-endpoint, as botocore resolves it for the service's client."""
-    from tornado_records.blobs import ObjectBlobs
+    from tornado_records.storage.s3 import ObjectBlobs
 
     for name, value in {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "us-east-1",
                         "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}.items():  # fmt: skip

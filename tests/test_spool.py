@@ -13,7 +13,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from tornado_records.spool import KICK_BYTES, LAG_BYTES, Spool
+from tornado_records.uploads.spool import KICK_BYTES, LAG_BYTES, Spool
 
 
 def held_spool(path: Path) -> tuple[Spool, threading.Event, threading.Event]:

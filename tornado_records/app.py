@@ -20,7 +20,7 @@ import tornado.web
 import yaml
 
 from tornado_records.config import Config
-from tornado_records import sqldb
+from tornado_records.storage import sqldb
 from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
@@ -32,11 +32,12 @@ from tornado_records.handlers.resumable import CreationHandler, CreationRequests
 from tornado_records.handlers.room import RoomHandler
 from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
-from tornado_records.resumable import Resumables
+from tornado_records.uploads.appends import Appends
+from tornado_records.uploads.resumables import Resumables
 from tornado_records.retention import Retention
 from tornado_records.http.insides import check as check_tornado
 from tornado_records.http.server import RecordsHTTPServer
-from tornado_records.store import RecordStore
+from tornado_records.storage.store import RecordStore
 
 access_log = logging.getLogger("tornado.access")
 
@@ -102,7 +103,10 @@ def make_app(config: Config) -> tornado.web.Application:
         config=config,
         store=store,
         hub=hub,
-        resumables=Resumables(store, hub, config.upload_expiry.total_seconds(), config.append_takeover),
+        resumables=Resumables(
+            store, hub, config.upload_expiry.total_seconds(), config.append_takeover, config.resumable_sync_interval
+        ),
+        appends=Appends(store, config.append_join_interval, config.append_takeover),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for

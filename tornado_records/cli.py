@@ -23,11 +23,13 @@ import tornado.netutil
 import tornado.web
 import uvloop
 
-from tornado_records import __version__, backup, check, migrate, sqldb
-from tornado_records.blobs import BlobsError
+from tornado_records import __version__
+from tornado_records.commands import backup, check, migrate
+from tornado_records.storage import sqldb
+from tornado_records.storage.model import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
-from tornado_records.datadir import CommandError, Source
+from tornado_records.commands.datadir import CommandError, Source
 from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.http.insides import TornadoChanged, check as check_tornado
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
@@ -40,7 +42,7 @@ log = logging.getLogger("tornado_records")
 FILES_PER_CONNECTION = 2
 FILES_BESIDES_CONNECTIONS = 256
 GC_THRESHOLD = 20_000  # young objects between collections (Python's default: 700)
-INDEX = "records.sqlite3"  # the index in the data directory (see the README's "Start-up errors")
+INDEX = sqldb.SQLITE_FILE  # the index in the data directory (see the README's "Start-up errors")
 DAMAGED = ("SQLITE_NOTADB", "SQLITE_CORRUPT")  # SQLite's names of an index that is not a sound database
 
 
@@ -290,8 +292,7 @@ async def serve(config: Config) -> None:
         log.warning("closing %d request(s) still in flight after %g s", len(inflight), config.shutdown_grace)
     await server.close_all_connections()
     store = app.settings["store"]
-    if store.ending:  # append requests that were cut off: what they received joins their records first
-        await asyncio.wait(store.ending)
+    await store.settle()  # append requests that were cut off: what they received joins their records first
     close_app(app)
     log.info("stopped")
 

@@ -12,7 +12,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
-from tornado_records import sqldb
+from tornado_records.storage import sqldb
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -325,6 +325,19 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
     ),
     Setting(
+        "append_join_interval",
+        "3",
+        "seconds between joins of what a live recorder (an append request) brought to its record, while bytes arrive",
+        parse_seconds,
+    ),
+    Setting(
+        "resumable_sync_interval",
+        "3",
+        "seconds between the moments a resumable upload's bytes are made durable and its offset recorded, while "
+        "bytes arrive",
+        parse_seconds,
+    ),
+    Setting(
         "upload_expiry",
         "24h",
         "how long a resumable upload (tus, IETF) may wait for its next bytes before it is removed with what it "
@@ -371,6 +384,8 @@ class Config:
     max_resumable_uploads: int
     upload_idle_timeout: float
     append_takeover: float
+    append_join_interval: float
+    resumable_sync_interval: float
     upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None

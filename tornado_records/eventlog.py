@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 
 log = logging.getLogger("tornado_records.eventlog")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tornado_records.eventlog import EventLog, frame
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 
 log = logging.getLogger("tornado_records.events")
 

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, ProcessCollector, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 from tornado_records.events import EventHub
 
 PREFIX = "tornado_records_"

@@ -14,9 +14,10 @@ import time
 import uuid
 from typing import Callable
 
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 from tornado_records.events import EventHub, publish_deleted
-from tornado_records.store import RecordNotFound, RecordStore
+from tornado_records.storage.model import RecordNotFound
+from tornado_records.storage.store import RecordStore
 
 log = logging.getLogger("tornado_records.retention")
 

@@ -14,11 +14,10 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.http.access import bearer_token, client_address
-from tornado_records.http.insides import buffered_bytes
+from tornado_records.http.insides import buffered_bytes, finished
 from tornado_records.http.semantics import served_type
-from tornado_records.blobs import BlobsUnavailable
-from tornado_records.sqldb import IndexUnavailable
-from tornado_records.store import (
+from tornado_records.storage.model import (
+    BlobsUnavailable,
     Busy,
     ContentDamaged,
     DigestMismatch,
@@ -27,6 +26,7 @@ from tornado_records.store import (
     StorageFull,
     StoreError,
 )
+from tornado_records.storage.sqldb import IndexUnavailable
 
 log = logging.getLogger("tornado_records.handlers")
 
@@ -138,6 +138,10 @@ class BaseHandler(tornado.web.RequestHandler):
             raise ApiError(
                 401, "The bearer token is not valid", {"WWW-Authenticate": CHALLENGE + ', error="invalid_token"'}
             )
+
+    def answered(self) -> bool:
+        """Whether the answer was finished."""
+        return finished(self)
 
     def compute_etag(self) -> str | None:
         return None  # validators are the records' own, never a hash of a JSON answer

@@ -7,10 +7,10 @@ import datetime
 import json
 import re
 
-from tornado_records.catalogue import MAX_TITLE
+from tornado_records.storage.catalogue import MAX_TITLE
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import parse_event, parse_start
-from tornado_records.store import RecordStore
+from tornado_records.storage.store import RecordStore
 
 MAX_LIST_LIMIT = 1000
 MAX_OFFSET = (1 << 63) - 1  # SQLite's largest integer
@@ -133,6 +133,6 @@ class PartsHandler(BaseHandler):
         event_id, start_at = parse_event(event), parse_start(start)
         store: RecordStore = self.settings["store"]
         self.set_header("Cache-Control", "no-cache")
-        self.write({"event": str(event_id), "start": start_at.isoformat(), "parts": store.parts_of(event_id, start_at)})
+        self.write({"event": str(event_id), "start": start_at.isoformat(), "parts": store.joins.parts_of(event_id, start_at)})
 
     head = get

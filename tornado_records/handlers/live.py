@@ -18,8 +18,8 @@ from tornado.iostream import StreamClosedError
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.handlers.base import BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
-from tornado_records.blobs import piece_end
-from tornado_records.store import RecordNotFound, RecordStore
+from tornado_records.storage.model import RecordNotFound, piece_end
+from tornado_records.storage.store import RecordStore
 
 CHUNK = 1 << 16
 WAIT = 1.0  # seconds between looks at an upload that sent nothing new (a change wakes the follower at once)
@@ -98,8 +98,7 @@ class LiveHandler(BaseHandler):
         size = 0 if blob is None else blob.record.size
         # What the first piece in line received past the record's end: taken now, with the version just opened,
         # so that the two agree (the event loop writes the pieces; a join changes the index only).
-        queue = store.appends.get((event, start)) or []
-        piece = queue[0] if queue and queue[0].name is not None else None
+        piece = self.settings["appends"].first_in_line(event, start)
         if piece is not None:
             runs = [] if blob is None else blob.record.segments
             joined = (piece_end(runs[-1], piece.name) if runs else None) or 0

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime
 import logging
 import re
 import time
 import uuid
-from typing import Any, Awaitable
+from typing import Any
 
 import tornado.ioloop
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from tornado_records.appends import JOIN_INTERVAL, Piece
 from tornado_records.http.digest_fields import MalformedDigest, expected_digests, repr_digest
-from tornado_records.http.insides import finished, headers_sent
+from tornado_records.http.insides import headers_sent
 from tornado_records.events import UploadEvents, publish_deleted
-from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
+from tornado_records.handlers.base import ApiError, abort_reason, quoted
 from tornado_records.http.semantics import (
     ByteRange,
     RangeNotSatisfiable,
@@ -30,7 +28,12 @@ from tornado_records.http.semantics import (
     requested_range,
 )
 from tornado_records.http.sendfile import ShortFile, can_sendfile, send_runs
-from tornado_records.store import Blob, Condition, PreconditionFailed, Record, RecordNotFound, RecordStore, Upload
+from tornado_records.handlers.intake import IntakeHandler
+from tornado_records.storage.model import Blob, Condition, PreconditionFailed, Record, RecordNotFound
+from tornado_records.storage.store import RecordStore
+from tornado_records.uploads import replace
+from tornado_records.uploads.appends import Piece
+from tornado_records.uploads.sink import Sink
 
 log = logging.getLogger("tornado_records.handlers")
 
@@ -65,20 +68,16 @@ def parse_start(text: str, name: str = "start") -> datetime.datetime:
 
 
 @tornado.web.stream_request_body
-class RecordHandler(BaseHandler):
+class RecordHandler(IntakeHandler):
     """`/records/{event}/{start}`: PUT streams the body to disk; GET, HEAD and DELETE act on the stored record.
 
-    A plain PUT replaces the record once its whole body is durable; `PUT ...?append=true` adds its body after the
-    record's content and keeps whatever arrived, however the request ends (see appends.py). Range, the conditional
-    headers and the digest fields follow RFC 9110 and RFC 9530 (see http.semantics and http.digest_fields); the body
-    limit is counted here, so that an over-large body is answered 413.
+    A plain PUT replaces the record once its whole body is durable (uploads/replace.py); `PUT ...?append=true` adds
+    its body after the record's content and keeps whatever arrived, however the request ends (uploads/appends.py).
+    Range, the conditional headers and the digest fields follow RFC 9110 and RFC 9530 (see http.semantics and
+    http.digest_fields); the body's way to the sink is handlers/intake.py's.
     """
 
-    upload: Upload | Piece | None = None
     upload_events: UploadEvents | None = None
-    _last_byte = 0.0
-    _idle_timer: object | None = None
-    _joined_at = 0.0
 
     def allowed_methods(self) -> list[str]:
         return [*super().allowed_methods(), "POST", "OPTIONS"]  # the resumable uploads' (handlers/resumable.py)
@@ -95,27 +94,15 @@ class RecordHandler(BaseHandler):
         self.event = parse_event(self.path_args[0])
         self.start = parse_start(self.path_args[1])
         if self.request.method == "PUT":
-            self.upload = await self._begin_upload()
+            sink = await self._begin_upload()
             if self.request.connection.stream.closed():  # the client left while the upload's file was made
-                if isinstance(self.upload, Upload):
-                    self.upload.discard()
-                self.upload = None
+                sink.abandon("client-gone")
                 return
-            self.upload_events = UploadEvents(
-                self.settings["hub"],
-                str(self.event),
-                self.start.isoformat(),
-                self.upload.content_type,
-                append=isinstance(self.upload, Piece),
-            )
-            if isinstance(self.upload, Upload):
-                self.upload_events.source = self.upload.path
-            self.upload.follow(self.upload_events.changed.set)  # a listener (handlers/live.py) sees new bytes
-            self._joined_at = self._last_byte = time.monotonic()
-            self._watch_idle()
+            self.upload_events = sink.announce(self.settings["hub"])
+            self.begin_intake(sink)
 
-    async def _begin_upload(self) -> Upload | Piece:
-        """The upload of the request's body, once everything that can be refused without the body is checked.
+    async def _begin_upload(self) -> Sink:
+        """The sink of the request's body, once everything that can be refused without the body is checked.
 
         Answering here (400, 412, 413, 507) means no `100 Continue` is sent and no body byte is stored.
         """
@@ -137,18 +124,11 @@ class RecordHandler(BaseHandler):
         condition = self._condition("PUT")
         if condition is not None and not condition(self._current()):
             raise PreconditionFailed(self.event, self.start)  # checked again at commit
-        limit = self.settings["config"].max_body_size
-        if length is not None and length > limit:
-            raise ApiError(413, f"The body of {length} bytes is over the limit of {limit} bytes")
-        if length is not None:
-            self.store.ensure_space(length)
+        self.check_announced_length(length)
         if append:
-            return Piece(
-                self.store, str(self.event), self.start.isoformat(), content_type, self._joined,
-                takeover=self.settings["config"].append_takeover, notify=self.settings["hub"].publish,
-                on_superseded=self._superseded,
-            )  # fmt: skip
-        return await self.store.begin_upload(self.event, self.start, content_type, expected)
+            appends = self.settings["appends"]
+            return Piece(appends, str(self.event), self.start.isoformat(), content_type, self._superseded)
+        return await replace.begin(self.store, self.event, self.start, content_type, expected)
 
     def _append_mode(self) -> bool:
         """Whether the PUT asks for append mode (`?append=true`)."""
@@ -173,124 +153,24 @@ class RecordHandler(BaseHandler):
         except RecordNotFound:
             return None
 
-    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self.upload is None:
-            return None
-        upload = self.upload
-        self._last_byte = now = time.monotonic()
-        try:
-            limit = self.settings["config"].max_body_size
-            if upload.received + len(chunk) > limit:
-                raise ApiError(413, f"The body is over the limit of {limit} bytes")
-            if isinstance(upload, Piece):
-                first = upload.name is None
-                lagging = upload.write(chunk)
-                if first:
-                    self._piece_began(upload)
-                if now - self._joined_at >= JOIN_INTERVAL:
-                    self._joined_at = now
-                    upload.join_soon()
-            else:
-                lagging = upload.write(chunk)
-            self.upload_events.progress(upload.received)
-        except Exception as exc:
-            ending = self._end_upload(abort_reason(exc, 500))
-            if ending is not None:  # an append request's piece: the answer comes once what it kept has joined
-                return self._refuse_once_joined(ending, exc)
-            self.refuse_body(exc)
-            return None
-        return lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
-
-    async def _refuse_once_joined(self, ending: Awaitable[Record | None], exc: Exception) -> None:
-        with contextlib.suppress(Exception):  # (a failure to join is logged; the bytes wait for the next start)
-            await ending
-        self.refuse_body(exc)
-
-    def _piece_began(self, piece: Piece) -> None:
-        """A piece has its first byte: if the record's recorder broke off before, it is back."""
-        key = (piece.event, piece.start)
-        if len(piece.queue) > 1 or key in self.store.interrupted:
-            self.store.interrupted.discard(key)
-            self.upload_events.resumed()
-
-    def _joined(self, record: Record, created: bool) -> None:
-        self.upload_events.joined(record.to_json(), created)
-
     def _superseded(self) -> None:
         """A standby recorder took over from this append request, silent for --append-takeover seconds: end it,
         keeping all it brought (its connection is presumed dead; the answer is for one that is not)."""
-        if self.upload is None or finished(self):
+        if self.sink is None or self.answered():
             return
-        self._end_upload("superseded")
+        self.end_intake("superseded")
         self.refuse_body(ApiError(409, "Another recorder took over this record: what this request brought is kept"))
 
-    async def _end_piece(self, piece: Piece, reason: str | None) -> Record | None:
-        """End an append request's piece (reason None: its body arrived to its end); returns the record then."""
-        record = await piece.end(reason or "completed")
-        key = (piece.event, piece.start)
-        if reason is None:
-            self.store.interrupted.discard(key)
-        elif piece.size:
-            self.store.interrupted.add(key)
-        self.upload_events.append_ended(piece.size, reason, None if record is None else record.size)
-        return record
-
-    def _end_upload(self, reason: str) -> Awaitable[Record | None] | None:
-        """The body stops before its end (`reason`): a plain upload is discarded, an append request's piece keeps
-        what arrived and joins the record in the background (the shutdown waits for it)."""
-        upload, self.upload = self.upload, None
-        if isinstance(upload, Piece):
-            return self._track(self._end_piece(upload, reason))
-        if upload is not None:
-            upload.discard()
-            self.upload_events.aborted(reason)
-        return None
-
-    def _track(self, ending: Awaitable[Record | None]) -> asyncio.Future:
-        """Run a piece's end as a task the store knows of, so that the shutdown waits for it."""
-        return self.store.finish_later(ending, "joining what an append request received")
-
-    def _watch_idle(self) -> None:
-        """End the upload as broken once no byte has arrived for --upload-idle-timeout seconds."""
-        timeout = self.settings["config"].upload_idle_timeout
-        left = self._last_byte + timeout - time.monotonic()
-        if self.upload is None or finished(self):
-            self._idle_timer = None
-            return
-        if left > 0:
-            self._idle_timer = tornado.ioloop.IOLoop.current().call_later(left, self._watch_idle)
-            return
-        self._idle_timer = None
-        kept = f"; the {self.upload.received} bytes received are kept" if isinstance(self.upload, Piece) else ""
-        self._end_upload("idle-timeout")
-        self.refuse_body(
-            ApiError(408, f"No byte of the body arrived for {timeout:g} s: the upload was ended as broken{kept}")
-        )
-
     async def put(self, *_: str) -> None:
-        upload, self.upload = self.upload, None
-        if upload is None:
+        sink = self.take_sink()
+        if sink is None:
             assert self.refused
             return  # the body arrived to its end after it was refused, and the answer was sent
-        if isinstance(upload, Piece):
-            try:
-                await upload.drain()
-            except Exception as exc:  # the disk filled up with the body's last bytes: what fit is kept
-                self.upload = upload
-                self._end_upload(abort_reason(exc, 500))
-                self.refuse_body(exc)
-                return
-            record = await self._track(self._end_piece(upload, None))
-            self.set_status(204)
-            if record is not None:
-                self.set_header("ETag", record.etag)
-                self.set_header("Last-Modified", record.modified_at)
-            return
-        record, created = await self.store.commit(upload, self._condition("PUT"))
-        self.upload_events.committed(record.to_json(), created)
+        record = await sink.finish(self._condition("PUT"))
         self.set_status(204)
-        self.set_header("ETag", record.etag)
-        self.set_header("Last-Modified", record.modified_at)
+        if record is not None:  # (an append request that received nothing, to a record that has none)
+            self.set_header("ETag", record.etag)
+            self.set_header("Last-Modified", record.modified_at)
 
     async def get(self, *_: str) -> None:
         for attempt in range(3):
@@ -391,22 +271,10 @@ class RecordHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         reason = abort_reason(kwargs.get("exc_info", (None, None))[1], status_code)
-        self._end_upload(reason)
+        self.end_intake(reason)
         if self.upload_events is not None:
-            self.upload_events.aborted(reason)
+            self.upload_events.aborted(reason)  # (a plain upload's, refused at its commit)
         super().write_error(status_code, **kwargs)
-
-    def on_connection_close(self) -> None:
-        # the body was still arriving: the client left, or the shutdown's grace is over
-        self._end_upload("shutdown" if self.settings["stopping"] else "client-gone")
-        super().on_connection_close()
-
-    def on_finish(self) -> None:
-        self._end_upload("error")
-        if self._idle_timer is not None:
-            tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
-            self._idle_timer = None
-        super().on_finish()
 
 
 def validators_of(record: Record | None) -> Validators | None:

@@ -30,8 +30,8 @@ from tornado_records.handlers.transfer import (
     integer_field,
 )
 from tornado_records.http.semantics import has_preconditions, is_media_type, precondition_status
-from tornado_records.resumable import CONDITION_HEADERS, Resumable, TooManyUploads, UploadComplete, UploadGone
-from tornado_records.store import PreconditionFailed, RecordNotFound
+from tornado_records.storage.model import PreconditionFailed, RecordNotFound
+from tornado_records.uploads.resumable import CONDITION_HEADERS, Resumable, TooManyUploads, UploadComplete, UploadGone
 
 
 
@@ -87,11 +87,7 @@ class CreationHandler(TransferHandler):
                 current = None
             if precondition_status("PUT", headers, validators_of(current)) is not None:
                 raise PreconditionFailed(event, start)
-        limit = self.settings["config"].max_body_size
-        if length is not None and length > limit:
-            raise ApiError(413, f"The upload of {length} bytes is over the limit of {limit} bytes")
-        if length is not None:
-            self.settings["store"].ensure_space(length)
+        self.check_announced_length(length, "upload")
         try:
             upload = await self.resumables.create(
                 str(event), start, content_type, length, conditions, digest["sha256"].hex() if digest else "",
@@ -252,7 +248,8 @@ class UploadHandler(TransferHandler):
             return
         upload = self.upload
         if upload.complete:  # a repeat of the last append, whose answer was lost: the same outcome again
-            await self.end_transfer()
+            self.take_sink()
+            await self.resumables.end_transfer(upload)
             self.set_header("Upload-Offset", str(upload.offset))
             if not self.tus:
                 self.set_header("Upload-Complete", "?1")

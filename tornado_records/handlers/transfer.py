@@ -13,11 +13,12 @@ from typing import Any
 import tornado.ioloop
 import tornado.web
 
-from tornado_records.handlers.base import ApiError, BaseHandler, quoted
+from tornado_records.handlers.base import ApiError, quoted
 from tornado_records.handlers.records import UNLIMITED_BODY
-from tornado_records.http.insides import finished
-from tornado_records.resumable import SYNC_INTERVAL, Resumable, Resumables
-from tornado_records.store import DigestMismatch, PreconditionFailed
+from tornado_records.handlers.intake import IntakeHandler
+from tornado_records.storage.model import DigestMismatch, PreconditionFailed
+from tornado_records.uploads.resumable import Resumable
+from tornado_records.uploads.resumables import Resumables
 
 log = logging.getLogger("tornado_records.handlers")
 
@@ -50,18 +51,14 @@ def boolean_field(headers: Any, name: str) -> bool | None:
 
 
 @tornado.web.stream_request_body
-class TransferHandler(BaseHandler):
+class TransferHandler(IntakeHandler):
     """What creation and append share: the protocol of the request, and bytes written to an upload as they arrive,
     made durable however the request ends (its answer, a break, the next request, an idle timeout)."""
 
     proto = ""  # "tus", an IETF interop version, or "ietf" (Upload-Complete without an interop version)
     upload: Resumable | None = None
-    transferring = False
     accept_body = False
     completion_refused = False  # the upload ended with the record's own refusal (IETF: Upload-Complete: ?1)
-    _recorded_at = 0.0
-    _last_byte = 0.0
-    _idle_timer: object | None = None
 
     @property
     def resumables(self) -> Resumables:
@@ -118,83 +115,14 @@ class TransferHandler(BaseHandler):
         self.request.connection.set_max_body_size(UNLIMITED_BODY)
         await self.resumables.take(upload, self._stop)
         self.upload = upload
-        self.transferring = True
-        self._recorded_at = self._last_byte = time.monotonic()
-        self._watch_idle()
+        self.begin_intake(upload)
 
     def _stop(self) -> None:
         """Another request came for the upload: this one ends at once (its bytes are kept)."""
         self.request.connection.close()
 
-    async def data_received(self, chunk: bytes) -> None:
-        upload = self.upload
-        if not self.transferring or upload is None or not self.accept_body:
-            return
-        self._last_byte = now = time.monotonic()
-        try:
-            room = self._room(upload)
-            lagging = upload.write(chunk[:room])
-            if room < len(chunk):
-                raise ApiError(413, f"The upload is over its length or the limit of "
-                                    f"{self.settings['config'].max_body_size} bytes; what fit is kept")  # fmt: skip
-            if upload.events is not None:
-                upload.events.progress(upload.received)
-            if lagging is not None:
-                await lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
-            if now - self._recorded_at >= SYNC_INTERVAL:
-                self._recorded_at = now
-                await self.resumables.record(upload)
-        except Exception as exc:
-            try:
-                await self.end_transfer()
-            except Exception as failure:  # noqa: BLE001 (the refusal goes out anyway; the next request tries again)
-                log.warning("could not record what an upload received: %s", failure)
-            self.refuse_body(exc)
-
-    def _room(self, upload: Resumable) -> int:
-        limit = self.settings["config"].max_body_size
-        if upload.length is not None:
-            limit = min(limit, upload.length)
-        return max(0, limit - upload.received)
-
-    async def end_transfer(self) -> None:
-        """Make what arrived durable and recorded, and free the upload for the next request; once."""
-        if not self.transferring:
-            return
-        self.transferring = False  # before any wait: whatever else ends the request finds it ended
-        upload = self.upload
-        try:
-            await self.resumables.record(upload)
-        finally:
-            self.resumables.release(upload)
-
-    def _end_in_background(self) -> None:
-        if self.transferring:
-            self.settings["store"].finish_later(self.end_transfer(), "recording what an upload received")
-
-    def _watch_idle(self) -> None:
-        timeout = self.settings["config"].upload_idle_timeout
-        if not self.transferring or finished(self):
-            self._idle_timer = None
-            return
-        left = self._last_byte + timeout - time.monotonic()
-        if left > 0:
-            self._idle_timer = tornado.ioloop.IOLoop.current().call_later(left, self._watch_idle)
-            return
-        self._idle_timer = None
-        self._end_in_background()
-        self.refuse_body(ApiError(408, f"No byte of the body arrived for {timeout:g} s: the bytes received are kept"))
-
-    def on_connection_close(self) -> None:
-        self._end_in_background()
-        super().on_connection_close()
-
-    def on_finish(self) -> None:
-        self._end_in_background()
-        if self._idle_timer is not None:
-            tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
-            self._idle_timer = None
-        super().on_finish()
+    def accepting(self) -> bool:
+        return self.accept_body
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if self.completion_refused and not self.tus:
@@ -206,7 +134,7 @@ class TransferHandler(BaseHandler):
     async def finish_body(self, complete: bool) -> None:
         """The body arrived to its end: record it, complete the upload if the request says so, and answer."""
         upload = self.upload
-        self.transferring = False  # this method, not a break, ends the transfer
+        self.take_sink()  # this method, not a break, ends the transfer
         try:
             await self.resumables.record(upload)
             if complete and upload.length is not None and upload.offset != upload.length:
@@ -214,7 +142,7 @@ class TransferHandler(BaseHandler):
                                {"Upload-Offset": str(upload.offset)})  # fmt: skip
             if complete:
                 try:
-                    record, _ = await self.resumables.complete(upload)
+                    record = await upload.finish(None)
                 except (DigestMismatch, PreconditionFailed):
                     self.completion_refused = True
                     raise

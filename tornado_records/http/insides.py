@@ -67,7 +67,7 @@ INSIDES: tuple[Inside, ...] = (
     Inside(IOStream, "_read_buffer", BODY, "bytes read past a chunked body's end go back in front of it",
            kind=bytearray),  # fmt: skip
     Inside(IOStream, "_read_buffer_size", BODY, "counted with the bytes given back", kind=int),
-    Inside(RequestHandler, "_finished", HERE, "finished(): the upload handlers stop watching an ended request",
+    Inside(RequestHandler, "_finished", HERE, "finished(): BaseHandler.answered, for the byte path of uploads",
            kind=bool),  # fmt: skip
     Inside(RequestHandler, "_headers_written", HERE, "headers_sent(): a download cut off once its headers are sent",
            kind=bool),  # fmt: skip

@@ -17,19 +17,20 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.backup import BLOCK, NO_LINK, ROUNDS, _fsync, _make_dest, _remove
-from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs
-from tornado_records.datadir import (
+from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _make_dest, _remove, failure, report
+from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
     RateLimit,
     Source,
-    human,
     record_path,
     records_of,
     titles_of,
 )
-from tornado_records.store import Record, RecordStore
+from tornado_records.storage.content import ContentStore
+from tornado_records.storage.files import fsync_content
+from tornado_records.storage.model import BlobsError, Record
+from tornado_records.storage.store import RecordStore
 
 Version = tuple[str, str, str, int]  # a record's version: event, start, SHA-256, size
 
@@ -49,33 +50,17 @@ def backup_engines(source: Source, dest: Path, rate: int, out: TextIO) -> int:
     new = _make_dest(source.root, dest)
     blobs = None
     try:
-        blobs = source.open_blobs()
+        blobs = source.open_content()
         copier = EngineCopier(source, blobs, dest, RateLimit(rate))
         records, rounds = copier.run()
     except BaseException as exc:
         _remove(dest, new)
-        if isinstance(exc, OSError):
-            where = f": {exc.filename}" if exc.filename else ""
-            raise CommandError(f"the backup failed: {exc.strerror or exc}{where}") from None
-        if isinstance(exc, (sqlite3.Error, BlobsError)):
-            raise CommandError(f"the backup failed: {exc}") from None
-        raise
+        raise failure(exc) from None
     finally:
-        if isinstance(blobs, ObjectBlobs):
+        if blobs is not None:
             blobs.close()
-    for problem in copier.problems:
-        print(problem, file=out)
-    linked = sum(1 for _, copied in copier.done.values() if copied is None)
-    copied = [size for _, size in copier.done.values() if size is not None]
-    size = sum(record.size for record in records)
-    snapshots = f" ({rounds} snapshots of the index: records changed meanwhile)" if rounds > 1 else ""
-    print(
-        f"backed up {len(records)} records ({human(size)}) from {source.index_name} and {source.content_name} to "
-        f"{dest} in {time.monotonic() - started:.1f} s{snapshots}: {linked} files linked, {len(copied)} copied "
-        f"({sum(copied)} bytes, {human(sum(copied))})",
-        file=out,
-    )
-    return 1 if copier.problems else 0
+    origin = f"{source.index_name} and {source.content_name}"
+    return report(copier.problems, list(copier.done.values()), records, rounds, origin, dest, started, out)
 
 
 class EngineCopier:
@@ -89,12 +74,12 @@ class EngineCopier:
     made with the store's own schema (RecordStore.adopt, as `migrate` makes one), in DEST/.index, and put in place
     last."""
 
-    def __init__(self, source: Source, blobs: FileBlobs | ObjectBlobs, dest: Path, limit: RateLimit) -> None:
+    def __init__(self, source: Source, blobs: ContentStore, dest: Path, limit: RateLimit) -> None:
         self.source = source
         self.blobs = blobs
         self.dest = dest
         self.limit = limit
-        self.linking = isinstance(blobs, FileBlobs)  # until os.link says DEST is on another filesystem
+        self.linking = True  # until os.link says DEST is on another filesystem
         # Each version copied: (its file in DEST/blobs, the bytes copied, or None if linked)
         self.done: dict[Version, tuple[str, int | None]] = {}
         self.problems: list[str] = []
@@ -130,8 +115,8 @@ class EngineCopier:
     def transfer(self, record: Record) -> bool:
         """Link or copy a version's content into DEST/blobs; False if it is gone from the source."""
         whole = ":" not in record.blob
-        if whole and self.linking:
-            name = record.blob
+        name = self.blobs.whole_file(record.segments[0]) if whole else None  # a file of the source's to link
+        if name is not None and self.linking:
             try:
                 os.link(self.source.root / "blobs" / name, self.dest / "blobs" / name)
                 self.done[version_of(record)] = (name, None)
@@ -190,8 +175,8 @@ class EngineCopier:
             index.execute("PRAGMA journal_mode=DELETE")  # one file, with no -wal beside it
         finally:
             index.close()
-        _fsync(work / INDEX)
-        _fsync(self.dest / "blobs")
+        fsync_content(work / INDEX)
+        fsync_content(self.dest / "blobs")
         os.rename(work / INDEX, self.dest / INDEX)
         shutil.rmtree(work)
-        _fsync(self.dest)
+        fsync_content(self.dest)

@@ -1,50 +1,34 @@
-"""Where the content of record versions is kept: files in the data directory's blobs/ (the embedded default), or
-objects in an S3-compatible bucket (`--blobs s3://bucket/prefix`). Knows nothing of HTTP nor of the index.
+"""The content engine of scale-out: each blob an object in an S3-compatible bucket (`--blobs s3://bucket/prefix`).
+Knows nothing of HTTP nor of the index (see content.py for the interface).
 
-A version's content is the concatenation of runs (`Segment`s) of blobs. Blobs never change once a version names
-them; the store (store.py) names a blob in the index only once it is whole and durable: a file fsynced and renamed
-into blobs/, or an object whose upload is complete.
-
-On S3, the data directory still holds what is in flight (tmp/, append pieces while they arrive, resumable
-uploads), and an object is written in parts of PART bytes as its file fills (`ObjectSender`), so that the commit at
-the end of an upload has at most one part left to send.
+The data directory still holds what is in flight (tmp/, append pieces while they arrive, resumable uploads), and an
+object is written in parts of PART bytes as its file fills (`ObjectSender`), so that the commit at the end of an
+upload has at most one part left to send. A join of an append piece is an object of its own, `PIECE.AT`; when the
+piece ends its runs are merged into one object, `PIECE.AT.merged`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
-import dataclasses
 import functools
 import logging
 import os
-import threading
 import urllib.parse
+import uuid
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable
+
+from tornado_records.storage.model import MERGED, BlobsError, BlobsUnavailable, Segment, run_of
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
 except ImportError:  # without the [scale] extra there is no object store, and none of its errors
     BotoCoreError = ClientError = type("NoBotocoreError", (Exception,), {})
 
+log = logging.getLogger("tornado_records.storage")
+
 PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
-READ_BLOCK = 1 << 20
-MERGED = ".merged"  # the end of the name of an object that holds the runs of an append piece, merged when it ended
-
-
-class BlobsError(Exception):
-    """A blob is not what the index says (the message says which and how), or the blob store cannot be used."""
-
-
-class BlobsUnavailable(BlobsError):
-    """The object store did not answer, or refused what was asked (the message says what and why, for the log):
-    503, with only `public` (no endpoint, bucket or key) said to the client."""
-
-    def __init__(self, message: str, public: str) -> None:
-        super().__init__(message)
-        self.public = public
 
 
 def _unavailable(method: Callable) -> Callable:
@@ -67,181 +51,6 @@ def _unavailable(method: Callable) -> Callable:
 
     return wrapper
 
-
-@dataclasses.dataclass(frozen=True)
-class Segment:
-    """`length` bytes of the blob `name`, from `offset`."""
-
-    name: str
-    offset: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.length
-
-
-def run_of(name: str) -> tuple[str, int] | None:
-    """The append piece file and the place in it that the object `name` holds bytes from, if it is a run of one: in
-    an object store a join of a piece is the object `PIECE.AT` (its bytes from AT), and the runs of a piece that
-    ended are merged into one object `PIECE.AT.merged`."""
-    stem, _, at = name.removesuffix(MERGED).rpartition(".")
-    return (stem, int(at)) if stem and at.isdigit() else None
-
-
-def piece_end(segment: Segment, name: str) -> int | None:
-    """Where in the append piece file `name` a run of it ends (None: the run is not of that file)."""
-    if segment.name == name:
-        return segment.end
-    run = run_of(segment.name)
-    return run[1] + segment.end if run is not None and run[0] == name else None
-
-
-class FileContent:
-    """The bytes of a version in blob files, for reading (seek, read) or sending (runs): its runs, one after the other.
-
-    One file is open at a time: the first run's from the start (FileBlobs.open), then each run's when its bytes are
-    first read, the one before closed then, so that a version of many runs (an appended record) holds one
-    descriptor, not one a run, and a version of one file opens it once. Until `close`, its files stay on the disk
-    even if the version is replaced or deleted meanwhile (FileBlobs.remove waits for it): a download keeps reading
-    the version it began with. Only another process sharing the data directory (a shared index) removes a file
-    without waiting: reading a later run whose file it removed raises FileNotFoundError there.
-    """
-
-    local = True  # runs() gives file descriptors, for sendfile
-
-    def __init__(self, blobs: FileBlobs, segments: list[Segment]) -> None:
-        self._blobs = blobs
-        self._segments = segments
-        self._at = 0
-        self._name: str | None = None  # the file open, if any
-        self._file: BinaryIO | None = None
-        self._names = blobs.hold({segment.name for segment in segments})  # until close
-
-    def seek(self, position: int) -> None:
-        self._at = position
-
-    def read(self, size: int) -> bytes:
-        """Up to `size` bytes from the position (fewer at the end of a run; empty at the end)."""
-        for fd, offset, length in self.runs(self._at, size):
-            data = os.pread(fd, length, offset)
-            self._at += len(data)
-            return data
-        return b""
-
-    async def aread(self, size: int) -> bytes:
-        """read(), for the event loop (a file in the page cache reads at once)."""
-        return self.read(size)
-
-    def runs(self, start: int, length: int) -> Iterator[tuple[int, int, int]]:
-        """The bytes start..start+length as runs of files: (file descriptor, offset, length). A run's descriptor is
-        valid until the next run is asked for."""
-        base = 0
-        for segment in self._segments:
-            if length <= 0:
-                return
-            if start < base + segment.length:
-                skip = max(0, start - base)
-                take = min(length, segment.length - skip)
-                yield self._fd(segment.name), segment.offset + skip, take
-                start += take
-                length -= take
-            base += segment.length
-
-    def _fd(self, name: str) -> int:
-        """The descriptor of the blob file `name`, opened now unless it is the one open (which is then closed)."""
-        if name != self._name:
-            file = open(self._blobs.directory / name, "rb")
-            self._close_file()
-            self._name, self._file = name, file
-        assert self._file is not None
-        return self._file.fileno()
-
-    def _close_file(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._name = self._file = None
-
-    def close(self) -> None:
-        """Close the file open, and let the files go (those removed meanwhile are removed now). Safe to call more
-        than once."""
-        self._close_file()
-        names, self._names = self._names, set()
-        self._blobs.let_go(names)
-
-
-class FileBlobs:
-    """Blobs as files in one directory (the data directory's blobs/), on the filesystem of its tmp/.
-
-    The files that open contents (FileContent) may still read are held: removing one of them (a version replaced or
-    deleted, an append piece that ended) waits until the last content holding it is closed."""
-
-    local = True
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()  # removals come from the writer thread, contents from the event loop
-        self._held: collections.Counter[str] = collections.Counter()  # files held, by how many contents
-        self._removed: set[str] = set()  # files held that were removed meanwhile: unlinked when let go
-
-    def __str__(self) -> str:
-        return str(self.directory)
-
-    def open(self, segments: list[Segment], whole: bool) -> FileContent:
-        """The runs, ready for reading: their files held, the first one open (so a version of one file, the common
-        case, is read from a descriptor taken before its answer begins, whoever removes the file afterwards);
-        FileNotFoundError if a file is missing, BlobsError (its message: which and how) if one is shorter than its
-        runs, or, where `whole`, not the size of its one run."""
-        content = FileContent(self, segments)
-        try:
-            for number, segment in enumerate(segments):
-                where = content._fd(segment.name) if number == 0 else self.directory / segment.name
-                found = os.stat(where).st_size
-                if found < segment.end or (whole and found != segment.length):
-                    expected = f"at least {segment.end} bytes (a run ends there)"
-                    expected = f"{segment.length} bytes" if whole else expected
-                    raise BlobsError(f"its file blobs/{segment.name} is {found} bytes, not {expected}")
-        except BaseException:
-            content.close()
-            raise
-        return content
-
-    def hold(self, names: set[str]) -> set[str]:
-        """Keep the files `names` from being removed until `let_go`; returns them."""
-        with self._lock:
-            self._held.update(names)
-        return names
-
-    def let_go(self, names: set[str]) -> None:
-        """Stop holding the files `names`; those removed while held, and held no more, are removed now."""
-        with self._lock:
-            self._held.subtract(names)
-            gone = [name for name in names if self._held[name] <= 0]
-            for name in gone:
-                del self._held[name]
-            gone = [name for name in gone if name in self._removed]
-            self._removed.difference_update(gone)
-        for name in gone:
-            (self.directory / name).unlink(missing_ok=True)
-
-    def place(self, path: Path, name: str, modified: int) -> None:
-        """Make the durable file `path` (in tmp/) the blob `name`: renamed, its mtime the version's Last-Modified (so
-        that nginx sending it itself agrees), and the name made durable."""
-        os.rename(path, self.directory / name)
-        os.utime(self.directory / name, (modified, modified))
-        fsync_dir(self.directory)
-
-    def remove(self, name: str) -> None:
-        """Remove the blob file, at once, or, while open contents hold it, when the last of them is closed."""
-        with self._lock:
-            if self._held[name] > 0:
-                self._removed.add(name)
-                return
-        (self.directory / name).unlink(missing_ok=True)
-
-    def close(self) -> None:
-        pass
 
 
 class ObjectContent:
@@ -316,7 +125,6 @@ class ObjectBlobs:
     credentials come from `endpoint` or else the usual AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY, AWS_REGION), as botocore reads them."""
 
-    local = False
 
     def __init__(self, url: str, endpoint: str | None = None) -> None:
         try:
@@ -406,6 +214,22 @@ class ObjectBlobs:
                     return Segment(name, at - found[1] + segment.offset, segment.length)
         return None
 
+    unit = "objects"
+
+    def describe(self, name: str) -> str:
+        return f"{self.url}{name}"
+
+    @_unavailable
+    def stat(self, name: str) -> tuple[int, float] | None:
+        """The object's size and last change (Unix time), or None if there is none."""
+        try:
+            answer = self.client.head_object(Bucket=self.bucket, Key=self.key(name))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return answer["ContentLength"], answer["LastModified"].timestamp()
+
     @_unavailable
     def names(self, older_than: float | None = None) -> list[str]:
         """The objects under the prefix (those last changed before the Unix time `older_than`, if given)."""
@@ -430,6 +254,65 @@ class ObjectBlobs:
     def abort(self, name: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
 
+    def receiver(self, path: Path, name: str) -> ObjectSender:
+        """The upload being written to `path` (in tmp/), sent as it fills to become the object `name`."""
+        return ObjectSender(self, path, name)
+
+    def new_name(self, owner: int) -> str:
+        """Random, after the name of the process that writes it, so that the sweep at a start knows whose
+        unfinished uploads it finds."""
+        return f"{owner:x}-{uuid.uuid4().hex}"
+
+    def whole_file(self, segment: Segment) -> str | None:  # noqa: ARG002
+        """No file of the data directory holds an object."""
+        return None
+
+    def join_run(
+        self, path: Path, piece: str, at: int, upto: int, segments: list[Segment], modified: int  # noqa: ARG002
+    ) -> tuple[list[Segment], str | None]:
+        """The runs of a version that adds the bytes at..upto of the append piece's file: they become the object
+        `PIECE.AT` (sent now; blocks), which is returned too, for removal if the version is not made."""
+        sent = f"{piece}.{at}"
+        self.send(path, sent, at, upto)
+        return segments + [Segment(sent, 0, upto - at)], sent
+
+    def merge_runs(self, path: Path, piece: str, runs: list[Segment]) -> Segment | None:
+        """One object `PIECE.AT.merged` holding the runs of the piece that follow on in its file (sent from the file;
+        blocks)."""
+        first = run_of(runs[0].name)[1] + runs[0].offset
+        merged = Segment(f"{piece}.{first}{MERGED}", 0, sum(run.length for run in runs))
+        self.send(path, merged.name, first, first + merged.length)
+        return merged
+
+    def piece_done(self, path: Path, piece: str, named: bool) -> None:  # noqa: ARG002
+        """An append piece ended: its file in the data directory goes (its bytes are in objects)."""
+        path.unlink(missing_ok=True)
+
+    def sweep(self, known: set[str], older_than: float | None, ended: Callable[[int], bool]) -> None:
+        """At a start: abort the multipart uploads that processes that ended began, and remove the objects not in
+        `known` (those last changed before `older_than`, if given)."""
+        self.abort_unfinished(ended)
+        orphans = set(self.names(older_than)) - known
+        self.remove_all(sorted(orphans))
+        if orphans:
+            log.warning("removed %d orphan object(s) from %s", len(orphans), self)
+
+    def abort_unfinished(self, ended: Callable[[int], bool]) -> int:
+        """Abort the multipart uploads that processes that ended began (`ended`, given the owner a name begins
+        with); how many."""
+        aborted = 0
+        for name, upload_id in self.unfinished():
+            try:
+                owner = int(name.split("-", 1)[0], 16)  # see new_name
+            except ValueError:
+                owner = 0
+            if ended(owner):
+                self.abort(name, upload_id)
+                aborted += 1
+        if aborted:
+            log.warning("aborted %d unfinished upload(s) in %s", aborted, self)
+        return aborted
+
     def close(self) -> None:
         self.readers.shutdown(wait=False)
         self.client.close()
@@ -450,6 +333,11 @@ class ObjectSender:
         self._busy: asyncio.Future | None = None
         self._size = at  # the file's size, as last heard
         self.error: BaseException | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A multipart upload was begun and neither completed nor aborted."""
+        return self.upload_id is not None
 
     def written(self, size: int) -> None:
         """The file now has `size` bytes: send its full parts in a thread, unless a sending is under way (called on
@@ -525,19 +413,5 @@ class ObjectSender:
             except Exception:  # noqa: BLE001
                 pass
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def open_blobs(blobs: str, data_dir: Path, endpoint: str | None = None) -> FileBlobs | ObjectBlobs:
-    """The blob store `blobs` names: empty for the data directory's blobs/, or s3://bucket/prefix."""
-    if blobs.startswith("s3://"):
-        store = ObjectBlobs(blobs, endpoint)
-        store.check()
-        return store
-    return FileBlobs(data_dir / "blobs")
+    def place(self, modified: int) -> None:
+        """In the commit's transaction: nothing, the object is whole already."""

@@ -33,54 +33,70 @@ import asyncio
 import collections
 import logging
 import time
-import uuid
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
-from tornado_records import frames
-from tornado_records.spool import Spool
-from tornado_records.store import Record, RecordStore, StorageFull, storage_errors
+from tornado_records.events import EventHub, UploadEvents
+from tornado_records.storage.model import Condition, Record, StorageFull, storage_errors
+from tornado_records.storage.store import RecordStore
+from tornado_records.uploads import frames
+from tornado_records.uploads.sink import Sink
+from tornado_records.uploads.spool import Spool
 
 log = logging.getLogger("tornado_records.appends")
 
-JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the record at least this often
 RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
 STANDBY_LOOK = 0.1  # seconds between looks at the live piece, for a standby that ended
 ARRIVALS_KEPT = 600.0  # seconds of a standby's arrival times kept, to find where its bytes after the live one's begin
 STANDBY_KEEP = 16 << 20  # a standby's bytes from before the live one's last byte kept on the disk, at most about
 
 
-class Piece:
+class Appends:
+    """The append requests of one process with bytes, queued per record in the order their first bytes arrived, and
+    the records whose last append request broke off. Only this module changes them."""
+
+    def __init__(self, store: RecordStore, join_every: float = 3.0, takeover: float = 5.0) -> None:
+        self.store = store
+        self.join_every = join_every  # seconds: while bytes arrive, what arrived joins the record at least this often
+        self.takeover = takeover  # seconds of the live piece's silence after which a standby takes over
+        self._queues: dict[tuple[str, str], list[Piece]] = {}
+        self._interrupted: set[tuple[str, str]] = set()
+
+    def queue(self, event: str, start: str) -> list[Piece]:
+        """The record's pieces with bytes, the live one first (a list this module changes)."""
+        return self._queues.setdefault((event, start), [])
+
+    def first_in_line(self, event: str, start: str) -> Piece | None:
+        """The record's live piece, if it has bytes."""
+        queue = self._queues.get((event, start)) or []
+        return queue[0] if queue and queue[0].name is not None else None
+
+    def _left(self, event: str, start: str) -> None:
+        if not self._queues.get((event, start)):
+            self._queues.pop((event, start), None)
+
+
+class Piece(Sink):
     """What one append request received: its file, how much of it is in the record, and its place in the queue."""
 
     def __init__(
-        self,
-        store: RecordStore,
-        event: str,
-        start: str,
-        content_type: str,
-        on_join: Callable[[Record, bool], None],
-        takeover: float = 5.0,
-        notify: Callable[[str, dict[str, Any]], None] = lambda kind, data: None,
-        on_superseded: Callable[[], None] = lambda: None,
+        self, appends: Appends, event: str, start: str, content_type: str, on_superseded: Callable[[], None]
     ) -> None:
-        self.store = store
+        self.appends = appends
+        self.store = appends.store
         self.event = event
         self.start = start
         self.content_type = content_type
-        self.on_join = on_join  # called with each new version it made, and whether that created the record
+        self.checkpoint_every = appends.join_every
         self.name: str | None = None  # its file in blobs/, from its first byte on
         self.joined = 0  # bytes of its file that are in the record (or were, until a replacement)
         self.record: Record | None = None  # the version its last join made
-        self._spool: Spool | None = None  # from its first byte on
-        self.on_written: Callable[[], None] | None = None  # called on the event loop when bytes reach the file
         self._turn: asyncio.Future[None] | None = None  # done once every piece before it has ended
         # done once the pieces before it that other processes sharing the index received have ended (at once alone)
         self._others: asyncio.Future[None] | None = None
         self._lock = asyncio.Lock()  # one join at a time
         self._noted: asyncio.Future[None] | None = None
         self._joining: asyncio.Task | None = None
-        self.takeover = takeover  # seconds of the live piece's silence after which this one, standing by, takes over
-        self.notify = notify  # publishes recorder-standby and recorder-takeover
+        self.takeover = appends.takeover  # seconds of the live piece's silence after which this one, standing by, takes over
         self.on_superseded = on_superseded  # ends its request (it stays in line until that has joined all it brought)
         self.first_at: float | None = None  # Unix time of its first byte (of the first joined, after a takeover)
         self.last_at: float | None = None  # and of its last
@@ -91,26 +107,16 @@ class Piece:
         self.arrivals: collections.deque[tuple[float, int]] = collections.deque()  # (time, bytes before) per write
         self._let_go = 0  # bytes of its file from the start that it will never join (a standby: their space given back)
         self._letting_go: asyncio.Task | None = None
+        self._bounded_for: float | None = None  # the live one's last byte when the standby last bounded what it keeps
 
     @property
     def queue(self) -> list[Piece]:
-        return self.store.appends.setdefault((self.event, self.start), [])
+        return self.appends.queue(self.event, self.start)
 
     @property
     def size(self) -> int:
         """Bytes in its file (what a join or a listener may take from it)."""
-        return 0 if self._spool is None else self._spool.written
-
-    def follow(self, on_written: Callable[[], None]) -> None:
-        """Have `on_written` called (on the event loop) whenever received bytes reach the file."""
-        self.on_written = on_written
-        if self._spool is not None:
-            self._spool.on_written = on_written
-
-    @property
-    def received(self) -> int:
-        """Bytes received: in its file, or on their way to it (see spool.py)."""
-        return 0 if self._spool is None else self._spool.received
+        return self.written
 
     @property
     def standby(self) -> bool:
@@ -127,7 +133,9 @@ class Piece:
         bytes (what was written up to there stays counted, and the index has room to keep it). A standby notes
         when they came, and takes over from a live piece silent for `takeover` seconds."""
         if self._spool is None:
-            self._open()
+            self._spool = self._open()
+            self._spool.on_written = self._written
+            self._began()
         self.last_at = now = time.time()
         self.first_at = self.first_at or now
         self._last_byte = time.monotonic()
@@ -139,7 +147,9 @@ class Piece:
             if live is not self and live.silent_for() >= self.takeover:
                 live.supersede()
             elif self.standby and self._spool.written - self._let_go >= 2 * STANDBY_KEEP and live.last_at:
-                self._let_go_before(live.last_at)
+                if live.last_at != self._bounded_for:  # once for each last byte of the live one, not at every write
+                    self._bounded_for = live.last_at
+                    self._let_go_before(live.last_at)
         with storage_errors():
             lagging = self._spool.put(chunk)
         if self.taking_over is not None:
@@ -159,7 +169,7 @@ class Piece:
         try:
             if self._noted is not None:
                 await asyncio.shield(self._noted)  # its row first
-            await self.store.let_go_before(self.name, upto)
+            await self.store.joins.let_go_before(self.name, upto)
         except Exception as exc:  # noqa: BLE001 (the space stays taken; the bytes are still never joined)
             log.warning("could not give back the space of standby append %s: %s", self.name, exc)
 
@@ -169,23 +179,23 @@ class Piece:
             self.superseded = True
             self.on_superseded()
 
-    async def drain(self) -> None:
-        """Wait until all that was received is in the file; StorageFull if the disk filled up (what fit stays)."""
-        if self._spool is not None:
-            with storage_errors():
-                await self._spool.drain()
-
     def _room(self) -> int:
         return self.store.free_space() - RESERVE
 
-    def _open(self) -> None:
-        name = uuid.uuid4().hex
-        with storage_errors():
-            file = open(self.store.blobs / name, "xb", buffering=0)
-        self._spool = Spool(file, room=self._room)
-        self._spool.on_written = self.on_written
+    def _open(self) -> Spool:
+        name = self.store.joins.new_piece()
+        try:
+            with storage_errors():
+                file = open(self.store.joins.path(name), "xb", buffering=0)
+        except BaseException:
+            self.store.joins.let_go_of(name)
+            raise
         self.name = name
-        self.store.writing.add(name)
+        return Spool(file, room=self._room)
+
+    def _began(self) -> None:
+        """Its first byte arrived: take a place in line (live, or standby); if the record's recorder broke off
+        before, or another one streams, it is back."""
         self._turn = asyncio.get_running_loop().create_future()
         self._others = asyncio.get_running_loop().create_future()
         queue = self.queue
@@ -193,17 +203,20 @@ class Piece:
         if queue[0] is self:
             self._turn.set_result(None)
         else:
-            self.notify("recorder-standby", {"event": self.event, "start": self.start})
+            self.events.hub.publish("recorder-standby", {"event": self.event, "start": self.start})
         self._noted = asyncio.ensure_future(self._note())
+        key = (self.event, self.start)
+        if len(queue) > 1 or key in self.appends._interrupted:
+            self.appends._interrupted.discard(key)
+            self.events.resumed()
 
     async def _note(self) -> None:
         """List the piece in the index, so that a crash does not lose it (without it, its bytes still join the
         record while the process lives); then, if processes share the index, wait for the pieces they received
         before it."""
         try:
-            seq = await self.store.note_append(self.name, self.event, self.start, self.content_type)
-            if self.store.shared:
-                await self.store.wait_for_others(self.event, self.start, seq)
+            seq = await self.store.joins.note(self.name, self.event, self.start, self.content_type)
+            await self.store.sharing.wait_for_others(self.event, self.start, seq)
         except Exception as exc:  # noqa: BLE001 (logged: the piece goes on without its row)
             log.warning("could not list the append %s in the index: %s", self.name, exc)
         self._others.set_result(None)
@@ -238,10 +251,10 @@ class Piece:
             self.joined = upto
 
     async def _append(self, at: int, upto: int) -> None:
-        self.record, created = await self.store.append(
+        self.record, created = await self.store.joins.join(
             self.name, self.event, self.start, self.content_type, at, upto, (self.first_at, self.last_at)
         )
-        self.on_join(self.record, created)
+        self.events.joined(self.record.to_json(), created)
 
     async def _cut(self) -> bool:
         """Having taken over, skip its bytes that came before the live one's last byte, to a clean cut (its stream's
@@ -252,7 +265,7 @@ class Piece:
         if after is None and not ended:
             return False
         came, raw = after if after is not None else (time.time(), self.size)
-        cut = frames.clean_cut(self.store.blobs / self.name, raw, self.size, self.content_type, final=ended)
+        cut = frames.clean_cut(self.store.joins.path(self.name), raw, self.size, self.content_type, final=ended)
         if cut is None:
             return False  # the next frame has not come yet
         at, header = cut
@@ -263,7 +276,7 @@ class Piece:
             await self._append(0, header)
         self.joined = max(self.joined, at)
         gap = max(0.0, came - old_last)
-        self.notify("recorder-takeover", {"event": self.event, "start": self.start, "reason": reason,
+        self.events.hub.publish("recorder-takeover", {"event": self.event, "start": self.start, "reason": reason,
                                           "gap": round(gap, 3)})  # fmt: skip
         return True
 
@@ -292,11 +305,11 @@ class Piece:
         self._leave()
         try:
             if self.record is not None:
-                await self.store.part_ended(self.name, self.event, self.start, how, self.last_at)
-            await self.store.forget_append(self.name)
+                await self.store.joins.part_ended(self.name, self.event, self.start, how, self.last_at)
+            await self.store.joins.forget(self.name)
         except Exception as exc:  # noqa: BLE001 (the row is read at start-up only: a piece with nothing left goes)
             log.warning("could not remove the finished append %s from the index: %s", self.name, exc)
-        self.store.piece_ended(self.name, self.event, self.start)
+        self.store.joins.ended(self.name, self.event, self.start)
         return self.record
 
     async def _live_streams_on(self) -> bool:
@@ -319,10 +332,10 @@ class Piece:
         try:
             if self._noted is not None:
                 await asyncio.shield(self._noted)
-            await self.store.forget_append(self.name)
+            await self.store.joins.forget(self.name)
         except Exception as exc:  # noqa: BLE001 (at the next start its bytes would join: logged)
             log.warning("could not remove the dropped standby append %s from the index: %s", self.name, exc)
-        self.store.piece_ended(self.name, self.event, self.start)
+        self.store.joins.ended(self.name, self.event, self.start)
 
     def _leave(self, keep_file: bool = False) -> None:
         """Give up its place in line (the next piece may join now) and its file (unless it must be kept: no
@@ -338,7 +351,43 @@ class Piece:
                 if following._others.done():
                     following.join_soon()
         else:
-            del self.store.appends[(self.event, self.start)]
+            self.appends._left(self.event, self.start)
         self._spool.close()
         if not keep_file:
-            self.store.writing.discard(self.name)
+            self.store.joins.let_go_of(self.name)
+
+    # -- what the byte path asks (handlers/intake.py) -----------------------------------------------------------
+
+    def checkpoint(self) -> None:
+        """What arrived joins the record (in the background)."""
+        self.join_soon()
+
+    def idle_refusal(self, timeout: float) -> str:
+        return f"{super().idle_refusal(timeout)}; the {self.received} bytes received are kept"
+
+    def _events(self, hub: EventHub) -> UploadEvents:
+        return UploadEvents(hub, self.event, self.start, self.content_type, append=True)
+
+    async def finish(self, condition: Condition | None) -> Record | None:  # noqa: ARG002 (append mode has none)
+        """All it brought joins the record (what fit, if the disk filled up with its last bytes: StorageFull then)."""
+        try:
+            await self.drain()
+        except StorageFull:
+            await self.abandon("disk-full")
+            raise
+        return await self.abandon(None)
+
+    def abandon(self, reason: str | None) -> asyncio.Future:
+        """The request ended (reason None: its body arrived to its end, else why it stopped): what it received
+        joins the record in the background (the shutdown waits); the task's result is the record then."""
+        return self.store.finish_later(self._finish(reason), "joining what an append request received")
+
+    async def _finish(self, reason: str | None) -> Record | None:
+        record = await self.end(reason or "completed")
+        key = (self.event, self.start)
+        if reason is None:
+            self.appends._interrupted.discard(key)
+        elif self.size:
+            self.appends._interrupted.add(key)
+        self.events.append_ended(self.size, reason, None if record is None else record.size)
+        return record

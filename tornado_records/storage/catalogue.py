@@ -9,7 +9,7 @@ import datetime
 import secrets
 import time
 
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is the table `events`)

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from tornado_records import sqldb
-from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs, open_blobs
-from tornado_records.store import Record
+from tornado_records.storage import sqldb
+from tornado_records.storage.content import ContentStore, open_content
+from tornado_records.storage.model import BlobsError, Record
 
-INDEX = "records.sqlite3"
+INDEX = sqldb.SQLITE_FILE
 RECORD_COLUMNS = "event, start, type, size, sha256, modified, blob"  # Record's fields, in order
 
 
@@ -114,10 +114,10 @@ class Source:
         """Whether the index is PostgreSQL's (several processes may share it)."""
         return sqldb.is_postgresql(self.index)
 
-    def open_blobs(self) -> FileBlobs | ObjectBlobs:
-        """The blob store (the files of blobs/, or the bucket); CommandError if the bucket does not answer."""
+    def open_content(self) -> ContentStore:
+        """The content engine (the files of blobs/, or the bucket); CommandError if the bucket does not answer."""
         try:
-            return open_blobs(self.blobs, self.root, self.endpoint)
+            return open_content(self.blobs, self.root, self.endpoint)
         except BlobsError as exc:
             raise CommandError(f"cannot read the recordings in {self.blobs}: {exc}") from None
 

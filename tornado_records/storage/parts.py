@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from tornado_records import sqldb
+from tornado_records.storage import sqldb
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS parts (

@@ -12,7 +12,7 @@ import bisect
 import collections
 import threading
 
-from tornado_records.sqldb import Database
+from tornado_records.storage.sqldb import Database
 
 
 class StartIndex:

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-from tornado_records.datadir import (
+from tornado_records.commands.datadir import (
     INDEX,
     CommandError,
     RateLimit,
@@ -36,7 +36,8 @@ from tornado_records.datadir import (
     record_path,
     records_of,
 )
-from tornado_records.store import Record
+from tornado_records.storage.files import fsync_content
+from tornado_records.storage.model import BlobsError, Record
 
 ROUNDS = 10  # snapshots of the index at most, while files vanish under the backup
 BLOCK = 1 << 20
@@ -59,7 +60,7 @@ def backup(source: Source | Path, dest: Path, rate: int = 0, out: TextIO = sys.s
     source or DEST, or a failed copy (DEST is then removed)."""
     source = source if isinstance(source, Source) else Source(source)
     if not source.embedded:
-        from tornado_records.backup_engines import backup_engines  # (it builds on this module's helpers)
+        from tornado_records.commands.backup_engines import backup_engines  # (it builds on this module's helpers)
 
         return backup_engines(source, dest, rate, out)
     root = source.root
@@ -72,24 +73,39 @@ def backup(source: Source | Path, dest: Path, rate: int = 0, out: TextIO = sys.s
         records, rounds = copier.run()
     except BaseException as exc:
         _remove(dest, new)
-        if isinstance(exc, OSError):
-            where = f": {exc.filename}" if exc.filename else ""
-            raise CommandError(f"the backup failed: {exc.strerror or exc}{where}") from None
-        if isinstance(exc, sqlite3.Error):
-            raise CommandError(f"the backup failed: {exc}") from None
-        raise
-    for problem in copier.problems:
+        raise failure(exc) from None
+    return report(copier.problems, list(copier.done.values()), records, rounds, str(root), dest, started, out)
+
+
+def failure(exc: BaseException) -> BaseException:
+    """What a failed backup raises: a CommandError saying why, where the cause is the disk, the index or the content
+    engine; else the exception itself."""
+    if isinstance(exc, OSError):
+        where = f": {exc.filename}" if exc.filename else ""
+        return CommandError(f"the backup failed: {exc.strerror or exc}{where}")
+    if isinstance(exc, (sqlite3.Error, BlobsError)):
+        return CommandError(f"the backup failed: {exc}")
+    return exc
+
+
+def report(
+    problems: list[str], done: list[tuple], records: list[Record], rounds: int, origin: str, dest: Path,
+    started: float, out: TextIO,
+) -> int:  # fmt: skip
+    """Print the problems and the summary of a backup (`done`: per file, the bytes copied last, None if linked);
+    the exit status."""
+    for problem in problems:
         print(problem, file=out)
-    linked = sum(1 for _, copied in copier.done.values() if copied is None)
-    copied = [size for _, size in copier.done.values() if size is not None]
+    linked = sum(1 for *_, copied in done if copied is None)
+    copied = [size for *_, size in done if size is not None]
     size = sum(record.size for record in records)
     snapshots = f" ({rounds} snapshots of the index: records changed meanwhile)" if rounds > 1 else ""
     print(
-        f"backed up {len(records)} records ({human(size)}) from {root} to {dest} in {time.monotonic() - started:.1f} s"
+        f"backed up {len(records)} records ({human(size)}) from {origin} to {dest} in {time.monotonic() - started:.1f} s"
         f"{snapshots}: {linked} files linked, {len(copied)} copied ({sum(copied)} bytes, {human(sum(copied))})",
         file=out,
     )
-    return 1 if copier.problems else 0
+    return 1 if problems else 0
 
 
 class Copier:
@@ -190,10 +206,10 @@ class Copier:
             copy.execute("DELETE FROM appends")
             copy.execute("PRAGMA journal_mode=DELETE")  # one file, with no -wal beside it
         _like(self.partial, self.root / INDEX)
-        _fsync(self.partial)
-        _fsync(self.dest / "blobs")
+        fsync_content(self.partial)
+        fsync_content(self.dest / "blobs")
         os.rename(self.partial, self.dest / INDEX)
-        _fsync(self.dest)
+        fsync_content(self.dest)
 
 
 def _make_dest(root: Path, dest: Path) -> bool:
@@ -247,14 +263,6 @@ def _like(path: Path, model: Path) -> None:
     os.chmod(path, stat.S_IMODE(info.st_mode))
     if os.geteuid() == 0:
         os.chown(path, info.st_uid, info.st_gid)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove(dest: Path, new: bool) -> None:

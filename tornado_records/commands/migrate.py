@@ -22,9 +22,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from tornado_records.blobs import BlobsError, FileBlobs, ObjectBlobs
-from tornado_records.datadir import CommandError, read_index, records_of
-from tornado_records.store import Record, RecordNotFound, RecordStore
+from tornado_records.commands.datadir import CommandError, read_index, records_of
+from tornado_records.storage.files import FileBlobs
+from tornado_records.storage.model import BlobsError, Record, RecordNotFound, Segment
+from tornado_records.storage.s3 import ObjectBlobs
+from tornado_records.storage.store import RecordStore
 
 READ_BLOCK = 1 << 20
 
@@ -85,7 +87,7 @@ def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, titl
                 f"{record.etag}): left as it is there"
             )
         return False
-    objects = store.blob_store
+    objects = store.content  # an object store (see migrate)
     assert isinstance(objects, ObjectBlobs)
     name = store.new_name()
     path = _as_one_file(record, files, work)
@@ -136,13 +138,12 @@ def _as_one_file(record: Record, files: FileBlobs, work: Path) -> Path:
 def _hash_object(objects: ObjectBlobs, name: str, size: int) -> str:
     """The SHA-256 of the object as the object store sends it back."""
     digest = hashlib.sha256()
-    if size:
-        body = objects.get(name, 0, size)
-        try:
-            while data := body.read(READ_BLOCK):
-                digest.update(data)
-        finally:
-            body.close()
+    reader = objects.open([Segment(name, 0, size)], whole=False)
+    try:
+        while data := reader.read(READ_BLOCK):
+            digest.update(data)
+    finally:
+        reader.close()
     return digest.hexdigest()
 
 

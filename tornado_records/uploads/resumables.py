@@ -1,28 +1,9 @@
-"""Resumable uploads (tus 1.0 and the IETF draft): an upload resource's life, whichever protocol reaches it.
-
-An upload resource is a row of the index's `uploads` table (the record it is for, its media type, its durable
-offset, its length once known, its expiry, and the preconditions and digest to check at completion) and a file,
-uploads/<id>, holding the bytes received. Bytes are written as they arrive and hashed on the way; the offset in the
-row moves only after an fsync, so an offset a client is told is always on disk. A request bringing bytes records
-the offset every SYNC_INTERVAL seconds and when it ends, however it ends. The file is open only while a request
-brings bytes to it (from its first byte to the request's end): an upload waiting for its next request holds no
-descriptor, however many there are. At most `cap` uploads are in progress (created, neither completed nor expired):
-a creation past it is refused (TooManyUploads) with nothing created. At start, each file is cut back to its
-row's offset (what came after was never recorded, nor acknowledged), files without a row and rows without a file are
-removed, and expired uploads go; the sweep of expired uploads then runs every SWEEP_INTERVAL seconds.
-
-One request at a time per upload: a request for an upload that another one is still transferring to ends that one
-(its connection is closed), waits until its bytes are recorded, and goes on (the draft's recommended approach).
-
-Completion checks the digest and the preconditions, and commits the file as the record's new version as a plain PUT
-does (RecordStore.commit_file: atomic, the same events). A completed upload's row stays, without its file, until it
-expires, so that a client that lost the last answer learns that the upload is done.
-"""
+"""The resumable uploads of one data directory (see resumable.py for what one is): created, found, taken by one
+request at a time, recorded, completed, cancelled, expired, and mended at a start."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import hashlib
 import hmac
@@ -32,162 +13,34 @@ import math
 import os
 import secrets
 import time
+import uuid
 from pathlib import Path
-from typing import Awaitable, BinaryIO, Callable
+from typing import Callable
 
 import tornado.ioloop
 
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.http.semantics import Validators, precondition_status
-from tornado_records.spool import Spool
-from tornado_records.store import (
-    ORPHAN_AGE,
-    Busy,
-    DigestMismatch,
-    PreconditionFailed,
-    Record,
-    RecordStore,
-    StoreError,
-    storage_errors,
-)
+from tornado_records.storage.files import fsync_dir
+from tornado_records.storage.model import Busy, DigestMismatch, PreconditionFailed, Record, StoreError, storage_errors
+from tornado_records.storage.sharing import ORPHAN_AGE
+from tornado_records.storage.store import NewContent, RecordStore
+from tornado_records.uploads.resumable import Resumable, TooManyUploads, UploadGone
 
 log = logging.getLogger("tornado_records.resumable")
 
 WANT_LOOK = 0.25  # seconds between looks for uploads asked for by another process, and at the upload asked for
-SYNC_INTERVAL = 3.0  # seconds: while bytes arrive, the offset is made durable and recorded at least this often
 SWEEP_INTERVAL = 60.0  # seconds between sweeps of expired uploads
-HASH_BLOCK = 1 << 20
-CONDITION_HEADERS = ("If-Match", "If-None-Match", "If-Unmodified-Since")
-
-
-class UploadGone(StoreError):
-    """There is no upload resource of that id (never was, cancelled, or expired and removed)."""
-
-    def __init__(self, upload_id: str, expired: bool = False) -> None:
-        super().__init__(f"The upload {upload_id} has expired" if expired else f"There is no upload {upload_id}")
-        self.expired = expired
-
-
-class TooManyUploads(StoreError):
-    """The service holds as many resumable uploads in progress as it takes: a new one is refused."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__(
-            f"The service holds too many resumable uploads in progress (at most {cap}): complete or cancel one, "
-            "or try again once some have completed or expired"
-        )
-
-
-class UploadComplete(StoreError):
-    """The upload is complete: it takes no more bytes."""
-
-    def __init__(self) -> None:
-        super().__init__("The upload is complete and takes no more bytes")
-
-
-@dataclasses.dataclass
-class Resumable:
-    """One upload resource: its recorded state, its running hash, and while a request brings bytes, its open file."""
-
-    id: str
-    event: str
-    start: datetime.datetime
-    content_type: str
-    offset: int  # durable: on disk and recorded
-    length: int | None
-    expires: int
-    conditions: dict[str, str]
-    digest: str
-    etag: str | None
-    path: Path
-    events: UploadEvents | None = None
-    base: int = 0  # bytes in the file when the process took it up (its offset then), before its spool's
-    holder: Callable[[], None] | None = None  # ends the request transferring to it
-    gone: bool = False  # cancelled, expired or refused: removed
-    began: float = dataclasses.field(default_factory=time.time)  # when this process took it up (its part's start)
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    _file: BinaryIO | None = None
-    _spool: Spool | None = None  # from the first byte a request brings until the request ends (close)
-    _hash: "hashlib._Hash | None" = None  # of the file's first `written` bytes, None where unknown (after a restart)
-
-    @property
-    def complete(self) -> bool:
-        return self.etag is not None
-
-    @property
-    def written(self) -> int:
-        """Bytes in the file: the offset, plus what was written since it was last recorded."""
-        return self.base + (0 if self._spool is None else self._spool.written)
-
-    @property
-    def received(self) -> int:
-        """Bytes received: those in the file, and those on their way to it (see spool.py)."""
-        return self.base + (0 if self._spool is None else self._spool.received)
-
-    @property
-    def size(self) -> int:
-        """What the commit of the content needs to know: its size (a Record's `size`)."""
-        return self.written
-
-    @property
-    def sha256(self) -> "hashlib._Hash":
-        assert self._hash is not None
-        return self._hash
-
-    def row(self) -> dict:
-        return {
-            "id": self.id,
-            "event": self.event,
-            "start": self.start.isoformat(),
-            "type": self.content_type,
-            "received": self.offset,
-            "length": self.length,
-            "expires": self.expires,
-            "conditions": json.dumps(self.conditions),
-            "digest": self.digest,
-            "etag": self.etag,
-        }
-
-    def write(self, chunk: bytes) -> Awaitable[None] | None:
-        """Hand received bytes to the file's writer (not yet durable); an awaitable to await before the next when
-        the writer lags. StorageFull once the disk is full."""
-        with storage_errors():
-            if self._spool is None:
-                self._file = open(self.path, "ab", buffering=0)
-                self._spool = Spool(self._file, [] if self._hash is None else [self._hash])
-                self._spool.on_written = None if self.events is None else self.events.changed.set
-            return self._spool.put(chunk)
-
-    async def drain(self) -> None:
-        """Wait until all that was received is in the file; StorageFull if the disk filled up (what fit stays)."""
-        if self._spool is not None:
-            with storage_errors():
-                await self._spool.drain()
-
-    def close(self) -> None:
-        """Close the file (call once what was received is in it: the spool drops what is not)."""
-        if self._spool is not None:
-            self.base = self.written
-            self._spool.close()
-            self._spool = None
-            self._file = None
-
-    def sha256_of_content(self) -> str:
-        """The SHA-256 (hex) of the file's bytes: the running hash, or one made by reading the file (blocks)."""
-        if self._hash is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as file:
-                while data := file.read(HASH_BLOCK):
-                    digest.update(data)
-            self._hash = digest
-        return self._hash.hexdigest()
 
 
 class Resumables:
     """The resumable uploads of one data directory: create, find, write, record, complete, cancel, expire."""
 
-    def __init__(self, store: RecordStore, hub: EventHub, expiry: float, takeover: float = 5.0) -> None:
+    def __init__(
+        self, store: RecordStore, hub: EventHub, expiry: float, takeover: float = 5.0, sync_every: float = 3.0
+    ) -> None:
         self.store = store
+        self.sync_every = sync_every  # seconds: while bytes arrive, the offset is made durable at least this often
         self.hub = hub
         self.expiry = expiry
         self.takeover = takeover  # seconds a request waits for another process to let go of its upload
@@ -208,7 +61,7 @@ class Resumables:
         (another process may have moved it on)."""
         upload = self._open.get(upload_id)
         if upload is None or (self.store.shared and upload.holder is None and not upload.lock.locked()):
-            rows = self.store.upload_rows(upload_id) if _is_id(upload_id) else []
+            rows = self.store.uploads.rows(upload_id) if _is_id(upload_id) else []
             if not rows:
                 self._open.pop(upload_id, None)
                 raise UploadGone(upload_id)
@@ -240,12 +93,12 @@ class Resumables:
         upload_id = secrets.token_urlsafe(24)
         upload = Resumable(
             upload_id, event, start, content_type, 0, length, self._expires(), conditions, digest, None,
-            self.dir / upload_id, _hash=hashlib.sha256(),
+            self.dir / upload_id, resumables=self, _hash=hashlib.sha256(),
         )  # fmt: skip
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, _create_file, upload.path)
         try:
-            if not await self.store.add_upload(upload.row(), cap):
+            if not await self.store.uploads.add(upload.row(), cap):
                 raise TooManyUploads(cap)
         except BaseException:
             upload.path.unlink(missing_ok=True)
@@ -273,11 +126,12 @@ class Resumables:
             raise
         if self.store.shared:  # another process may have moved it on (a request it let go of, just now)
             loop = asyncio.get_running_loop()
-            rows = await loop.run_in_executor(None, self.store.upload_rows, upload.id)
+            rows = await loop.run_in_executor(None, self.store.uploads.rows, upload.id)
             if rows:
                 self._update(upload, rows[0])
             await loop.run_in_executor(None, _cut_back, upload)
         upload.holder = stop
+        upload.transferring = True
         if upload.events is not None:
             upload.events.pause(False)
 
@@ -285,23 +139,23 @@ class Resumables:
         """Hold the upload against the other processes sharing the index; if one holds it, ask it to let go (the
         newer request wins, as within one process) and wait up to --append-takeover seconds; Busy past that."""
         try:
-            await self.store.hold(upload_id)
+            await self.store.sharing.hold(upload_id)
             return
         except Busy:
             pass
-        await self.store.want(upload_id)
+        await self.store.uploads.want(upload_id)
         deadline = time.monotonic() + self.takeover
         try:
             while True:
                 await asyncio.sleep(WANT_LOOK)
                 try:
-                    await self.store.hold(upload_id)
+                    await self.store.sharing.hold(upload_id)
                     return
                 except Busy:
                     if time.monotonic() >= deadline:
                         raise
         finally:
-            await self.store.want(upload_id, wanted=False)
+            await self.store.uploads.want(upload_id, wanted=False)
 
     async def _let_go_of_wanted(self) -> None:
         """End the requests of this process that transfer to uploads another process asks for (shared index)."""
@@ -310,7 +164,7 @@ class Resumables:
             return
         loop = asyncio.get_running_loop()
         try:
-            wanted = set(await loop.run_in_executor(None, self.store.wanted, [upload.id for upload in held]))
+            wanted = set(await loop.run_in_executor(None, self.store.uploads.wanted, [upload.id for upload in held]))
         except Exception as exc:  # noqa: BLE001 (the next look tries again)
             log.warning("could not look for uploads other processes ask for: %s", exc)
             return
@@ -323,12 +177,24 @@ class Resumables:
         `record`), and the upload is free for the next."""
         upload.close()
         if upload.lock.locked():
-            self.store.let_go(upload.id)
+            self.store.sharing.let_go(upload.id)
         upload.holder = None
+        upload.transferring = False
         if upload.events is not None:
             upload.events.pause(True)
         if upload.lock.locked():
             upload.lock.release()
+
+    async def end_transfer(self, upload: Resumable) -> None:
+        """The request that holds the upload ends: what it received is made durable and recorded, and the upload
+        is free for the next; once."""
+        if not upload.transferring:
+            return
+        upload.transferring = False  # before any wait: whatever else ends the request finds it ended
+        try:
+            await self.record(upload)
+        finally:
+            self.release(upload)
 
     # -- bytes and offsets ---------------------------------------------------------------------------------------
 
@@ -348,7 +214,7 @@ class Resumables:
         upload.offset = max(upload.offset, upto)
         if extend:
             upload.expires = max(upload.expires, self._expires())
-        await self.store.save_upload(upload.row())
+        await self.store.uploads.save(upload.row())
         if failure is not None:
             upload.close()  # the next request's bytes go through a new spool
             raise failure
@@ -356,7 +222,7 @@ class Resumables:
     async def declare_length(self, upload: Resumable, length: int) -> None:
         """Record the upload's length, now known."""
         upload.length = length
-        await self.store.save_upload(upload.row())
+        await self.store.uploads.save(upload.row())
 
     async def complete(self, upload: Resumable) -> tuple[Record, bool]:
         """Commit the upload's bytes as the record's new version, checking its digest and preconditions.
@@ -370,14 +236,18 @@ class Resumables:
         try:
             if upload.digest and not hmac.compare_digest(sha256, upload.digest):
                 raise DigestMismatch("sha256")
-            record, created = await self.store.commit_file(upload, sha256, self._condition(upload))
+            receiver = self.store.content.receiver(upload.path, self.store.new_name())
+            new = NewContent(receiver, uuid.UUID(upload.event), upload.start, upload.content_type, upload.written,
+                             upload.sha256, upload.began)  # fmt: skip
+            record, created = await self.store.commit(new, self._condition(upload))
+            upload.path.unlink(missing_ok=True)  # renamed into blobs/ already, or its bytes sent
         except (DigestMismatch, PreconditionFailed) as exc:
             await self._remove(upload, "digest-mismatch" if isinstance(exc, DigestMismatch) else "precondition-failed")
             raise
         upload.close()
         upload.etag = record.etag
         upload.expires = self._expires()
-        await self.store.save_upload(upload.row())
+        await self.store.uploads.save(upload.row())
         if upload.events is not None:
             upload.events.committed(record.to_json(), created)
         return record, created
@@ -407,7 +277,7 @@ class Resumables:
             upload.events.size = upload.written
             upload.events.aborted(reason)
         try:
-            await self.store.forget_upload(upload.id)
+            await self.store.uploads.forget(upload.id)
         finally:
             self._removing.discard(upload.id)
 
@@ -437,7 +307,7 @@ class Resumables:
         """Remove the uploads whose time is up and that no request is transferring to; returns how many."""
         now = time.time()
         gone = 0
-        for row in self.store.upload_rows():
+        for row in self.store.uploads.rows():
             if row["id"] in self._removing:
                 continue
             upload = self._open.get(row["id"]) or self._from_row(row)
@@ -468,7 +338,7 @@ class Resumables:
         upload = Resumable(
             row["id"], row["event"], datetime.datetime.fromisoformat(row["start"]), row["type"], row["received"],
             row["length"], row["expires"], json.loads(row["conditions"]), row["digest"], row["etag"],
-            self.dir / row["id"],
+            self.dir / row["id"], resumables=self,
         )  # fmt: skip
         upload.base = upload.offset
         return upload
@@ -477,14 +347,14 @@ class Resumables:
         """Cut each upload's file back to its durable offset; remove expired uploads, files without a row, and
         rows whose file is missing (their bytes are lost: the upload is gone)."""
         now = time.time()
-        rows = {row["id"]: row for row in self.store.upload_rows()}
+        rows = {row["id"]: row for row in self.store.uploads.rows()}
         removed = 0
         for row in rows.values():
             path = self.dir / row["id"]
             lost = row["etag"] is None and (not path.exists() or path.stat().st_size < row["received"])
             if row["expires"] <= now or lost:
                 path.unlink(missing_ok=True)
-                self.store.forget_upload_now(row["id"])
+                self.store.uploads.forget_now(row["id"])
                 removed += 1
             elif row["etag"] is None and path.stat().st_size > row["received"] and not self.store.shared:
                 os.truncate(path, row["received"])  # never recorded, never acknowledged: the client sends it again
@@ -505,11 +375,7 @@ def _create_file(path: Path) -> None:
     with storage_errors():
         with open(path, "xb"):
             pass
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)
 
 
 def _cut_back(upload: Resumable) -> None:

@@ -1,0 +1,1 @@
+"""Records and their content: the store, its index, its content engines (see store.py)."""
