@@ -73,10 +73,10 @@ class Sink:
 
     def _close_spool(self) -> None:
         """Close the file (what the spool had not written is dropped: drain first)."""
-        if self._spool is not None:
-            self.base = self.written
-            self._spool.close()
-            self._spool = None
+        spool, self._spool = self._spool, None  # first: `written` must never count the spool's bytes twice
+        if spool is not None:
+            self.base += spool.written
+            spool.close()
 
     # -- what the byte path asks (handlers/intake.py) -----------------------------------------------------------
 
