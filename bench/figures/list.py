@@ -1,0 +1,112 @@
+"""6. Listing latency at a deep offset, on the embedded default and on a PostgreSQL index."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import http.client
+import json
+import shutil
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from harness import START, Bench, BenchError, Server
+from table import Row, Target, alone, repeat
+
+EVENTS_LISTED = 500  # events of one record each, besides the two of the record listing, for the events list
+
+
+async def populate(data_dir: Path, counts: dict[str, int], index: str = "sqlite") -> None:
+    """Give each event `counts[event]` one-byte records through the store's own API (no HTTP), on the index `index`:
+    each a plain upload, as a PUT brings it, 500 at a time."""
+    from tornado_records.storage.store import RecordStore
+    from tornado_records.uploads import replace
+
+    async def one(event: str, i: int) -> None:
+        upload = await replace.begin(store, uuid.UUID(event), START + datetime.timedelta(hours=i), "audio/ogg")
+        upload.write(b"x")
+        await upload.commit()
+
+    store = RecordStore(data_dir, index)
+    try:
+        for event, count in counts.items():
+            for first in range(0, count, 500):
+                await asyncio.gather(*(one(event, i) for i in range(first, min(count, first + 500))))
+    finally:
+        store.close()
+
+
+def list_latency(server: Server, event: str | None, count: int, requests: int, offset: int | None = None) -> float:
+    """Median seconds of `GET /records/{event}?limit=10&offset=count-20&order=desc` (or at `offset`) on one
+    keep-alive connection (with event None: of the events list, `GET /records?limit=10&offset=count-20`)."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    what = "/records" if event is None else f"/records/{event}"
+    path = f"{what}?limit=10&offset={max(0, count - 20) if offset is None else offset}&order=desc"
+    times = []
+    try:
+        for i in range(requests + 10):
+            began = time.perf_counter()
+            conn.request("GET", path)
+            response = conn.getresponse()
+            body = response.read()
+            elapsed = time.perf_counter() - began
+            if response.status != 200 or json.loads(body)["count"] != count:
+                raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
+            if i >= 10:  # the first few warm the caches
+                times.append(elapsed)
+    finally:
+        conn.close()
+    return statistics.median(times)
+
+
+def run(bench: Bench) -> list[Row]:
+    """6. List latency (limit 10, deep offset, descending) for an event with few records and one with many; and of
+    the events list, over those records and EVENTS_LISTED more events of one record each. On the embedded default,
+    then with the index in PostgreSQL."""
+    rows = list_rows(bench, "", None)
+    with bench.postgres() as database:
+        # the records are made with synchronous_commit off, to make them faster; the service lists with the defaults
+        rows += list_rows(bench, "PostgreSQL index: ", database())
+    return rows
+
+
+def list_rows(bench: Bench, name: str, index: str | None) -> list[Row]:
+    """The figure's rows on one index (None: the embedded default's SQLite)."""
+    small, large = bench.options.list_counts
+    events = {str(uuid.UUID(int=1)): small, str(uuid.UUID(int=2)): large}
+    events.update({str(uuid.UUID(int=n)): 1 for n in range(3, 3 + EVENTS_LISTED)})
+    data_dir = bench.fresh_dir("list", tmpfs=True)  # 100,000 commits, each with fsyncs
+    try:
+        began = time.monotonic()
+        filling = "sqlite" if index is None else f"{index}?options=-c%20synchronous_commit%3Doff"
+        asyncio.run(populate(data_dir, events, filling))
+        print(f"  populated {small + large} records in {time.monotonic() - began:.0f} s", file=sys.stderr)
+        with bench.service(data_dir, *(() if index is None else ("--index", index))) as service:
+
+            def measure() -> dict[str, float]:
+                requests = bench.options.list_requests
+                return {
+                    str(small): list_latency(service, str(uuid.UUID(int=1)), small, requests) * 1e3,
+                    str(large): list_latency(service, str(uuid.UUID(int=2)), large, requests) * 1e3,
+                    "middle": list_latency(service, str(uuid.UUID(int=2)), large, requests, large // 2) * 1e3,
+                    "events": list_latency(service, None, len(events), requests) * 1e3,
+                }
+
+            m = repeat(bench.options.runs, measure)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    few, many = m[str(small)], m[str(large)]
+    return [
+        alone(f"{name}list, {small:,} records, deep offset (ms)", few, "{:.2f}"),
+        alone(f"{name}list, {large:,} records, deep offset (ms)", many, "{:.2f}", Target("<=", 3), ratio=many / few),
+        alone(f"{name}list, {large:,} records, offset {large // 2:,} (ms)", m["middle"], "{:.2f}"),
+        alone(
+            f"{name}events list, {len(events):,} events of {small + large + EVENTS_LISTED:,} records, deep offset (ms)",
+            m["events"],
+            "{:.2f}",
+            Target("<=", 5, " ms"),
+        ),  # fmt: skip
+    ]

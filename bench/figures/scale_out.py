@@ -1,0 +1,108 @@
+"""11. The scale-out set-ups: a PostgreSQL index, then PostgreSQL and S3 (SeaweedFS); one process, then two."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from harness import Bench, BenchError, Server, record_path
+from subscribers import subscribers
+from table import Row, Target, compare, mib, percentile, repeat
+from transfers import at_once, fetch, put_small, upload
+
+
+def run(bench: Bench) -> list[Row]:
+    """11. The scale-out set-ups (docs/scale-out.md): the index in PostgreSQL with the recordings in the data
+    directory, then with them in an S3 object store (SeaweedFS); each with one process, then two behind nginx: the big
+    upload and download, eight uploads and eight downloads at once, and one event published on one process reaching
+    the subscribers of both. Beside nginx, as figures 1-3 and 7 give the embedded default's in the same run."""
+    size, eighth = bench.options.size, bench.options.size // 8
+    source, part = bench.source(size), bench.source(eighth)
+    rows: list[Row] = []
+    with bench.postgres() as database, bench.seaweedfs() as bucket, bench.reference() as nginx:
+        theirs = [nginx.url(f"/files/down-{i}") for i in range(8)]
+        for url in theirs:
+            upload(url, part)
+        upload(nginx.url("/files/big"), source)
+
+        def nginx_eight() -> float:
+            return at_once([nginx.url(f"/files/up-{i}") for i in range(8)], theirs, part, eighth)
+
+        for name, blobs in (("PostgreSQL index", None), ("PostgreSQL + S3", bucket)):
+            rows += scale_out_rows(bench, name, database, blobs, nginx, nginx_eight)
+    return rows
+
+
+def scale_out_rows(
+    bench: Bench,
+    name: str,
+    database: Callable[[], str],
+    bucket: Callable[[], str] | None,
+    nginx: Server,
+    nginx_eight: Callable[[], float],
+) -> list[Row]:
+    """The figures of one scale-out set-up: a PostgreSQL index, and the recordings in the data directory (the
+    processes share it, and nginx sends the files) or in a bucket (each process has a data directory of its own for
+    what is in flight)."""
+    size, eighth, n, runs = bench.options.size, bench.options.size // 8, bench.options.subscribers, bench.options.runs
+    source, part = bench.source(size), bench.source(eighth)
+
+    def eight_each(server: Server) -> float:  # 8 uploads and 8 downloads at once, the downloads of records 0-7
+        ups, downs = [server.url(record_path(8 + i)) for i in range(8)], [server.url(record_path(i)) for i in range(8)]
+        return at_once(ups, downs, part, eighth)
+
+    def flags() -> tuple[str, ...]:
+        return ("--index", database()) + (("--blobs", bucket()) if bucket else ())
+
+    with bench.service(bench.fresh_dir("data"), *flags()) as one:
+
+        def big() -> dict[str, float]:
+            return {
+                "up": upload(one.url(record_path()), source).mb_per_s,
+                "down": fetch(one.url(record_path()), size).mb_per_s,
+                "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
+                "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
+            }
+
+        m = repeat(runs, big)
+        for i in range(8):
+            upload(one.url(record_path(i)), part)
+        c1 = repeat(runs, lambda: {"ours": eight_each(one), "nginx": nginx_eight()})
+    shared = flags() + (() if bucket else ("--accel-redirect", "/_blobs/"))
+    first_dir = bench.fresh_dir("data")
+    second_dir = bench.fresh_dir("data") if bucket else first_dir
+    with (
+        bench.service(first_dir, *shared) as a,
+        bench.service(second_dir, *shared) as b,
+        bench.accel(a, first_dir, b) as front,
+    ):
+        for i in range(8):
+            upload(front.url(record_path(i)), part)
+        c2 = repeat(runs, lambda: {"ours": eight_each(front), "nginx": nginx_eight()})
+
+        def one_event() -> dict[str, float]:
+            with subscribers(a.port, n // 2) as on_a, subscribers(b.port, n - n // 2) as on_b:
+                time.sleep(1.0)
+                answered = put_small(a, record_path(100))
+                seen = [t for pipe in on_a + on_b for t in pipe.recv()]
+            if len(seen) < n:
+                raise BenchError(f"only {len(seen)} of {n} subscribers received the event")
+            delays = [(t - min(answered, *seen)) * 1e3 for t in seen]
+            return {"p50": percentile(delays, 50), "p99": percentile(delays, 99), "max": max(delays)}
+
+        e = repeat(runs, one_event)
+    eights = f"8 up + 8 down of {mib(eighth)} (MB/s)"
+    return [
+        compare(f"{name}, 1 process: upload {mib(size)} (MB/s)", m["up"], m["nginx_up"], "{:.0f}", Target(">=", 1.0)),
+        compare(
+            f"{name}, 1 process: download {mib(size)} (MB/s)", m["down"], m["nginx_down"], "{:.0f}", Target(">=", 1.0)
+        ),
+        compare(f"{name}, 1 process: {eights}", c1["ours"], c1["nginx"], "{:.0f}", Target(">=", 0.8)),
+        compare(f"{name}, 2 processes behind nginx: {eights}", c2["ours"], c2["nginx"], "{:.0f}", Target(">=", 0.8)),
+        Row(
+            f"{name}, 2 processes: SSE, 1 event to {n:,} subscribers of both, p50 / p99 / max (ms)",
+            f"{e['p50']:.0f} / {e['p99']:.0f} / {e['max']:.0f}",
+            target="p99 <= 500 ms",
+            verdict=Target("<=", 500).verdict(e["p99"]),
+        ),
+    ]
