@@ -247,9 +247,10 @@ def test_records_replaced_and_deleted_while_a_paced_backup_copies_are_taken_agai
     for start, body in bodies.items():
         assert request(svc.url, "PUT", record_url(start=start), body)[0] == 204
     dest = tmpfs("64m") / "backup"
-    command = [*COMMAND, "backup", str(dest), "--data-dir", str(svc.data_dir), "--rate", "2M"]  # 5 MiB: 2.5 s
+    command = [*COMMAND, "backup", str(dest), "--data-dir", str(svc.data_dir), "--rate", "1M"]  # 5 MiB: 5 s
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        time.sleep(0.5)  # the first records are copied, in the order of their starts; the later ones wait
+        # the first records are being copied, in the order of their starts (one a quarter second); the later wait
+        assert wait_until(lambda: (dest / "blobs").is_dir() and any((dest / "blobs").iterdir()), timeout=30)
         for start in starts[10:15]:
             bodies[start] = os.urandom(256 * 1024)
             assert request(svc.url, "PUT", record_url(start=start), bodies[start])[0] == 204
