@@ -6,8 +6,8 @@ request keeps every byte it received, and the pieces join the record in the orde
 - Each append request that receives a byte is a `Piece`: its own file in blobs/, written as the bytes arrive, and
   listed in the index's `appends` table (so that after a crash its bytes join the record at the next start).
 - A record's pieces queue in the order their first bytes arrived. Only the first of the queue joins the record
-  (every JOIN_INTERVAL seconds while bytes arrive, and at its end); the others keep their bytes in their files and
-  join when every piece before them has ended. So when a dead connection that the service has not noticed yet
+  (every --append-join-interval seconds while bytes arrive, and at its end); the others keep their bytes in their
+  files and join when every piece before them has ended. So when a dead connection that the service has not noticed yet
   holds the first piece while the recorder already streams on a new one, the new one's bytes wait and go after.
 - A request that receives nothing (Liquidsoap opens one that stays empty for the whole broadcast) has no piece,
   holds no place in the queue, and adds nothing.
@@ -42,7 +42,6 @@ from tornado_records.store import Record, RecordStore, StorageFull, storage_erro
 
 log = logging.getLogger("tornado_records.appends")
 
-JOIN_INTERVAL = 3.0  # seconds: while bytes arrive, what arrived joins the record at least this often
 RESERVE = 1 << 20  # bytes an append leaves free on the disk, so that the index can still record what it kept
 STANDBY_LOOK = 0.1  # seconds between looks at the live piece, for a standby that ended
 ARRIVALS_KEPT = 600.0  # seconds of a standby's arrival times kept, to find where its bytes after the live one's begin

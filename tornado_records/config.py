@@ -325,6 +325,20 @@ SETTINGS: tuple[Setting, ...] = (
         parse_seconds,
     ),
     Setting(
+        "append_join_interval",
+        "3",
+        "seconds between joins of what a live recording (an append request) brings into its record while bytes "
+        "arrive (each join fsyncs them and makes them readable); the request's end joins at once",
+        parse_seconds,
+    ),
+    Setting(
+        "resumable_sync_interval",
+        "3",
+        "seconds between the moments a resumable upload's received bytes are made durable and its offset recorded "
+        "while bytes arrive; the request's end records them at once",
+        parse_seconds,
+    ),
+    Setting(
         "upload_expiry",
         "24h",
         "how long a resumable upload (tus, IETF) may wait for its next bytes before it is removed with what it "
@@ -371,6 +385,8 @@ class Config:
     max_resumable_uploads: int
     upload_idle_timeout: float
     append_takeover: float
+    append_join_interval: float
+    resumable_sync_interval: float
     upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None

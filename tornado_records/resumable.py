@@ -3,13 +3,13 @@
 An upload resource is a row of the index's `uploads` table (the record it is for, its media type, its durable
 offset, its length once known, its expiry, and the preconditions and digest to check at completion) and a file,
 uploads/<id>, holding the bytes received. Bytes are written as they arrive and hashed on the way; the offset in the
-row moves only after an fsync, so an offset a client is told is always on disk. A request bringing bytes records
-the offset every SYNC_INTERVAL seconds and when it ends, however it ends. The file is open only while a request
-brings bytes to it (from its first byte to the request's end): an upload waiting for its next request holds no
-descriptor, however many there are. At most `cap` uploads are in progress (created, neither completed nor expired):
-a creation past it is refused (TooManyUploads) with nothing created. At start, each file is cut back to its
-row's offset (what came after was never recorded, nor acknowledged), files without a row and rows without a file are
-removed, and expired uploads go; the sweep of expired uploads then runs every SWEEP_INTERVAL seconds.
+row moves only after an fsync, so an offset a client is told is always on disk. A request bringing bytes records the
+offset every --resumable-sync-interval seconds and when it ends, however it ends. The file is open only while a
+request brings bytes to it (from its first byte to the request's end): an upload waiting for its next request holds
+no descriptor, however many there are. At most `cap` uploads are in progress (created, neither completed nor
+expired): a creation past it is refused (TooManyUploads) with nothing created. At start, each file is cut back to
+its row's offset (what came after was never recorded, nor acknowledged), files without a row and rows without a file
+are removed, and expired uploads go; the sweep of expired uploads then runs every SWEEP_INTERVAL seconds.
 
 One request at a time per upload: a request for an upload that another one is still transferring to ends that one
 (its connection is closed), waits until its bytes are recorded, and goes on (the draft's recommended approach).
@@ -54,7 +54,6 @@ from tornado_records.store import (
 log = logging.getLogger("tornado_records.resumable")
 
 WANT_LOOK = 0.25  # seconds between looks for uploads asked for by another process, and at the upload asked for
-SYNC_INTERVAL = 3.0  # seconds: while bytes arrive, the offset is made durable and recorded at least this often
 SWEEP_INTERVAL = 60.0  # seconds between sweeps of expired uploads
 HASH_BLOCK = 1 << 20
 CONDITION_HEADERS = ("If-Match", "If-None-Match", "If-Unmodified-Since")

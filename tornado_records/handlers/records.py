@@ -15,7 +15,7 @@ import tornado.ioloop
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from tornado_records.appends import JOIN_INTERVAL, Piece
+from tornado_records.appends import Piece
 from tornado_records.digest_fields import MalformedDigest, expected_digests, repr_digest
 from tornado_records.events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, BaseHandler, abort_reason, quoted
@@ -186,7 +186,7 @@ class RecordHandler(BaseHandler):
                 lagging = upload.write(chunk)
                 if first:
                     self._piece_began(upload)
-                if now - self._joined_at >= JOIN_INTERVAL:
+                if now - self._joined_at >= self.settings["config"].append_join_interval:
                     self._joined_at = now
                     upload.join_soon()
             else:

@@ -15,7 +15,7 @@ import tornado.web
 
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import UNLIMITED_BODY
-from tornado_records.resumable import SYNC_INTERVAL, Resumable, Resumables
+from tornado_records.resumable import Resumable, Resumables
 from tornado_records.store import DigestMismatch, PreconditionFailed
 
 log = logging.getLogger("tornado_records.handlers")
@@ -140,7 +140,7 @@ class TransferHandler(BaseHandler):
                 upload.events.progress(upload.received)
             if lagging is not None:
                 await lagging  # Tornado reads no more of the body until the writer has caught up (see spool.py)
-            if now - self._recorded_at >= SYNC_INTERVAL:
+            if now - self._recorded_at >= self.settings["config"].resumable_sync_interval:
                 self._recorded_at = now
                 await self.resumables.record(upload)
         except Exception as exc:
