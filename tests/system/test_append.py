@@ -21,7 +21,10 @@ from support.event_schema import conforms
 from support.rawhttp import open_event_stream, request, sha256_field
 from support.records import EVENT, files_in, record_url, run_on_index, stored_blobs
 from support.waiting import wait_until
-from tornado_records.appends import JOIN_INTERVAL
+
+# --append-join-interval of the tests that wait for a join: what arrives that long after the last join (or the
+# request's start) joins the record
+JOIN = 0.2
 
 
 def receiving(url: str) -> list[int]:
@@ -156,16 +159,16 @@ def test_pieces_join_in_the_order_their_first_bytes_came(service) -> None:
 
 
 def test_appends_continue_after_a_replacement_and_a_delete(service, engine) -> None:
-    svc = service()
+    svc = service("--append-join-interval", str(JOIN))
     appender = Appender(svc.url)
     appender.send(b"aaa")
     assert wait_until(lambda: receiving(svc.url) == [3])  # the request has started
-    time.sleep(JOIN_INTERVAL + 1)  # what arrives JOIN_INTERVAL after the last join (or the request's start) joins
+    time.sleep(JOIN * 1.5)  # what arrives JOIN after the last join (or the request's start) joins
     appender.send(b"bbb")
     assert wait_until(lambda: body_of(svc.url) == b"aaabbb")
     assert request(svc.url, "PUT", record_url(), b"XYZ")[0] == 204
     appender.send(b"ccc")
-    time.sleep(JOIN_INTERVAL + 1)
+    time.sleep(JOIN * 1.5)
     appender.send(b"ddd")
     assert wait_until(lambda: body_of(svc.url) == b"XYZcccddd")
     assert request(svc.url, "DELETE", record_url())[0] == 204
@@ -290,11 +293,11 @@ def test_a_full_disk_keeps_what_was_written_before_it(small_disk: Path, service)
 
 @pytest.mark.engines("sqlite", "postgresql")  # nginx sends files only (with an object store, the service sends)
 def test_nginx_is_handed_only_a_file_that_is_exactly_the_version(service) -> None:
-    svc = service("--accel-redirect", "/_blobs/")
+    svc = service("--accel-redirect", "/_blobs/", "--append-join-interval", str(JOIN))
     appender = Appender(svc.url)
     appender.send(b"one")
     assert wait_until(lambda: receiving(svc.url) == [3])  # the request has started
-    time.sleep(JOIN_INTERVAL + 1)  # so "two" arrives JOIN_INTERVAL after it and joins
+    time.sleep(JOIN * 1.5)  # so "two" arrives JOIN after it and joins
     appender.send(b"two")
     assert wait_until(lambda: request(svc.url, "HEAD", record_url())[0] == 200)
     _, headers, body = request(svc.url, "GET", record_url())  # its file is still being written: sent directly

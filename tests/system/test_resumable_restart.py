@@ -12,7 +12,6 @@ from pathlib import Path
 from support.rawhttp import connect, request, request_head
 from support.records import EVENT, files_in, record_url, run_on_index
 from support.waiting import wait_until
-from tornado_records.resumable import SYNC_INTERVAL
 
 TUS = {"Tus-Resumable": "1.0.0"}
 CHUNK = {"Content-Type": "application/offset+octet-stream"}
@@ -44,17 +43,19 @@ def recorded(engine: dict[str, str], data_dir: Path, location: str) -> int:
 
 
 def test_kill_9_between_appends_resumes_from_the_durable_offset(service, engine, data_dir) -> None:  # noqa: ANN001
-    proc = service()
+    sync = 1.0  # --resumable-sync-interval: long enough that the last part arrives before the next sync
+    proc = service("--resumable-sync-interval", str(sync))
     location = create(proc.url, len(BODY))
     status, headers, _ = request(proc.url, "PATCH", location, BODY[:MB], {**TUS, **CHUNK, "Upload-Offset": "0"})
     assert status == 204 and headers["Upload-Offset"] == str(MB)  # acknowledged: durable
-    # an append in progress: part of it is recorded by the periodic sync (every 3 s), the rest is not, then kill -9
+    # an append in progress: part of it is recorded by the periodic sync (every `sync` s), the rest is not, then
+    # kill -9
     sock = connect(proc.url)
     sock.sendall(request_head("PATCH", location, {**TUS, **CHUNK, "Upload-Offset": str(MB),
                                                   "Content-Length": str(len(BODY) - MB)}))  # fmt: skip
     sock.sendall(BODY[MB : MB + 500_000])
     assert wait_until(lambda: received(proc.url) == [MB + 500_000])  # the interval counts from before these arrived
-    time.sleep(SYNC_INTERVAL + 0.5)
+    time.sleep(sync + 0.2)
     sock.sendall(BODY[MB + 500_000 : MB + 600_000])  # arrives after the interval: what came so far is recorded
     assert wait_until(lambda: recorded(engine, data_dir, location) >= MB + 500_000)
     sock.sendall(BODY[MB + 600_000 : MB + 800_000])  # not recorded yet

@@ -21,7 +21,6 @@ from support.s3 import PREFIX, objects
 from support.service import COMMAND
 from support.sse import events_of
 from support.waiting import wait_until
-from tornado_records.appends import JOIN_INTERVAL
 
 MB = 1 << 20
 
@@ -125,12 +124,13 @@ def test_appended_bytes_go_up_once(service, postgres_url, bucket, s3_env, seawee
 def test_a_pieces_joins_are_merged_into_one_object_when_it_ends_and_a_download_under_way_goes_on(
     service, postgres_url, bucket, s3_env, seaweedfs
 ) -> None:
-    svc = on_s3(service, postgres_url, bucket, s3_env)
+    join = 0.2  # --append-join-interval
+    svc = on_s3(service, postgres_url, bucket, s3_env, "--append-join-interval", str(join))
     keys = lambda: seaweedfs.keys(bucket, PREFIX + "/")  # noqa: E731
     appender = Appender(svc.url)
-    for _ in range(5):  # the first bytes to arrive JOIN_INTERVAL after a join set off the next
+    for _ in range(5):  # the first bytes to arrive `join` seconds after a join set off the next
         appender.send(os.urandom(4 * MB))
-        time.sleep(JOIN_INTERVAL + 1)
+        time.sleep(join * 1.5)
     whole = appender.sent
     # while the piece lasts, each join is an object of its own: once the last join is in, the objects in the order
     # of their bytes are the record, each byte sent once (the tail that arrived since joins when the piece ends)
