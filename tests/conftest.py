@@ -13,7 +13,7 @@ import pytest
 import tornado.httpclient
 
 from support.access import SECRET
-from support.engines import PostgreSQL, SeaweedFS, start_postgres, start_seaweedfs
+from support.engines import DatabasePool, PostgreSQL, SeaweedFS, start_postgres, start_seaweedfs
 from support.records import stored_blobs
 from tornado_records.app import close_app, make_app, make_server
 from tornado_records.config import build_config
@@ -65,15 +65,18 @@ def engine(request: pytest.FixtureRequest) -> dict[str, str]:
     """The settings that put the service under test on its engine (none: the embedded default); a fresh database
     for each test."""
     name = getattr(request, "param", "sqlite")
+    # an app in this process gets a copy of a database that has the service's tables already (quicker than making
+    # them); a process started by the test gets an empty one, as an operator's first start does
+    index = "app_database_url" if "app" in request.fixturenames else "postgres_url"
     if name == "postgresql":
-        return {"index": request.getfixturevalue("postgres_url")}
+        return {"index": request.getfixturevalue(index)}
     if name == "s3":  # the keys in the environment, as an operator gives them (the process started inherits them)
         monkeypatch = request.getfixturevalue("monkeypatch")
         for variable, value in request.getfixturevalue("s3_env").items():
             monkeypatch.setenv(variable, value)
         bucket = request.getfixturevalue("shared_bucket")
         prefix = f"{secrets.token_hex(6)}/records"  # the test's own
-        return {"index": request.getfixturevalue("postgres_url"), "blobs": f"s3://{bucket}/{prefix}"}
+        return {"index": request.getfixturevalue(index), "blobs": f"s3://{bucket}/{prefix}"}
     return {}
 
 
@@ -152,6 +155,31 @@ def postgres_url(postgres: PostgreSQL) -> Iterator[str]:
     dropped at its end."""
     with postgres.new_database() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def records_template(postgres: PostgreSQL, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A database with the service's tables, made by the service itself (make_app) once a session: the template
+    of each in-process app's database."""
+    name = postgres.create_database()
+    data_dir = tmp_path_factory.mktemp("template") / "data"
+    close_app(make_app(build_config({"data_dir": str(data_dir), "index": postgres.database_url(name)}, {})))
+    postgres.make_template(name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def app_databases(postgres: PostgreSQL, records_template: str) -> DatabasePool:
+    """The databases of the in-process apps: copies of records_template, each emptied after a test for the next."""
+    return DatabasePool(postgres, records_template)
+
+
+@pytest.fixture
+def app_database_url(app_databases: DatabasePool) -> Iterator[str]:
+    """The URL of a database for this test alone with the service's tables, all empty (from app_databases)."""
+    url = app_databases.take()
+    yield url
+    app_databases.give_back(url)
 
 
 @pytest.fixture(scope="session")

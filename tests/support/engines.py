@@ -64,6 +64,39 @@ class Engine:
         self.stop()
 
 
+class DatabasePool:
+    """Databases of `server` made from database `template`, each reused by one test after another: one given back is
+    emptied (the rows of its tables deleted), which is quicker than making a new copy (CREATE DATABASE copies files
+    and logs them: 0.03 s on an idle machine, 0.5 s on a busy one)."""
+
+    def __init__(self, server: PostgreSQL, template: str) -> None:
+        self.server = server
+        self.template = template
+        self.free: list[str] = []
+
+    def take(self) -> str:
+        """The URL of a database with the template's tables, all empty, for one user until it gives it back."""
+        name = self.free.pop() if self.free else self.server.create_database(self.template)
+        return self.server.database_url(name)
+
+    def give_back(self, url: str) -> None:
+        """Empty the database at `url` for the next user; drop it instead where that cannot be done at once (a
+        connection left open still holds a lock)."""
+        name = url.rsplit("/", 1)[1]
+        try:
+            with psycopg.connect(url, autocommit=True) as connection:
+                connection.execute("SET lock_timeout = '2s'")
+                listed = connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                tables = [row[0] for row in listed]
+                with connection.transaction():
+                    for table in tables:  # DELETE: quicker than TRUNCATE on tables of a few rows
+                        connection.execute(sql.SQL("DELETE FROM {}").format(sql.Identifier(table)))
+        except psycopg.Error:
+            self.server.drop_database(name)
+            return
+        self.free.append(name)
+
+
 def postgres_bin() -> Path:
     """The bin/ directory of the newest PostgreSQL installed from Debian's packages; skips (fails under
     RECORDS_TEST_REQUIRE_ALL) where there is none."""
@@ -137,20 +170,30 @@ class PostgreSQL(Engine):
         with psycopg.connect(self.url, autocommit=True) as connection:
             connection.execute(statement)
 
-    def create_database(self) -> str:
-        """Create a new, empty database (test_ and random letters); returns its name."""
+    def create_database(self, template: str | None = None) -> str:
+        """Create a new database (test_ and random letters), empty or a copy of database `template`; returns its
+        name."""
         name = f"test_{secrets.token_hex(6)}"
-        self.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+        self.execute(statement)
         return name
+
+    def make_template(self, name: str) -> None:
+        """Make database `name` a template that no one connects to any more (a copy of it is quick to make)."""
+        self.execute(sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false").format(
+            sql.Identifier(name)
+        ))
 
     def drop_database(self, name: str) -> None:
         """Drop database `name`, closing whatever connections to it are still open."""
         self.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
     @contextmanager
-    def new_database(self) -> Iterator[str]:
-        """A new, empty database for the block: its URL; dropped at the end."""
-        name = self.create_database()
+    def new_database(self, template: str | None = None) -> Iterator[str]:
+        """A new database for the block, empty or a copy of database `template`: its URL; dropped at the end."""
+        name = self.create_database(template)
         try:
             yield self.database_url(name)
         finally:
