@@ -45,6 +45,7 @@ setup(
             "pytest>=8,<10",
             "pytest-tornado==0.8.1",
             "pytest-repeat>=0.9.4,<1",  # --count N: a test (or, with --repeat-scope=session, the suite) N times
+            "pytest-xdist>=3.5,<4",  # the tests in several processes (pytest.ini), each with its own engines
             "schemathesis>=4.3,<5",
             "openapi-spec-validator>=0.7,<1",
             "hypothesis>=6.100,<7",

@@ -55,8 +55,12 @@ ON_EVERY_ENGINE = {
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if metafunc.module.__name__ in ON_EVERY_ENGINE and {"app", "service"} & set(metafunc.fixturenames):
-        marker = metafunc.definition.get_closest_marker("engines")
+    if metafunc.module.__name__ not in ON_EVERY_ENGINE:
+        return
+    marker = metafunc.definition.get_closest_marker("engines")
+    if "shared_service" in metafunc.fixturenames:  # one process an engine for the module (tests/system/conftest.py)
+        metafunc.parametrize("shared_engine", marker.args if marker else ENGINES, scope="module")
+    elif {"app", "service"} & set(metafunc.fixturenames):
         metafunc.parametrize("engine", marker.args if marker else ENGINES, indirect=True)
 
 

@@ -4,6 +4,9 @@ processes) and `nginx` in front of them, and `small_disk`."""
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+
 from pathlib import Path
 from typing import Iterator
 
@@ -37,6 +40,26 @@ def service(tmp_path: Path, engine: dict[str, str]) -> Iterator:
     yield start
     for proc in started:
         if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def shared_service(request: pytest.FixtureRequest, shared_engine: str, tmp_path_factory: pytest.TempPathFactory):
+    """One real process on `shared_engine` (sqlite, postgresql or s3, as `engine` sets them up) for the tests of a
+    module that read, or write nothing another of them reads: started once an engine, killed at the module's end.
+    Quicker than a process a test for tests parametrized many times."""
+    flags, env = [], {}
+    with contextlib.ExitStack() as stack:
+        if shared_engine in ("postgresql", "s3"):
+            flags.append("--index=" + stack.enter_context(request.getfixturevalue("postgres").new_database()))
+        if shared_engine == "s3":
+            env = request.getfixturevalue("seaweedfs").env()
+            flags.append(f"--blobs=s3://{request.getfixturevalue('shared_bucket')}/{secrets.token_hex(6)}/records")
+        proc = Service(tmp_path_factory.mktemp("shared") / "data", *flags, env=env)
+        try:
+            yield proc
+        finally:
             proc.proc.kill()
             proc.proc.wait()
 

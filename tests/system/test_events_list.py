@@ -121,8 +121,8 @@ def test_paging_order_and_filter(service) -> None:
     ["?limit=1001", "?limit=-1", "?limit=x", "?offset=1.5", "?order=newest", "?q=" + "a" * 201, "?q=a%00b",
      "?q=%ff"],
 )  # fmt: skip
-def test_bad_list_arguments_are_400_with_a_reason(service, query: str) -> None:
-    status, headers, body = request(service().url, "GET", "/records" + query)
+def test_bad_list_arguments_are_400_with_a_reason(shared_service, query: str) -> None:
+    status, headers, body = request(shared_service.url, "GET", "/records" + query)
     assert status == 400 and headers["Content-Type"].startswith("application/json")
     assert json.loads(body)["detail"]
 
@@ -157,8 +157,8 @@ def test_a_title_shows_in_both_lists_and_on_the_event_stream(service) -> None:
     [b"", b"not json", b"[]", b'{"title": 3}', b'{"title": ""}', b'{"title": "   "}', b'{"title": "a\\u0007b"}',
      b'{"title": "x", "other": 1}', b'{}', json.dumps({"title": "t" * 201}).encode()],
 )  # fmt: skip
-def test_bad_titles_are_400_and_change_nothing(service, body: bytes) -> None:
-    svc = service()
+def test_bad_titles_are_400_and_change_nothing(shared_service, body: bytes) -> None:
+    svc = shared_service
     event = EVENTS[0]
     assert title(svc.url, event, "Kept")[0] == 200
     status, headers, answer = request(svc.url, "PUT", f"/records/{event}", body)
