@@ -32,6 +32,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.durations = 15
 
 
+TIERS = ("system", "http", "unit")  # the order the tiers run in: the slow tests first, the quick ones to fill the end
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The system tier first: with pytest-xdist, its long tests (a broadcast, a fuzzing run) start early and the
+    quick tests of the other tiers fill the end, so that no process is left with a long test when the others are
+    done. Within a tier the order is pytest's."""
+    here = Path(__file__).parent
+
+    def tier(item: pytest.Item) -> int:
+        folder = item.path.relative_to(here).parts[0] if here in item.path.parents else ""
+        return TIERS.index(folder) if folder in TIERS else len(TIERS)
+
+    items.sort(key=tier)
+
+
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"

@@ -118,12 +118,13 @@ def test_a_listener_hears_a_plain_upload_from_its_start_and_what_comes_after(ser
 
 
 def test_a_listener_follows_an_append_mode_recording_through_its_joins_and_breaks(service) -> None:
-    svc = service()
+    join = 0.5  # --append-join-interval (3 s by default)
+    svc = service("--append-join-interval", str(join))
     recorder = Appender(svc.url)
     recorder.send(b"A" * 1000)
     assert wait_until(lambda: uploads(svc.url) and uploads(svc.url)[0]["bytes"] == 1000)
     listener = Listener(svc.url)
-    deadline = time.monotonic() + 8  # past two joins (every 3 s)
+    deadline = time.monotonic() + 2.7 * join  # past two joins
     n = 0
     while time.monotonic() < deadline:
         recorder.send(bytes([66 + n % 20]) * 500)
