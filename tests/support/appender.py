@@ -1,8 +1,9 @@
-"""An append request (`PUT ...?append=true`) sent by hand over a raw socket, a chunk whenever the test says; and a
-record's body as a reader gets it."""
+"""An append request (`PUT ...?append=true`) sent by hand over a raw socket, a chunk whenever the test says; what the
+uploads in flight have received (GET /uploads); and a record's body as a reader gets it."""
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 
@@ -46,3 +47,9 @@ class Appender:
 def body_of(url: str, path: str = record_url()) -> bytes | None:
     status, _, body = request(url, "GET", path)
     return body if status == 200 else None
+
+
+def receiving(url: str) -> list[int]:
+    """The bytes that each upload in flight has received so far (GET /uploads): what reached the service."""
+    uploads = json.loads(request(url, "GET", "/uploads")[2])["uploads"]
+    return [upload["bytes"] for upload in uploads if upload["state"] == "receiving"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.appender import APPEND, Appender, body_of
+from support.appender import APPEND, Appender, body_of, receiving
 from support.event_schema import conforms
 from support.rawhttp import open_event_stream, request, sha256_field
 from support.records import EVENT, files_in, record_url, run_on_index, stored_blobs
@@ -25,12 +25,6 @@ from support.waiting import wait_until
 # --append-join-interval of the tests that wait for a join: what arrives that long after the last join (or the
 # request's start) joins the record
 JOIN = 0.2
-
-
-def receiving(url: str) -> list[int]:
-    """The bytes that each upload in flight has received so far (GET /uploads): what reached the service."""
-    uploads = json.loads(request(url, "GET", "/uploads")[2])["uploads"]
-    return [upload["bytes"] for upload in uploads if upload["state"] == "receiving"]
 
 
 def in_a_file(data: Path, content: bytes) -> bool:

@@ -17,7 +17,7 @@ import pytest
 from support.appender import Appender
 from support.commands import check, fill, index_rows, listing, run
 from support.rawhttp import request
-from support.records import EVENT, record_url
+from support.records import EVENT, files_in, record_url
 from support.service import COMMAND
 from support.waiting import wait_until
 
@@ -175,12 +175,12 @@ def test_a_backup_of_a_live_directory_is_served_as_it_was(service, tmp_path: Pat
 
 
 def test_a_backup_to_another_filesystem_copies_the_files(tmpfs, service, tmp_path: Path) -> None:
-    svc = service()
+    svc = service("--append-join-interval", "0.5")
     seeded = fill(svc)
     appender = Appender(svc.url, record_url(start="2024-03-01T00:00:00") + "?append=true")
     deadline = time.monotonic() + 30
     while not joined_appends(svc.url) and time.monotonic() < deadline:  # until what arrived has joined the record
-        appender.send(b"live ")  # (3 s after the request began), and its file is still being written
+        appender.send(b"live ")  # (0.5 s after the request began), and its file is still being written
         time.sleep(0.2)
     assert joined_appends(svc.url)
     dest = tmpfs("64m") / "backup"
@@ -250,7 +250,10 @@ def test_records_replaced_and_deleted_while_a_paced_backup_copies_are_taken_agai
     dest = tmpfs("64m") / "backup"
     command = [*COMMAND, "backup", str(dest), "--data-dir", str(svc.data_dir), "--rate", "2M"]  # 5 MiB: 2.5 s
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        time.sleep(0.5)  # the first records are copied, in the order of their starts; the later ones wait
+        # the backup has taken its snapshot of the index once it copies the first record's file: the first records
+        # are copied, in the order of their starts, and the later ones wait (a fixed 0.5 s was too short for the
+        # command's start on a busy machine)
+        assert wait_until(lambda: files_in(dest / "blobs"), timeout=30)
         for start in starts[10:15]:
             bodies[start] = os.urandom(256 * 1024)
             assert request(svc.url, "PUT", record_url(start=start), bodies[start])[0] == 204

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 
-from support.appender import Appender
+from support.appender import Appender, receiving
 from support.breaking_proxy import BreakingProxy
 from support.races import race_writers
 from support.rawhttp import chunk, connect, request, request_head
@@ -50,6 +50,12 @@ def start_chunked_upload(url: str, megabytes: int):  # noqa: ANN201
     for at in range(0, len(data), MB):
         sock.sendall(chunk(data[at : at + MB]))
     return sock, data
+
+
+def length_of(url: str) -> int:
+    """The size of the record, as a HEAD says (0 while there is none)."""
+    status, headers, _ = request(url, "HEAD", record_url())
+    return int(headers["Content-Length"]) if status == 200 else 0
 
 
 def test_an_upload_goes_up_in_parts_as_it_arrives_and_is_visible_only_once_whole(
@@ -128,8 +134,12 @@ def test_a_pieces_joins_are_merged_into_one_object_when_it_ends_and_a_download_u
     svc = on_s3(service, postgres_url, bucket, s3_env, "--append-join-interval", str(join))
     keys = lambda: seaweedfs.keys(bucket, PREFIX + "/")  # noqa: E731
     appender = Appender(svc.url)
-    for _ in range(5):  # the first bytes to arrive `join` seconds after a join set off the next
+    for sent in range(5):  # the first bytes to arrive `join` seconds after a join set off the next
         appender.send(os.urandom(4 * MB))
+        # each join an object of its own: the one that this send's first bytes set off is in the record (it holds
+        # all the sends before), and all of this send has arrived, before the next send's bytes can set off another
+        assert wait_until(lambda: length_of(svc.url) >= sent * 4 * MB, timeout=30)
+        assert wait_until(lambda: receiving(svc.url) == [len(appender.sent)], timeout=30)
         time.sleep(join * 1.5)
     whole = appender.sent
     # while the piece lasts, each join is an object of its own: once the last join is in, the objects in the order
