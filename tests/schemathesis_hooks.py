@@ -1,9 +1,9 @@
-"""Schemathesis hooks for tests/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for tests/system/test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
 
 A digest header is valid only for the one body it was computed from, which no schema can say; a generated digest
 would be a wrong one, and the service rightly answers 400. So the requests Schemathesis sends (generated or taken
 from the document's examples) carry none. Digests are tested on
-their own, with real bodies, in tests/test_digests.py and tests/test_digest_fields.py.
+their own, with real bodies, in tests/http/test_digests.py and tests/unit/test_digest_fields.py.
 """
 
 import schemathesis
@@ -19,9 +19,9 @@ schemathesis.serializer.alias(["application/offset+octet-stream", "application/p
 # application/offset+octet-stream; the IETF draft: Upload-Complete and application/partial-upload), and a creation
 # speaks one of them. No schema can say which headers go with which; a request that mixes them is rightly refused
 # (400, 415). So the requests Schemathesis sends to these operations speak one protocol each. Every rule is tested
-# on its own in tests/test_resumable.py. Schemathesis's HTTP client (urllib3, http.client) also takes any interim
+# on its own in tests/http/test_resumable.py. Schemathesis's HTTP client (urllib3, http.client) also takes any interim
 # answer but 100 for the final one, so its creation requests carry no Upload-Draft-Interop-Version: the service then
-# sends no `104 Upload Resumption Supported` (tests/test_resumable.py reads the 104 on a raw socket).
+# sends no `104 Upload Resumption Supported` (tests/http/test_resumable.py reads the 104 on a raw socket).
 @schemathesis.hook
 def before_call(context, case, kwargs):  # noqa: ANN001, ANN201
     for name in BODY_BOUND_HEADERS:

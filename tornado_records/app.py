@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import functools
 import hashlib
 import json
 import logging
@@ -64,6 +65,13 @@ def resource(name: str) -> Path:
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+@functools.cache
+def openapi_document(path: Path) -> tuple[bytes, bytes]:
+    """The OpenAPI document at `path` as YAML and as JSON; parsed once a process (the tests make hundreds of apps)."""
+    spec_yaml = path.read_bytes()
+    return spec_yaml, json.dumps(yaml.load(spec_yaml, Loader=SAFE_LOADER), indent=2).encode()
+
+
 def make_app(config: Config) -> tornado.web.Application:
     """The application serving the records kept in `config.data_dir`; TornadoChanged if the installed Tornado lacks
     a private attribute the service relies on (http/insides.py)."""
@@ -73,8 +81,7 @@ def make_app(config: Config) -> tornado.web.Application:
     if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction
         store.change_event = hub.write_change
         hub.written_with_change = CHANGE_EVENTS
-    spec_yaml = resource("records.yaml").read_bytes()
-    spec_json = json.dumps(yaml.load(spec_yaml, Loader=SAFE_LOADER), indent=2).encode()
+    spec_yaml, spec_json = openapi_document(resource("records.yaml"))
     page = resource("static/openapi.html").read_bytes()
     return RecordsApplication(
         [

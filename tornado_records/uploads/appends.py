@@ -6,8 +6,8 @@ request keeps every byte it received, and the pieces join the record in the orde
 - Each append request that receives a byte is a `Piece`: its own file in blobs/, written as the bytes arrive, and
   listed in the index's `appends` table (so that after a crash its bytes join the record at the next start).
 - A record's pieces queue in the order their first bytes arrived. Only the first of the queue joins the record
-  (every JOIN_INTERVAL seconds while bytes arrive, and at its end); the others keep their bytes in their files and
-  join when every piece before them has ended. So when a dead connection that the service has not noticed yet
+  (every --append-join-interval seconds while bytes arrive, and at its end); the others keep their bytes in their
+  files and join when every piece before them has ended. So when a dead connection that the service has not noticed yet
   holds the first piece while the recorder already streams on a new one, the new one's bytes wait and go after.
 - A request that receives nothing (Liquidsoap opens one that stays empty for the whole broadcast) has no piece,
   holds no place in the queue, and adds nothing.
