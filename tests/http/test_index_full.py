@@ -16,7 +16,7 @@ async def test_index_full_at_commit_is_507_and_leaves_no_blob(app, fetch, data_d
     # after the body was written, synced and renamed: no root needed.
     for day in range(1, 31):
         assert (await fetch(record_url(start=f"2024-01-{day:02}T00:00:00"), method="PUT", body=b"x")).code == 204
-    index = app.settings["store"]._wconn  # the writer's connection: the pragma holds for it only
+    index = app.settings["store"].wconn  # the writer's connection: the pragma holds for it only
     (pages,) = index.execute("PRAGMA page_count").fetchone()
     index.execute(f"PRAGMA max_page_count = {pages}")
     statuses = []
