@@ -108,7 +108,8 @@ def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, titl
             raise CommandError(f"/records/{record.event}/{record.start} was written in the target meanwhile")
     except BaseException:
         if not adopted:  # a stop that came after the index named the object must leave it
-            objects.remove(name)
+            with _STOPS.held():  # a stop during the removal waits for it (else the object would stay)
+                objects.remove(name)
         raise
     finally:
         if path.parent == work:
