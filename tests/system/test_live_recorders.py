@@ -16,7 +16,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -42,13 +41,6 @@ RATE = 8000  # the decoded audio's sampling rate
 WINDOW = RATE // 4  # a quarter second
 RESTART = 2.0  # the recorders' delay before they connect again (restart_delay, reopen_delay, the loop's sleep)
 IDLE = 3  # --upload-idle-timeout of the service under test
-
-
-def free_udp_port() -> int:
-    """A UDP port of 127.0.0.1 that nothing is bound to."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def udp_bound(port: int) -> bool:
@@ -267,7 +259,7 @@ def test_ffmpeg_restarted_after_a_break(service, tmp_path, staircase):
     """The loop around ffmpeg of docs/recording.md, its input a live stream (the staircase sent in real time over UDP)."""
     proc = start_service(service)
     proxy = BreakingProxy(proc.port, [(4.0, "reset")])
-    port = free_udp_port()
+    port = free_port(udp=True)
     live = f"-f s16le -ar 44100 -ac 1 -i udp://127.0.0.1:{port}?timeout=3000000"
     command = readme_block(FFMPEG_LOOP).replace("-f alsa -i default", live)
     command = command.replace("localhost:10700", f"127.0.0.1:{proxy.port}")
@@ -388,7 +380,7 @@ def test_a_silent_dead_link_is_taken_over_within_the_takeover_time(service, tmp_
         running = liquidsoap(tmp_path, readme_block(OUTPUT_URL), staircase, address)
         sending = None
     else:
-        port = free_udp_port()
+        port = free_port(udp=True)
         running = ffmpeg_loop(port, address)
         sending = feed([staircase], [port])
     try:
@@ -417,7 +409,7 @@ def recorders_in_step(tmp_path: Path, proc, live_seconds: int, standby_seconds: 
     proxy = BreakingProxy(proc.port, [(break_at, "half-dead")] if break_at else [])
     stop = threading.Event()
     events = events_until(proc.url, stop)
-    ports = [free_udp_port(), free_udp_port()]
+    ports = [free_port(udp=True), free_port(udp=True)]
     live = ffmpeg_loop(ports[0], f"127.0.0.1:{proxy.port}", ends_after=0.5, block=STANDBY_LOOP)  # (ends soon after)
     standby = ffmpeg_loop(ports[1], f"127.0.0.1:{proc.port}", block=STANDBY_LOOP)
     # the live recorder is first in line: it sends a moment of silence before the broadcast begins for both, in step

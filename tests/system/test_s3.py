@@ -266,4 +266,5 @@ def test_kill_9_of_one_process_on_s3_the_other_serves_and_aborts_what_it_left(
     # the other's periodic look for what ended processes left (every 10 s) aborts the killed one's parts
     assert wait_until(lambda: unfinished(seaweedfs, bucket) == [], timeout=40)
     assert sorted(objects(seaweedfs, bucket).values()) == [b"kept", b"still serving"]  # nothing leaked
-    assert any("aborted 1 unfinished upload(s)" in line for line in b.lines)
+    # the line comes after the abort, from the process's stderr as it is read: wait for it too
+    assert wait_until(lambda: any("aborted 1 unfinished upload(s)" in line for line in b.lines))
