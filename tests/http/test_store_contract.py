@@ -39,10 +39,11 @@ ENGINES = ("sqlite", "postgresql", "s3", "sqlite-s3")  # the index, then the con
 
 @pytest.fixture(params=ENGINES)
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> Source:
-    """Where the store under test keeps its records: a data directory and, by the engine, a PostgreSQL database
-    and an S3 bucket's prefix of the test's own (the keys in the environment, as an operator gives them)."""
+    """Where the store under test keeps its records: a data directory and, by the engine, a PostgreSQL database (one
+    of the pool with the tables made and emptied) and an S3 bucket's prefix of the test's own (the keys in the
+    environment, as an operator gives them)."""
     name = request.param
-    index = request.getfixturevalue("postgres_url") if name in ("postgresql", "s3") else "sqlite"
+    index = request.getfixturevalue("app_database_url") if name in ("postgresql", "s3") else "sqlite"
     blobs = ""
     if name.endswith("s3"):
         monkeypatch = request.getfixturevalue("monkeypatch")
