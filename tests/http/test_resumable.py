@@ -277,7 +277,7 @@ async def test_expired_uploads_go(fetch: Any, app: Any, data_dir: Path) -> None:
     assert (await fetch(first, method="HEAD", headers=TUS)).code == 410
     # the first goes when it is found expired, in the background: once its row is gone, a sweep finds the second
     # alone (a sweep that listed the rows while the first's removal was finishing would count it again)
-    assert await eventually(lambda: len(app.settings["store"].upload_rows()) == 1)
+    assert await eventually(lambda: len(app.settings["store"].uploads.rows()) == 1)
     assert await app.settings["resumables"].sweep() == 1  # the second; the first went when it was found expired
     assert (await fetch(second, method="HEAD", headers=TUS)).code == 404
     assert await eventually(lambda: files_in(data_dir / "uploads") == [])
