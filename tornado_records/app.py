@@ -24,6 +24,8 @@ from tornado_records.config import Config
 from tornado_records.storage import sqldb
 from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import CHANGE_EVENTS, EventHub
+from tornado_records.audio.analyzer import Analyzer
+from tornado_records.handlers.audio import PeaksHandler
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.listings import EventsHandler, PartsHandler, RecordsHandler
@@ -91,6 +93,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (rf"/records?/{_EVENT}/{_START}", RecordHandler),
             (rf"/records/{_EVENT}/{_START}/live", LiveHandler),
             (rf"/records/{_EVENT}/{_START}/parts", PartsHandler),
+            (rf"/records/{_EVENT}/{_START}/peaks", PeaksHandler),
             (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
@@ -114,6 +117,7 @@ def make_app(config: Config) -> tornado.web.Application:
             store, hub, config.upload_expiry.total_seconds(), config.append_takeover, config.resumable_sync_interval
         ),
         appends=Appends(store, config.append_join_interval, config.append_takeover),
+        analyzer=Analyzer(store, hub, config.analysis_workers, config.silence_threshold, config.silence_min),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         inflight=set(),  # the requests in flight, that a shutdown waits for
@@ -166,6 +170,7 @@ def start_app(app: tornado.web.Application) -> None:
         app.settings["retention"].start()
     app.settings["resumables"].start()
     app.settings["store"].start()
+    app.settings["analyzer"].start()
 
 
 async def stop_app(app: tornado.web.Application) -> None:
@@ -174,6 +179,7 @@ async def stop_app(app: tornado.web.Application) -> None:
         await app.settings["retention"].stop()
     app.settings["resumables"].stop()
     app.settings["store"].stop()
+    await app.settings["analyzer"].stop()
 
 
 def close_app(app: tornado.web.Application) -> None:
@@ -193,6 +199,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     CreationHandler: "/records/{event}/{start}",
     LiveHandler: "/records/{event}/{start}/live",
     PartsHandler: "/records/{event}/{start}/parts",
+    PeaksHandler: "/records/{event}/{start}/peaks",
     UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",

@@ -83,6 +83,24 @@ def parse_count(text: str) -> int:
     return int(text)
 
 
+def parse_workers(text: str) -> int:
+    """A whole number from 0 (none) to 64."""
+    if not text.strip().isdigit() or int(text) > 64:
+        raise ValueError(f"{text!r} is not a whole number from 0 to 64")
+    return int(text)
+
+
+def parse_level(text: str) -> float:
+    """A level in dBFS, from -120 to 0 (`-50`, `-60.5`)."""
+    try:
+        level = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a level in dBFS such as -50") from None
+    if not -120 <= level <= 0:
+        raise ValueError(f"{text!r} is not a level in dBFS from -120 to 0")
+    return level
+
+
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DURATION_DAYS = 100 * 366
 
@@ -357,6 +375,25 @@ SETTINGS: tuple[Setting, ...] = (
         "and then every hundredth of it (at most hourly); empty: keep every record",
         parse_duration,
     ),
+    Setting(
+        "analysis_workers",
+        "1",
+        "most audio analyses (duration, loudness, silences, waveform; by ffmpeg, at the lowest CPU priority) running "
+        "at once, in the background after each upload; 0: none (records stay pending)",
+        parse_workers,
+    ),
+    Setting(
+        "silence_threshold",
+        "-50",
+        "level in dBFS below which the analysis counts audio as silence",
+        parse_level,
+    ),
+    Setting(
+        "silence_min",
+        "2",
+        "seconds of silence, at least, that the analysis reports as a silence",
+        parse_seconds,
+    ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
 )
@@ -389,6 +426,9 @@ class Config:
     upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None
+    analysis_workers: int
+    silence_threshold: float
+    silence_min: float
     log_level: str
     debug: bool
 

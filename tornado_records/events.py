@@ -165,6 +165,8 @@ class EventHub:
         self._timer: asyncio.TimerHandle | None = None
         # the events that the store writes to a shared log in the transaction of their change (see write_change)
         self.written_with_change: frozenset[str] = frozenset()
+        # what this process's events are told to besides the subscribers (the audio analysis): watch(type, data)
+        self.watchers: list[Callable[[str, dict[str, Any]], None]] = []
 
     def write_change(self, conn: Database, event_type: str, data: dict[str, Any]) -> None:
         """Write the event of a record's change to the shared log in the change's transaction, on `conn` (the store
@@ -176,6 +178,8 @@ class EventHub:
     def publish(self, event_type: str, data: dict[str, Any]) -> int | None:
         """Send an event to every subscriber and keep it for replay; returns its id (with a shared log: None, the
         log gives the id and brings the event back to every process's subscribers)."""
+        for watch in self.watchers:
+            watch(event_type, data)
         if self.log is not None and self.log.assigns_ids:
             self._listen()
             self.published[event_type] += 1

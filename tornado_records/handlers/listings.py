@@ -7,6 +7,7 @@ import datetime
 import json
 import re
 
+from tornado_records.audio import analyses
 from tornado_records.storage.catalogue import MAX_TITLE
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import parse_event, parse_start
@@ -49,7 +50,9 @@ class EventsHandler(ListingHandler):
         if len(search) > MAX_SEARCH or _CONTROL.search(search):
             raise ApiError(400, f"q must be at most {MAX_SEARCH} characters of text, not {quoted(search)}")
         count, events = store.events(search=search, limit=limit, offset=offset, descending=descending)
-        self.write({"count": count, "limit": limit, "offset": offset, "events": [e.to_json() for e in events]})
+        durations = analyses.durations(store.rconn, (e.event for e in events))
+        listed = [{**e.to_json(), "duration": durations.get(e.event)} for e in events]
+        self.write({"count": count, "limit": limit, "offset": offset, "events": listed})
 
     head = get
 
@@ -89,7 +92,7 @@ class RecordsHandler(ListingHandler):
                 "limit": limit,
                 "offset": offset,
                 "title": store.title(event_id),
-                "records": [r.to_json() for r in page.records],
+                "records": analyses.described(store.rconn, page.records),
             }
         )
 

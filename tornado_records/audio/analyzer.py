@@ -1,0 +1,193 @@
+"""The analysis of every record's audio, in the background: after each new version is stored (a PUT completed, an
+append request ended, a resumable upload completed), and at start for every record whose version has none yet (a
+restart resumes what was pending; records stored before the feature get theirs).
+
+At most `workers` analyses run at once, each in a thread of its own running ffprobe and ffmpeg at the lowest CPU
+priority (programs.py); none runs on the event loop. A record still being appended to waits for its append requests
+to end. An analysis is kept only for the version it read: a record replaced meanwhile is analysed anew. Without
+ffmpeg, the service starts with one warning and its records stay pending until ffmpeg is there (looked for again at
+each RESCAN).
+
+With several processes on one index, the process that stored a version analyses it (each holds the record's name
+while it does), and every start looks for what is still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from tornado_records.audio import analyses
+from tornado_records.audio.facts import Analysis, analyze
+from tornado_records.audio.programs import Programs, missing
+from tornado_records.events import EventHub
+from tornado_records.storage.model import Blob, Record
+from tornado_records.storage.store import RecordStore
+
+log = logging.getLogger("tornado_records.audio")
+
+RESCAN = 600.0  # seconds between looks for records still pending (another process's, or ffmpeg newly installed)
+COPY_BLOCK = 1 << 20
+# the events after which a record may have a new version to analyse
+_STORED = {"record-created", "record-updated"}
+_ENDED = {"upload-completed", "upload-interrupted"}  # an append request's end
+
+
+class Analyzer:
+    """The background analyses of one store's records; `start()` and `stop()` on the event loop."""
+
+    def __init__(
+        self, store: RecordStore, hub: EventHub, workers: int, silence_threshold: float, silence_min: float
+    ) -> None:
+        self.store = store
+        self.hub = hub
+        self.workers = workers
+        self.settings = (silence_threshold, silence_min)
+        self.programs = Programs()
+        self.wanted: dict[tuple[str, str], None] = {}  # records to look at, in order (a dict: each once)
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._threads = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="records-audio")
+        self._warned = False
+        analyses.create(store.wconn)
+
+    def start(self) -> None:
+        if self.workers == 0:
+            return
+        self.hub.watchers.append(self._seen)
+        self._tasks = [asyncio.ensure_future(self._rescans())]
+        self._tasks += [asyncio.ensure_future(self._work()) for _ in range(self.workers)]
+
+    async def stop(self) -> None:
+        """End the analyses: those running are stopped and stay pending (the next start does them)."""
+        self.programs.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._threads.shutdown(wait=True)
+
+    def _seen(self, event_type: str, data: dict[str, Any]) -> None:
+        """An event of this process: note a record that may have a new version."""
+        if event_type in _STORED:
+            self.want(data["record"]["event"], data["record"]["start"])
+        elif event_type in _ENDED:
+            self.want(data["event"], data["start"])
+        elif event_type == "record-deleted":
+            record = data["record"]
+            self.store.finish_later(self.store.in_writer(analyses.forget, record["event"], record["start"]),
+                                    "forgetting the analysis of a deleted record")  # fmt: skip
+
+    def want(self, event: str, start: str) -> None:
+        """Look at the record (event, start) soon: analyse its version if it has none."""
+        self.wanted[(event, start)] = None
+        self._wake.set()
+
+    async def _rescans(self) -> None:
+        """Look for every record pending now, and again every RESCAN seconds."""
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._ready():
+                await asyncio.sleep(RESCAN)
+                continue
+            for key in await loop.run_in_executor(None, analyses.waiting, self.store.rconn):
+                self.want(*key)
+            await asyncio.sleep(RESCAN)
+
+    def _ready(self) -> bool:
+        """Whether ffmpeg and ffprobe are there (one warning line the first time they are not)."""
+        absent = missing()
+        if absent and not self._warned:
+            self._warned = True
+            log.warning("%s not found: records are not analysed (their analysis stays pending) until it is installed",
+                        " and ".join(absent))  # fmt: skip
+        return not absent
+
+    async def _work(self) -> None:
+        while True:
+            while not self.wanted:
+                self._wake.clear()
+                await self._wake.wait()
+            key = next(iter(self.wanted))
+            del self.wanted[key]
+            try:
+                await self.analyse(*key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (one record's trouble; the next start tries again)
+                log.warning("could not analyse the record of event %s at %s: %s", key[0], key[1], exc)
+
+    async def analyse(self, event: str, start: str) -> None:
+        """Analyse the record's current version, unless it has its analysis, is being appended to, or another
+        process analyses it."""
+        record = self.store.current(event, start, self.store.rconn)
+        if record is None or analyses.state_of(self.store.rconn, record) != analyses.PENDING or self._appending(record):
+            return
+        if not self._ready():
+            self.wanted[(event, start)] = None  # kept for the look after ffmpeg is installed
+            return
+        name = f"analysis {event} {start}"
+        if self.store.shared and not await self.store.in_writer(lambda conn: conn.hold(name)):
+            return  # another process is at it
+        try:
+            analysis = await asyncio.get_running_loop().run_in_executor(self._threads, self._analyse, record)
+            if analysis is None or self.programs.stopped:
+                return  # replaced or deleted meanwhile, or the service is stopping: it stays pending
+            if analysis.state != "done":
+                log.info("record of event %s at %s: analysis %s (%s)", event, start, analysis.state, analysis.reason)
+            if await self.store.in_writer(analyses.save, record, analysis):
+                self.hub.publish("record-analyzed", {"record": analyses.describe(record, analysis)})
+        finally:
+            if self.store.shared:
+                await self.store.in_writer(lambda conn: conn.let_go(name))
+
+    def _appending(self, record: Record) -> bool:
+        """Whether an append request (of any process) is still adding to the record."""
+        row = self.store.rconn.execute(
+            "SELECT 1 FROM appends WHERE event = ? AND start = ?", (record.event, record.start)
+        ).fetchone()
+        return row is not None
+
+    def _analyse(self, record: Record) -> Analysis | None:
+        """In a thread: the analysis of the version's content (None if the version is gone)."""
+        with local_copy(self.store, record) as path:
+            if path is None:
+                return None
+            return analyze(path, self.programs, *self.settings)
+
+
+@contextlib.contextmanager
+def local_copy(store: RecordStore, record: Record) -> Iterator[Path | None]:
+    """A file holding the version's content for the block: its own blob file where that holds exactly the content,
+    else a copy in tmp/ removed after the block; None if the version is gone. Blocks."""
+    segments = record.segments
+    name = store.content.whole_file(segments[0]) if len(segments) == 1 else None
+    if name is not None and _size(store.blobs / name) == segments[0].length:
+        yield store.blobs / name
+        return
+    try:
+        blob = Blob(record, store.content.open(segments, whole=False))
+    except FileNotFoundError:
+        yield None
+        return
+    copy = store.tmp / f"analysis-{uuid.uuid4().hex}"
+    try:
+        with open(copy, "wb") as out:
+            while data := blob.file.read(COPY_BLOCK):
+                out.write(data)
+        blob.close()
+        yield copy
+    finally:
+        blob.close()
+        copy.unlink(missing_ok=True)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None

@@ -1,0 +1,79 @@
+"""The external programs the audio work runs (ffprobe, ffmpeg): started from an argument list (never a shell), at
+the lowest CPU priority so that uploads and downloads keep their speed, each with a time bound; `stop()` ends every
+one still running (a shutdown, or the client that asked went away). `run` blocks: call it in a thread."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+
+NICENESS = 19  # the lowest priority: the service's requests always come first
+NEEDED = ("ffmpeg", "ffprobe")
+
+
+class ProgramFailed(Exception):
+    """A program failed (`returncode` > 0), was killed (< 0), outlasted its bound or could not start (None)."""
+
+    def __init__(self, message: str, returncode: int | None = None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
+def missing() -> list[str]:
+    """The programs the audio work needs that are not on the PATH."""
+    return [name for name in NEEDED if shutil.which(name) is None]
+
+
+class Programs:
+    """The programs running for the service: each bounded in time, all ended by `stop()`."""
+
+    def __init__(self) -> None:
+        self._running: set[subprocess.Popen] = set()
+        self._lock = threading.Lock()
+        self.stopped = False
+
+    def run(self, arguments: list[str], seconds: float, output: bool = False) -> str:
+        """Run a program to its end within `seconds`; its standard output if `output`, else its standard error
+        (ffmpeg's log), as text. ProgramFailed if it fails, is ended or outlasts the bound."""
+        with self._lock:
+            if self.stopped:
+                raise ProgramFailed(f"{arguments[0]} was not started: the service is stopping")
+            try:
+                process = subprocess.Popen(
+                    arguments,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE if output else subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    errors="replace",
+                )
+            except OSError as exc:
+                raise ProgramFailed(f"{arguments[0]} could not start: {exc.strerror}") from None
+            self._running.add(process)
+        try:
+            try:
+                os.setpriority(os.PRIO_PROCESS, process.pid, NICENESS)
+            except OSError:
+                pass  # it ended already
+            try:
+                out, err = process.communicate(timeout=seconds)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+                raise ProgramFailed(f"{arguments[0]} took longer than {seconds:.0f} s and was stopped") from None
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        if process.returncode != 0:
+            last = (err or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
+            raise ProgramFailed(f"{arguments[0]} failed: {last[0][:300]}", process.returncode)
+        return out if output else err
+
+    def stop(self) -> None:
+        """End every program still running, and start no more."""
+        with self._lock:
+            self.stopped = True
+            for process in self._running:
+                process.kill()
