@@ -65,3 +65,26 @@ def test_a_lagging_receiver_and_a_drain_both_end(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert (tmp_path / "file").stat().st_size == KICK_BYTES + LAG_BYTES
+
+
+def test_a_held_spool_writes_nothing_until_released_and_bounds_its_lag(tmp_path: Path) -> None:
+    """An append piece's spool is held until its row is in the index: no byte may reach a file that no row names
+    (a start after a crash would remove it as an orphan)."""
+    path = tmp_path / "piece"
+
+    async def main() -> None:
+        spool = Spool(open(path, "wb", buffering=0), held=True)
+        assert spool.put(b"a" * KICK_BYTES) is None  # past the kick, and past the kick's delay: still held
+        await asyncio.sleep(0.05)
+        assert path.stat().st_size == 0 and spool.written == 0
+        lagging = spool.put(b"b" * LAG_BYTES)  # past the lag: the receiver waits, for the release
+        draining = asyncio.ensure_future(spool.drain())
+        await asyncio.sleep(0.05)
+        assert lagging is not None and not lagging.done() and not draining.done() and path.stat().st_size == 0
+        spool.release()
+        await asyncio.wait_for(asyncio.gather(lagging, draining), 5)
+        assert spool.written == KICK_BYTES + LAG_BYTES
+        spool.close()
+
+    asyncio.run(main())
+    assert path.read_bytes() == b"a" * KICK_BYTES + b"b" * LAG_BYTES

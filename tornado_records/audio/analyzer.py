@@ -18,7 +18,8 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import uuid
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -149,40 +150,39 @@ class Analyzer:
 
     def _analyse(self, record: Record) -> Analysis | None:
         """In a thread: the analysis of the version's content (None if the version is gone)."""
-        with local_copy(self.store.content, self.store.blobs, self.store.tmp, record) as path:
-            if path is None:
-                return None
-            return analyze(path, self.programs, *self.settings)
+        with content_file(self.store.content, self.store.blobs, self.store.tmp, record) as fd:
+            return None if fd is None else analyze(fd, self.programs, *self.settings)
 
 
 @contextlib.contextmanager
-def local_copy(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[Path | None]:
-    """A file holding the version's content for the block: its own blob file in `blobs` where that holds exactly the
-    content, else a copy in `tmp` removed after the block; None if the version is gone. Blocks."""
+def content_file(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[int | None]:
+    """The version's content as an open file (its descriptor) for the block: its own blob file in `blobs` where that
+    holds exactly the content, else a copy in `tmp` that has no name (nothing is left of it, whatever happens); None
+    if the version is gone. Blocks."""
     segments = record.segments
     name = content.whole_file(segments[0]) if len(segments) == 1 else None
-    if name is not None and _size(blobs / name) == segments[0].length:
-        yield blobs / name
-        return
+    if name is not None:
+        try:
+            file = open(blobs / name, "rb")
+        except FileNotFoundError:
+            file = None
+        if file is not None and os.fstat(file.fileno()).st_size == segments[0].length:
+            with file:
+                yield file.fileno()
+            return
+        if file is not None:
+            file.close()
     try:
         blob = Blob(record, content.open(segments, whole=False))
     except FileNotFoundError:
         yield None
         return
-    copy = tmp / f"analysis-{uuid.uuid4().hex}"
     try:
-        with open(copy, "wb") as out:
+        with tempfile.TemporaryFile(dir=tmp) as copy:
             while data := blob.file.read(COPY_BLOCK):
-                out.write(data)
-        blob.close()
-        yield copy
+                copy.write(data)
+            copy.flush()
+            blob.close()
+            yield copy.fileno()
     finally:
         blob.close()
-        copy.unlink(missing_ok=True)
-
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return None

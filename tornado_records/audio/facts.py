@@ -13,6 +13,7 @@ import array
 import dataclasses
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,13 @@ class Analysis:
         return None if self.audio is None else self.audio["duration"]
 
 
-def analyze(path: Path, programs: Programs, silence_threshold: float, silence_min: float) -> Analysis:
-    """The facts of the audio in the file at `path` (blocks for as long as ffprobe and ffmpeg take)."""
+def analyze(source: Path | int, programs: Programs, silence_threshold: float, silence_min: float) -> Analysis:
+    """The facts of the audio in the file at a path, or open as a file descriptor (which the programs are given: a
+    file removed meanwhile is read all the same); blocks for as long as ffprobe and ffmpeg take."""
+    fds = (source,) if isinstance(source, int) else ()
+    path = Path(f"/dev/fd/{source}") if isinstance(source, int) else source
     try:
-        probed = _probe(path, programs)
+        probed = _probe(path, programs, fds)
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     if probed is None:
@@ -62,7 +66,7 @@ def analyze(path: Path, programs: Programs, silence_threshold: float, silence_mi
     pixel = max(sample_rate // PIXELS_PER_SECOND, math.ceil(sample_rate * (known or 0) / MAX_PIXELS))
     try:
         log = programs.run(_decode_arguments(path, pixel, silence_threshold, silence_min),
-                           DECODE_BASE_SECONDS + (known or 0))  # fmt: skip
+                           DECODE_BASE_SECONDS + (known or 0), fds=fds)  # fmt: skip
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     decoded = _decoded(log, pixel, sample_rate)
@@ -71,7 +75,7 @@ def analyze(path: Path, programs: Programs, silence_threshold: float, silence_mi
     peaks, pixel, samples = decoded
     duration = samples / sample_rate
     loudness, true_peak = _loudness(log)
-    size = path.stat().st_size
+    size = os.fstat(source).st_size if isinstance(source, int) else path.stat().st_size
     bitrate = _int(stream.get("bit_rate")) or _int(container.get("bit_rate")) or round(size * 8 / duration)
     audio = {
         "format": _format_name(container.get("format_name", "")),
@@ -87,7 +91,7 @@ def analyze(path: Path, programs: Programs, silence_threshold: float, silence_mi
     return Analysis("done", audio, peaks, pixel, sample_rate)
 
 
-def _probe(path: Path, programs: Programs) -> tuple[dict, dict] | None:
+def _probe(path: Path, programs: Programs, fds: tuple[int, ...]) -> tuple[dict, dict] | None:
     """The first audio stream's facts and the container's, or None if there is no audio stream."""
     arguments = [
         "ffprobe", "-v", "error", "-select_streams", "a:0",
@@ -95,7 +99,7 @@ def _probe(path: Path, programs: Programs) -> tuple[dict, dict] | None:
         "-of", "json", str(path),
     ]  # fmt: skip
     try:
-        output = programs.run(arguments, PROBE_SECONDS, output=True)
+        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds)
     except ProgramFailed as exc:
         if exc.returncode is not None and exc.returncode > 0:  # ffprobe found nothing it can read
             return None

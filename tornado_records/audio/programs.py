@@ -34,9 +34,10 @@ class Programs:
         self._lock = threading.Lock()
         self.stopped = False
 
-    def run(self, arguments: list[str], seconds: float, output: bool = False) -> str:
-        """Run a program to its end within `seconds`; its standard output if `output`, else its standard error
-        (ffmpeg's log), as text. ProgramFailed if it fails, is ended or outlasts the bound."""
+    def run(self, arguments: list[str], seconds: float, output: bool = False, fds: tuple[int, ...] = ()) -> str:
+        """Run a program to its end within `seconds`, with the file descriptors `fds` open in it; its standard output
+        if `output`, else its standard error (ffmpeg's log), as text. ProgramFailed if it fails, is ended or outlasts
+        the bound."""
         with self._lock:
             if self.stopped:
                 raise ProgramFailed(f"{arguments[0]} was not started: the service is stopping")
@@ -48,6 +49,7 @@ class Programs:
                     stderr=subprocess.PIPE,
                     text=True,
                     errors="replace",
+                    pass_fds=fds,
                 )
             except OSError as exc:
                 raise ProgramFailed(f"{arguments[0]} could not start: {exc.strerror}") from None

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tornado_records.audio import analyses
-from tornado_records.audio.analyzer import local_copy
+from tornado_records.audio.analyzer import content_file
 from tornado_records.audio.facts import analyze as analyze_file
 from tornado_records.audio.programs import Programs, missing
 from tornado_records.commands.datadir import INDEX, RECORD_COLUMNS, CommandError, Source, record_path
@@ -50,8 +50,8 @@ def analyze(source: Source, again: bool, silence_threshold: float, silence_min: 
                 record = _record(conn, event, start)
                 if record is None:
                     continue
-                with local_copy(content, source.root / "blobs", Path(tmp), record) as path:
-                    analysis = None if path is None else analyze_file(path, programs, silence_threshold, silence_min)
+                with content_file(content, source.root / "blobs", Path(tmp), record) as fd:
+                    analysis = None if fd is None else analyze_file(fd, programs, silence_threshold, silence_min)
                 kept = False
                 if analysis is not None:
                     with conn.transaction():

@@ -191,7 +191,9 @@ class Piece(Sink):
             self.store.joins.let_go_of(name)
             raise
         self.name = name
-        return Spool(file, room=self._room)
+        # held until the piece is listed in the index (_note): bytes in a file that no row names would be an orphan
+        # that a start after a crash removes
+        return Spool(file, room=self._room, held=True)
 
     def _began(self) -> None:
         """Its first byte arrived: take a place in line (live, or standby); if the record's recorder broke off
@@ -215,7 +217,10 @@ class Piece(Sink):
         record while the process lives); then, if processes share the index, wait for the pieces they received
         before it."""
         try:
-            seq = await self.store.joins.note(self.name, self.event, self.start, self.content_type)
+            try:
+                seq = await self.store.joins.note(self.name, self.event, self.start, self.content_type)
+            finally:
+                self._spool.release()  # its row is there (or cannot be): its bytes go to its file
             await self.store.sharing.wait_for_others(self.event, self.start, seq)
         except Exception as exc:  # noqa: BLE001 (logged: the piece goes on without its row)
             log.warning("could not list the append %s in the index: %s", self.name, exc)

@@ -57,11 +57,16 @@ class Spool:
     counts what was handed in, `written` what is in the file and hashed into each of `hashes`.
 
     `room`, if given, is asked (in the writer thread) how many more bytes may be written; past it the writer stops
-    with OSError(ENOSPC), having written what fit.
+    with OSError(ENOSPC), having written what fit. A spool made `held` keeps what it receives from its file (within
+    the lag: its receiver waits past it) until `release()`.
     """
 
     def __init__(
-        self, file: BinaryIO, hashes: Iterable["hashlib._Hash"] = (), room: Callable[[], int] | None = None
+        self,
+        file: BinaryIO,
+        hashes: Iterable["hashlib._Hash"] = (),
+        room: Callable[[], int] | None = None,
+        held: bool = False,
     ) -> None:
         self.received = 0
         self.written = 0
@@ -75,6 +80,7 @@ class Spool:
         self._behind = 0  # received, not yet written (queued or being written)
         self._running = False  # a writer thread owns the turn
         self._closing = False
+        self._held = held
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -105,18 +111,23 @@ class Spool:
             self._queued += size
             self._behind += size
             self.received += size
-            kick = not self._running and self._queued >= KICK_BYTES
+            kick = not self._running and not self._held and self._queued >= KICK_BYTES
             if kick:
                 self._running = True
             behind = self._behind
         if kick:
             self._cancel_timer()
             _writers.submit(self._run)
-        elif self._timer is None and not self._running:
+        elif self._timer is None and not self._running and not self._held:
             self._timer = self._event_loop().call_later(KICK_DELAY, self._kick)
         if behind > LAG_BYTES:
             return self._wait(LAG_BYTES)
         return None
+
+    def release(self) -> None:
+        """Let a held spool's bytes reach its file (on the event loop)."""
+        self._held = False
+        self._kick()
 
     async def drain(self) -> None:
         """Wait until every byte received is in the file (or the writer stopped); raise what stopped it, if it
@@ -153,7 +164,7 @@ class Spool:
         """Wake the writer for whatever is waiting (the end of KICK_DELAY, or a drain)."""
         self._timer = None
         with self._lock:
-            kick = not self._running and self._queue and not self._closing
+            kick = not self._running and self._queue and not self._closing and not self._held
             if kick:
                 self._running = True
         if kick:
