@@ -16,7 +16,9 @@ import time
 import pytest
 
 from support.audio import FORMATS, Tone, generate, reference
+from support.event_schema import conforms
 from support.records import EVENT, record_url
+from support.sse import listen
 from tornado_records.app import start_app, stop_app
 
 START = "2024-03-01T08:00:00"
@@ -163,3 +165,20 @@ async def test_the_events_list_gives_each_events_total_duration(app, fetch, tmp_
         await analysed(fetch, "2024-03-01T09:00:00")
     events = json.loads((await fetch("/records")).body)["events"]
     assert [e["duration"] for e in events if e["event"] == EVENT] == [pytest.approx(7.5, abs=0.1)]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_record_analyzed_comes_on_sse_with_the_record_as_listed(app, fetch, port, tmp_path):
+    path = generate(tmp_path / "tone.ogg", FORMATS[2], Tone(duration=3.0, silence=(10.0, 11.0)))
+    listener = await listen(port)
+    async with started(app):
+        await upload(fetch, path.read_bytes(), "audio/ogg")
+        seen = []
+        while not seen or seen[-1]["type"] != "record-analyzed":
+            seen.append((await listener.event(timeout=50))[1])
+        listed = (await listing(fetch))["records"][0]
+    listener.close()
+    assert [e["type"] for e in seen] == ["upload-started", "record-created", "record-analyzed"]
+    analyzed = conforms(seen[-1])  # as records.yaml describes it
+    assert analyzed["data"] == {"record": listed}
+    assert listed["analysis"] == "done" and listed["audio"]["codec"] == "vorbis"
