@@ -124,7 +124,11 @@ class Analyzer:
         """Analyse the record's current version, unless it has its analysis, is being appended to, or another
         process analyses it."""
         record = self.store.current(event, start, self.store.rconn)
-        if record is None or analyses.state_of(self.store.rconn, record) != analyses.PENDING or self._appending(record):
+        if (
+            record is None
+            or analyses.state_of(self.store.rconn, record) != analyses.PENDING
+            or self.store.joins.appending(event, start)  # analysed once its append requests end
+        ):
             return
         name = f"analysis {event} {start}"
         if self.store.shared and not await self.store.in_writer(lambda conn: conn.hold(name)):
@@ -140,13 +144,6 @@ class Analyzer:
         finally:
             if self.store.shared:
                 await self.store.in_writer(lambda conn: conn.let_go(name))
-
-    def _appending(self, record: Record) -> bool:
-        """Whether an append request (of any process) is still adding to the record."""
-        row = self.store.rconn.execute(
-            "SELECT 1 FROM appends WHERE event = ? AND start = ?", (record.event, record.start)
-        ).fetchone()
-        return row is not None
 
     def _analyse(self, record: Record) -> Analysis | None:
         """In a thread: the analysis of the version's content (None if the version is gone)."""

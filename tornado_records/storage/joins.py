@@ -62,6 +62,11 @@ class Joins:
         self.writing.add(name)
         return name
 
+    def appending(self, event: str, start: str) -> bool:
+        """Whether an append request (of any process) is still adding to the record (event, start)."""
+        row = self.store.rconn.execute("SELECT 1 FROM appends WHERE event = ? AND start = ?", (event, start))
+        return row.fetchone() is not None
+
     def let_go_of(self, name: str) -> None:
         """The piece no longer writes its file (a replacement of the record may remove it now)."""
         self.writing.discard(name)
