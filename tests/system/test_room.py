@@ -11,7 +11,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -51,26 +50,6 @@ def put(url: str, event: str, start: str, body: bytes, token: str | None = None,
     assert answer.status_code == 204, answer.text
 
 
-@pytest.fixture
-def browsers(tmp_path: Path) -> Iterator:
-    """`browsers(service)` opens a Chromium on the service; at the end, each asserts that nothing left the machine."""
-    opened: list[Browser] = []
-
-    def open_browser(proc, **size: int) -> Browser:  # noqa: ANN001
-        require("chromium")
-        opened.append(Browser(proc.url, tmp_path / f"profile{len(opened)}", **size))
-        return opened[-1]
-
-    yield open_browser
-    try:
-        for browser in opened:
-            assert browser.outside_requests() == []
-            assert len(browser.requests) > 0  # the log was read: the check above can fail
-    finally:
-        for browser in opened:
-            browser.quit()
-
-
 def wait_for_rows(browser: Browser, count: int, css: str = "#events-body tr") -> None:
     browser.wait(lambda: len(browser.find_all(css)) == count, what=f"{count} rows of {css}")
 
@@ -84,7 +63,7 @@ def test_the_page_and_its_files_come_from_the_service(service) -> None:  # noqa:
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert '<meta name="viewport"' in page.text
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
-    for path in ["/room/room.js", "/room/room.css", "/room/vendor/tus.min.js"]:
+    for path in ["/room/room.js", "/room/waveform.js", "/room/room.css", "/room/vendor/tus.min.js"]:
         assert requests.get(proc.url + path, timeout=10).status_code == 200, path
         assert f'"{path}"' in page.text, path
     missing = requests.get(proc.url + "/room/nothing.js", timeout=10)
