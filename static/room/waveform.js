@@ -35,12 +35,19 @@ function parsePeaks (json) {
 }
 
 // One observer each for all the waveforms: which come near the screen (their peaks are fetched then), and which
-// change width (drawn again at the new width).
+// change width (drawn again at the new width) or leave the page (a row removed: forgotten, with its peaks).
 const nearScreen = new IntersectionObserver((entries) => {
   for (const entry of entries) if (entry.isIntersecting) entry.target.waveform.visible()
 }, { rootMargin: '300px 0px' })
 const resized = new ResizeObserver((entries) => {
-  for (const entry of entries) entry.target.waveform.draw()
+  for (const { target } of entries) {
+    if (target.isConnected) target.waveform.draw()
+    else {
+      nearScreen.unobserve(target)
+      resized.unobserve(target)
+      target.waveform.hide()
+    }
+  }
 })
 
 class Waveform {
