@@ -169,6 +169,14 @@ def test_the_waveform_shows_the_sound_and_a_click_on_it_seeks_the_player(service
     assert browser.js("return document.documentElement.scrollWidth <= window.innerWidth")
     assert min(drawn_columns(browser, wave, [0.05, 0.35, 0.95])) >= 0.8 * browser.js(
         "return arguments[0].querySelector('canvas').height", wave)
+    # A finger's tap at 1/4 seeks there too.
+    browser.js("arguments[0].scrollIntoView({block: 'center'})", wave)
+    box = browser.js("const b = arguments[0].getBoundingClientRect(); return [b.left, b.top, b.width, b.height]", wave)
+    point = {"x": box[0] + 0.25 * box[2], "y": box[1] + box[3] / 2}
+    for kind, points in (("touchStart", [point]), ("touchEnd", [])):
+        browser.driver.execute_cdp_cmd("Input.dispatchTouchEvent", {"type": kind, "touchPoints": points})
+    browser.wait(lambda: abs(player(browser, start, "audio.currentTime") - 0.25 * facts["duration"]) < 0.5,
+                 what="the player at 1/4 after a tap")  # fmt: skip
 
     # The peaks came once, from the listing's version, and a reload revalidates them with its ETag.
     peaks = f"{proc.url}/records/{MORNING}/{start}/peaks"
