@@ -189,9 +189,11 @@ function updateEventRow (row, item) {
   row.querySelector('.uuid').textContent = item.title ? item.event : ''
   row.querySelector('.count').replaceChildren(`${item.records}`,
     el('span', { className: 'unit' }, item.records === 1 ? ' record' : ' records'))
-  row.querySelector('.duration').textContent = formatDuration(item.duration)
-  row.querySelector('.duration').title = item.duration === null || item.duration === undefined
-    ? 'No record of this event is analysed yet' : 'The total duration of its records'
+  const duration = row.querySelector('.duration')
+  const unknown = typeof item.duration !== 'number'
+  duration.textContent = formatDuration(item.duration)
+  duration.classList.toggle('unknown', unknown)
+  duration.title = unknown ? 'None of its records is measured yet' : 'The total duration of its records'
   row.querySelector('.bytes').textContent = formatBytes(item.bytes)
   row.querySelector('.last').textContent = formatStart(item.last_start)
 }

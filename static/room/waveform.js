@@ -4,9 +4,10 @@
 // with the record's ETag (the browser's cache, `no-cache`). Loaded before room.js, which uses its two globals.
 'use strict'
 
-/** A time in seconds as people read a duration: "4:05", "1:02:03" ("—" if unknown). */
+/** A time in seconds as people read a duration: "4:05", "1:02:03", "0:00.3" under a second ("—" if unknown). */
 function formatDuration (seconds) {
   if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return '—'
+  if (seconds > 0 && seconds < 0.95) return `0:00.${Math.max(1, Math.round(seconds * 10))}`
   const whole = Math.round(seconds)
   const two = (n) => String(n).padStart(2, '0')
   const [hours, minutes, rest] = [Math.floor(whole / 3600), Math.floor((whole % 3600) / 60), whole % 60]

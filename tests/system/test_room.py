@@ -20,6 +20,7 @@ from support.browser import Browser
 from support.components import require
 from support.paced_recorder import PacedRecorder
 from support.paths import REPO
+from support.waiting import wait_until
 
 VENDORED = REPO / "static" / "room" / "vendor"
 TUS_PACKAGE = REPO / "tests" / "clients" / "node_modules" / "tus-js-client"
@@ -48,6 +49,12 @@ def put(url: str, event: str, start: str, body: bytes, token: str | None = None,
     headers = {"Content-Type": kind} | ({"Authorization": f"Bearer {token}"} if token else {})
     answer = requests.put(f"{url}/records/{event}/{start}", data=body, headers=headers, timeout=30)
     assert answer.status_code == 204, answer.text
+
+
+def all_analysed(url: str, *events: str) -> bool:
+    """Whether the analysis of every record of the events has ended (none is pending)."""
+    listings = [requests.get(f"{url}/records/{event}?limit=100", timeout=10).json() for event in events]
+    return all(record["analysis"] != "pending" for listing in listings for record in listing["records"])
 
 
 def wait_for_rows(browser: Browser, count: int, css: str = "#events-body tr") -> None:
@@ -82,6 +89,7 @@ def test_events_and_an_events_records_render(service, browsers, tmp_path: Path) 
     put(proc.url, MORNING, "2024-01-02T06:00:00", wav)
     put(proc.url, NIGHT, "2024-01-01T23:00:00", wav[:50_000])
     assert requests.put(f"{proc.url}/records/{MORNING}", json={"title": "Morning show"}, timeout=10).ok
+    assert wait_until(lambda: all_analysed(proc.url, MORNING, NIGHT), timeout=120)  # the picture shows durations
     browser = browsers(proc)
 
     began = time.monotonic()
@@ -91,6 +99,7 @@ def test_events_and_an_events_records_render(service, browsers, tmp_path: Path) 
     timing("events list, navigation start to rendered (in the page)", browser.js("return roomTimings.events") / 1000)
     rows = browser.text("#events-body tr")
     assert "Morning show" in rows and MORNING in rows and "2024-01-02 06:00:00" in rows
+    assert "0:06" in rows  # two records of 3 s
     assert NIGHT in rows  # an untitled event shows its UUID
     assert rows.index(NIGHT) < rows.index("Morning show")  # the newest change first
     assert browser.text("#events-page") == "1–2 of 2"
