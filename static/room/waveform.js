@@ -57,7 +57,9 @@ class Waveform {
     this.audio = audio
     this.canvas = document.createElement('canvas')
     this.canvas.setAttribute('aria-hidden', 'true')
+    this.playedCanvas = document.createElement('canvas') // the same waveform in the colour of the part played
     this.played = Object.assign(document.createElement('div'), { className: 'played' })
+    this.played.append(this.playedCanvas)
     this.head = Object.assign(document.createElement('div'), { className: 'head' })
     this.silences = Object.assign(document.createElement('div'), { className: 'silences' })
     this.node = Object.assign(document.createElement('div'), { className: 'wave', hidden: true })
@@ -95,7 +97,7 @@ class Waveform {
     if (url !== this.url || record.etag !== this.etag) {
       this.url = url
       this.etag = record.etag
-      this.peaks = null
+      this.forget()
       this.node.classList.remove('failed')
       this.node.dataset.drawn = ''
       if (this.near) this.load()
@@ -107,7 +109,13 @@ class Waveform {
   hide () {
     this.node.hidden = true
     this.url = this.etag = null
+    this.forget()
+  }
+
+  /** No peaks, nothing drawn. */
+  forget () {
     this.peaks = null
+    this.canvas.width = this.playedCanvas.width = 0
   }
 
   visible () {
@@ -135,7 +143,8 @@ class Waveform {
   }
 
   /** Draw the peaks at the canvas's size on screen, one column a device pixel: each column the lowest and highest
-   * sample of its time, scaled so that the loudest fills the height. */
+   * sample of its time, scaled so that the loudest fills the height; and again in the colour of the part played,
+   * on the canvas that `position` uncovers as far as the player has come. */
   draw () {
     const { canvas, peaks } = this
     const ratio = window.devicePixelRatio || 1
@@ -146,7 +155,7 @@ class Waveform {
     canvas.height = height
     const context = canvas.getContext('2d')
     context.clearRect(0, 0, width, height)
-    context.fillStyle = getComputedStyle(this.node).getPropertyValue('--wave-ink').trim() || '#0b57d0'
+    context.fillStyle = getComputedStyle(this.node).getPropertyValue('--wave-ink').trim() || '#7f9cc9'
     const { lows, highs, top, secondsPerPixel } = peaks
     const middle = height / 2
     const scale = (middle - ratio) / Math.max(top, 1)
@@ -164,6 +173,15 @@ class Waveform {
       const y = middle - high * scale
       context.fillRect(x, y, 1, Math.max(ratio, middle - low * scale - y)) // silence: a hairline
     }
+    const played = this.playedCanvas
+    played.width = width
+    played.height = height
+    played.style.width = `${canvas.clientWidth}px`
+    const over = played.getContext('2d')
+    over.drawImage(canvas, 0, 0)
+    over.globalCompositeOperation = 'source-in'
+    over.fillStyle = getComputedStyle(this.node).getPropertyValue('--wave-played').trim() || '#0b57d0'
+    over.fillRect(0, 0, width, height)
     this.node.dataset.drawn = this.etag
   }
 
