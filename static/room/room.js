@@ -268,10 +268,11 @@ const ANALYSIS_STATES = {
 /** A loudness in LUFS as "-23.1 LUFS"; "silent" where the service measured none. */
 const formatLoudness = (loudness) => loudness === null ? 'silent' : `${loudness.toFixed(1)} LUFS`
 
-/** The audio's format as a tooltip: "mp3 (mp3), 128 kbit/s, 44.1 kHz, stereo". */
+/** The audio's format as a tooltip: "ogg (opus), 96 kbit/s, 48 kHz, stereo". */
 function describeAudio ({ format, codec, bitrate, sample_rate: rate, channels }) {
-  const layout = { 1: 'mono', 2: 'stereo' }[channels] || `${channels} channels`
-  return `${format} (${codec}), ${Math.round(bitrate / 1000)} kbit/s, ${rate / 1000} kHz, ${layout}`
+  return [format === codec ? format : `${format} (${codec})`, bitrate && `${Math.round(bitrate / 1000)} kbit/s`,
+    rate && `${rate / 1000} kHz`, { 1: 'mono', 2: 'stereo' }[channels] || (channels && `${channels} channels`)]
+    .filter(Boolean).join(', ')
 }
 
 const formatSilence = ({ start, end }) => `silence at ${formatDuration(start)}–${formatDuration(end)}`
@@ -295,7 +296,8 @@ function updateRecordItem (item, record) {
   text('size', formatBytes(record.size)).dataset.bytes = record.size
   const peak = facts && facts.true_peak !== null ? `${facts.true_peak.toFixed(1)} dBTP` : '—'
   text('loudness', facts && formatLoudness(facts.loudness), facts && `Loudness (EBU R128); true peak ${peak}`)
-  text('silence-note', facts && describeSilences(facts.silences), facts && facts.silences.map(formatSilence).join('\n'))
+  const silences = (facts && facts.silences) || []
+  text('silence-note', describeSilences(silences), silences.map(formatSilence).join('\n'))
   text('type', record.type, facts ? describeAudio(facts) : '')
   text('modified', `modified ${formatUtc(record.modified)}`)
   const known = item.facts.filter((span) => span.textContent)

@@ -82,12 +82,12 @@ class Waveform {
    * near the screen (fetched again only for a new version). */
   show (record) {
     const url = `/records/${record.event}/${record.start}/peaks`
-    const { duration, silences } = record.audio
+    const { duration, silences = [] } = record.audio
     this.duration = duration
     this.node.hidden = false
     const list = silences.map((s) => `${formatDuration(s.start)}–${formatDuration(s.end)}`)
     this.node.setAttribute('aria-label', `Waveform of ${formatDuration(duration)}` +
-      (list.length ? `; silence at ${list.join(', ')}` : '; no silence') + '. Click it to play from there.')
+      (list.length ? `; silence at ${list.join(', ')}` : '; no silence') + '. A click on it moves the player there.')
     this.silences.replaceChildren(...silences.map((silence, i) => {
       const mark = Object.assign(document.createElement('span'), { className: 'silence', title: `Silence ${list[i]}` })
       mark.style.left = `${(100 * silence.start) / duration}%`
@@ -136,7 +136,7 @@ class Waveform {
       this.peaks = peaks
       this.draw()
     } catch (_) {
-      if (this.url === url) this.node.classList.add('failed') // a flat band; the player still plays
+      if (this.url === url) this.node.classList.add('failed') // it says so; the player still plays
     } finally {
       if (this.loading === `${url} ${etag}`) this.loading = null
     }
@@ -204,20 +204,26 @@ class Waveform {
 
   listen () {
     const node = this.node
-    let dragging = null // the pointer pressed on the waveform
+    // The pointer pressed on the waveform. A mouse seeks at once; a finger may be starting to scroll the page, so
+    // it seeks once it slides sideways, or when it lifts (a tap); a scroll cancels it.
+    let pressed = null
     node.addEventListener('pointerdown', (down) => {
       if (down.button !== 0 || !this.duration) return
-      dragging = down.pointerId
+      pressed = { id: down.pointerId, x: down.clientX, sliding: down.pointerType === 'mouse' }
       node.setPointerCapture(down.pointerId)
-      if (down.pointerType === 'mouse') this.seek(down) // a touch may be the start of a scroll: seek on its move or end
+      if (pressed.sliding) this.seek(down)
     })
-    node.addEventListener('pointermove', (move) => { if (move.pointerId === dragging) this.seek(move) })
+    node.addEventListener('pointermove', (move) => {
+      if (!pressed || move.pointerId !== pressed.id) return
+      pressed.sliding = pressed.sliding || Math.abs(move.clientX - pressed.x) > 8
+      if (pressed.sliding) this.seek(move)
+    })
     node.addEventListener('pointerup', (up) => {
-      if (up.pointerId !== dragging) return
-      dragging = null
+      if (!pressed || up.pointerId !== pressed.id) return
+      pressed = null
       this.seek(up)
     })
-    node.addEventListener('pointercancel', () => { dragging = null }) // the page scrolled instead
+    node.addEventListener('pointercancel', () => { pressed = null })
     const follow = () => {
       this.position()
       this.frame = this.audio.paused ? 0 : requestAnimationFrame(follow)
