@@ -24,7 +24,7 @@ import tornado.web
 import uvloop
 
 from tornado_records import __version__
-from tornado_records.commands import backup, check, migrate
+from tornado_records.commands import analyze, backup, check, migrate
 from tornado_records.storage import sqldb
 from tornado_records.storage.model import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
@@ -50,7 +50,8 @@ COMMANDS = """commands:
   serve          serve (the default: `tornado-records [serve] [flags]`)
   check          verify every record of a data directory against its files (`tornado-records check --help`)
   backup DEST    copy a live data directory consistently into DEST (`tornado-records backup --help`)
-  migrate        copy a data directory into an object store and PostgreSQL (`tornado-records migrate --help`)"""
+  migrate        copy a data directory into an object store and PostgreSQL (`tornado-records migrate --help`)
+  analyze        analyse the audio of records that have no analysis yet (`tornado-records analyze --help`)"""
 
 
 class StartupError(Exception):
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tornado-records",
         usage="%(prog)s [serve] [flags]  |  %(prog)s check [flags]  |  %(prog)s backup DEST [flags]  |  "
-        "%(prog)s migrate [flags]",
+        "%(prog)s migrate [flags]  |  %(prog)s analyze [flags]",
         description="Store and serve the audio recordings of a radio station's broadcasts over HTTP.\n\n" + COMMANDS,
         epilog="Each flag may also be given by its environment variable; a flag wins over the environment.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 def build_command_parser(command: str) -> argparse.ArgumentParser:
     """The command line of `check`, `backup` or `migrate`: the service's settings of where the records are (with
     their environment variables, as the service reads them), and the command's own."""
-    doc = {"check": check.__doc__, "backup": backup.__doc__, "migrate": migrate.__doc__}[command]
+    doc = {"check": check.__doc__, "backup": backup.__doc__, "migrate": migrate.__doc__, "analyze": analyze.__doc__}[
+        command
+    ]
     parser = _Parser(
         prog=f"tornado-records {command}",
         description=doc.split("\n\n")[0].replace("\n", " "),
@@ -96,12 +99,15 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
     if command == "backup":
         parser.add_argument("dest", metavar="DEST", type=Path, help="a new (or empty) directory to copy into")
     for setting in SETTINGS:
-        if setting.name in COMMAND_SETTINGS:
+        if setting.name in COMMAND_SETTINGS or (command == "analyze" and setting.name in ANALYSIS_SETTINGS):
             text = f"{setting.help}, as the service's (env {setting.env_var}; default {setting.default or 'empty'})"
             if command == "migrate" and setting.name in ("index", "blobs"):
                 text = f"{setting.help}: where to copy to (env {setting.env_var})"
             parser.add_argument(setting.flag, metavar=setting.name.upper(), default=None, help=text)
     if command == "migrate":
+        return parser
+    if command == "analyze":
+        parser.add_argument("--again", action="store_true", help="analyse every record again, not only those without")
         return parser
     rate = check.DEFAULT_RATE if command == "check" else "0"
     parser.add_argument(
@@ -115,6 +121,7 @@ def build_command_parser(command: str) -> argparse.ArgumentParser:
 
 
 COMMAND_SETTINGS = ("data_dir", "index", "blobs", "s3_endpoint")  # where the records are: what the commands read
+ANALYSIS_SETTINGS = ("silence_threshold", "silence_min")  # and how `analyze` analyses, as the service's
 
 
 def command_source(args: argparse.Namespace) -> Source:
@@ -129,6 +136,7 @@ def command_source(args: argparse.Namespace) -> Source:
 
 
 COMMAND_VARIABLES = {setting.env_var for setting in SETTINGS if setting.name in COMMAND_SETTINGS}
+ANALYSIS_VARIABLES = {setting.env_var for setting in SETTINGS if setting.name in ANALYSIS_SETTINGS}
 
 
 def _size(text: str) -> int:
@@ -148,6 +156,8 @@ def run_command(command: str, argv: list[str]) -> int:
             return check.check(source, args.rate)
         if command == "migrate":
             return _migrate(source)
+        if command == "analyze":
+            return _analyze(args, source)
         return backup.backup(source, args.dest, args.rate)
     except (CommandError, OSError, BlobsError) as exc:
         if isinstance(exc, OSError):  # a directory that cannot be listed, say
@@ -157,6 +167,16 @@ def run_command(command: str, argv: list[str]) -> int:
     except KeyboardInterrupt:
         print(f"tornado-records {command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _analyze(args: argparse.Namespace, source: Source) -> int:
+    """Run `analyze` with the silence settings of its flags, then the environment, then the defaults."""
+    given = {name: getattr(args, name) for name in ANALYSIS_SETTINGS}
+    try:
+        config = build_config(given, {k: v for k, v in os.environ.items() if k in ANALYSIS_VARIABLES})
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return analyze.analyze(source, args.again, config.silence_threshold, config.silence_min)
 
 
 def _migrate(target: Source) -> int:
@@ -172,7 +192,7 @@ def _migrate(target: Source) -> int:
 def main(argv: list[str] | None = None) -> None:
     """Run the service, or the command named first (`check`, `backup`), from the command line."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] in (["check"], ["backup"], ["migrate"]):
+    if argv[:1] in (["check"], ["backup"], ["migrate"], ["analyze"]):
         sys.exit(run_command(argv[0], argv[1:]))
     if argv[:1] == ["serve"]:
         argv = argv[1:]

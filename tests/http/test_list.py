@@ -37,7 +37,8 @@ async def test_default_is_ten_records_ascending(fetch):
     assert body["count"] == 15 and body["limit"] == 10 and body["offset"] == 0
     assert [r["start"] for r in body["records"]] == STARTS[:10]
     record = body["records"][0]
-    assert set(record) == {"event", "start", "type", "size", "etag", "modified"}
+    assert set(record) == {"event", "start", "type", "size", "etag", "modified", "analysis", "audio"}
+    assert record["analysis"] == "pending" and record["audio"] is None  # (this app analyses nothing: not started)
     assert record["event"] == EVENT and record["size"] == len(STARTS[0])
     assert record["type"] == "application/octet-stream"
     assert record["etag"].startswith('"') and len(record["etag"]) == 66

@@ -42,7 +42,7 @@ async def test_the_served_openapi_document_describes_the_stream(fetch: Any) -> N
     assert event_types == {
         "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted",
         "upload-resumed", "upload-completed", "upload-interrupted", "event-updated", "recorder-standby",
-        "recorder-takeover",
+        "recorder-takeover", "record-analyzed",
     }
 
 
@@ -79,7 +79,9 @@ async def test_record_events_with_their_payloads(port: int, fetch: Any) -> None:
     assert conforms(started)["type"] == "upload-started"
     assert started["data"] == {"event": EVENT, "start": START, "type": "audio/ogg"}
     assert conforms(created)["type"] == "record-created"
-    assert created["data"] == {"record": listing["records"][0]}
+    listed = listing["records"][0]  # the listing adds what the analysis found: the rest is the event's record
+    assert set(listed) - set(created["data"]["record"]) == {"analysis", "audio"}
+    assert created["data"] == {"record": {k: listed[k] for k in created["data"]["record"]}}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created["created_at"])
 
     assert (await fetch(url, method="PUT", body=b"second, longer", headers={"Content-Type": "audio/flac"})).code == 204
@@ -87,7 +89,8 @@ async def test_record_events_with_their_payloads(port: int, fetch: Any) -> None:
     updated_id, updated = await listener.event()
     assert restarted["type"] == "upload-started"
     assert conforms(updated)["type"] == "record-updated"
-    assert updated["data"]["record"] == json.loads((await fetch(f"/records/{EVENT}")).body)["records"][0]
+    listed = json.loads((await fetch(f"/records/{EVENT}")).body)["records"][0]
+    assert updated["data"]["record"] == {k: listed[k] for k in updated["data"]["record"]}
     assert updated["data"]["record"]["size"] == len(b"second, longer")
 
     assert (await fetch(url, method="DELETE")).code == 204

@@ -26,6 +26,7 @@ from tornado_records.audio import analyses
 from tornado_records.audio.facts import Analysis, analyze
 from tornado_records.audio.programs import Programs, missing
 from tornado_records.events import EventHub
+from tornado_records.storage.content import ContentStore
 from tornado_records.storage.model import Blob, Record
 from tornado_records.storage.store import RecordStore
 
@@ -54,6 +55,7 @@ class Analyzer:
         self._tasks: list[asyncio.Task] = []
         self._threads = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="records-audio")
         self._warned = False
+        self._ready = False  # ffmpeg and ffprobe are there (looked for at each rescan)
         analyses.create(store.wconn)
 
     def start(self) -> None:
@@ -88,28 +90,24 @@ class Analyzer:
         self._wake.set()
 
     async def _rescans(self) -> None:
-        """Look for every record pending now, and again every RESCAN seconds."""
+        """Look for ffmpeg and for every record pending now, and again every RESCAN seconds."""
         loop = asyncio.get_running_loop()
         while True:
-            if not self._ready():
-                await asyncio.sleep(RESCAN)
-                continue
-            for key in await loop.run_in_executor(None, analyses.waiting, self.store.rconn):
-                self.want(*key)
+            absent = missing()
+            if absent and not self._warned:
+                self._warned = True
+                log.warning("%s not found: records are not analysed (their analysis stays pending) until it is "
+                            "installed", " and ".join(absent))  # fmt: skip
+            self._ready = not absent
+            self._wake.set()
+            if self._ready:
+                for key in await loop.run_in_executor(None, analyses.waiting, self.store.rconn):
+                    self.want(*key)
             await asyncio.sleep(RESCAN)
-
-    def _ready(self) -> bool:
-        """Whether ffmpeg and ffprobe are there (one warning line the first time they are not)."""
-        absent = missing()
-        if absent and not self._warned:
-            self._warned = True
-            log.warning("%s not found: records are not analysed (their analysis stays pending) until it is installed",
-                        " and ".join(absent))  # fmt: skip
-        return not absent
 
     async def _work(self) -> None:
         while True:
-            while not self.wanted:
+            while not (self.wanted and self._ready):
                 self._wake.clear()
                 await self._wake.wait()
             key = next(iter(self.wanted))
@@ -126,9 +124,6 @@ class Analyzer:
         process analyses it."""
         record = self.store.current(event, start, self.store.rconn)
         if record is None or analyses.state_of(self.store.rconn, record) != analyses.PENDING or self._appending(record):
-            return
-        if not self._ready():
-            self.wanted[(event, start)] = None  # kept for the look after ffmpeg is installed
             return
         name = f"analysis {event} {start}"
         if self.store.shared and not await self.store.in_writer(lambda conn: conn.hold(name)):
@@ -154,27 +149,27 @@ class Analyzer:
 
     def _analyse(self, record: Record) -> Analysis | None:
         """In a thread: the analysis of the version's content (None if the version is gone)."""
-        with local_copy(self.store, record) as path:
+        with local_copy(self.store.content, self.store.blobs, self.store.tmp, record) as path:
             if path is None:
                 return None
             return analyze(path, self.programs, *self.settings)
 
 
 @contextlib.contextmanager
-def local_copy(store: RecordStore, record: Record) -> Iterator[Path | None]:
-    """A file holding the version's content for the block: its own blob file where that holds exactly the content,
-    else a copy in tmp/ removed after the block; None if the version is gone. Blocks."""
+def local_copy(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[Path | None]:
+    """A file holding the version's content for the block: its own blob file in `blobs` where that holds exactly the
+    content, else a copy in `tmp` removed after the block; None if the version is gone. Blocks."""
     segments = record.segments
-    name = store.content.whole_file(segments[0]) if len(segments) == 1 else None
-    if name is not None and _size(store.blobs / name) == segments[0].length:
-        yield store.blobs / name
+    name = content.whole_file(segments[0]) if len(segments) == 1 else None
+    if name is not None and _size(blobs / name) == segments[0].length:
+        yield blobs / name
         return
     try:
-        blob = Blob(record, store.content.open(segments, whole=False))
+        blob = Blob(record, content.open(segments, whole=False))
     except FileNotFoundError:
         yield None
         return
-    copy = store.tmp / f"analysis-{uuid.uuid4().hex}"
+    copy = tmp / f"analysis-{uuid.uuid4().hex}"
     try:
         with open(copy, "wb") as out:
             while data := blob.file.read(COPY_BLOCK):
