@@ -1,6 +1,6 @@
 // The listening room: browse, play, watch and upload a station's recordings.
 // Talks to the service only through its public HTTP API and /sse, like any client. No build step, no CDN.
-/* global tus */
+/* global tus, Waveform, formatDuration */
 'use strict'
 
 const PAGE = 10
@@ -15,6 +15,7 @@ const state = {
   records: { offset: 0, count: 0 },
   titles: new Map(), // event UUID -> title (null: untitled)
   uploads: new Map(), // "event start" -> {event, start, type, mode, state, bytes, size}
+  analysed: new Map(), // "event start" -> the record from its record-analyzed event (see withAnalysis)
 }
 
 // When the page first showed each list, in ms since navigation start (read by the browser tests).
@@ -176,7 +177,8 @@ async function loadEvents () {
 function createEventRow () {
   return el('tr', {},
     el('td', {}, el('a', { className: 'event-link' }), el('div', { className: 'uuid small' })),
-    el('td', { className: 'num count' }), el('td', { className: 'num bytes' }), el('td', { className: 'last' }))
+    el('td', { className: 'num count' }), el('td', { className: 'num duration' }), el('td', { className: 'num bytes' }),
+    el('td', { className: 'last' }))
 }
 
 function updateEventRow (row, item) {
@@ -187,6 +189,11 @@ function updateEventRow (row, item) {
   row.querySelector('.uuid').textContent = item.title ? item.event : ''
   row.querySelector('.count').replaceChildren(`${item.records}`,
     el('span', { className: 'unit' }, item.records === 1 ? ' record' : ' records'))
+  const duration = row.querySelector('.duration')
+  const unknown = typeof item.duration !== 'number'
+  duration.textContent = formatDuration(item.duration)
+  duration.classList.toggle('unknown', unknown)
+  duration.title = unknown ? 'None of its records is measured yet' : 'The total duration of its records'
   row.querySelector('.bytes').textContent = formatBytes(item.bytes)
   row.querySelector('.last').textContent = formatStart(item.last_start)
 }
@@ -216,7 +223,7 @@ async function loadRecords () {
   if ('title' in page) state.titles.set(event, page.title)
   state.records.count = page.count
   renderEventHeading()
-  reconcile($('records-list'), page.records, keyOf, createRecordItem, updateRecordItem)
+  reconcile($('records-list'), page.records.map(withAnalysis), keyOf, createRecordItem, updateRecordItem)
   $('records-empty').hidden = page.records.length > 0
   pager('records', offset, page.records.length, page.count)
   if (!window.roomTimings.records) window.roomTimings.records = performance.now()
@@ -237,24 +244,91 @@ function createRecordItem (record) {
   remove.addEventListener('click', () => confirmDelete(record.event, record.start))
   const audio = el('audio', { controls: true, preload: 'none', src: url })
   audio.setAttribute('aria-label', `Play the recording of ${formatStart(record.start)}`)
-  return el('li', { className: 'record' },
+  const item = el('li', { className: 'record' },
     el('h3', { className: 'start' }, formatStart(record.start)),
-    el('p', { className: 'meta' }, el('span', { className: 'size' }), ' · ', el('span', { className: 'type' }),
-      ' · modified ', el('span', { className: 'modified' })),
-    audio,
+    el('p', { className: 'meta' }),
+    el('p', { className: 'analysis' }))
+  item.facts = ['duration', 'size', 'loudness', 'silence-note', 'type', 'modified']
+    .map((name) => el('span', { className: name })) // shown in this order, those known, with a dot between
+  item.waveform = new Waveform(audio)
+  item.append(item.waveform.node, audio,
     el('p', { className: 'actions' },
       el('a', { href: url, download: `${record.event}_${record.start.replaceAll(':', '-')}`, className: 'download' },
         'Download'), ' ', remove))
+  return item
+}
+
+// What a person is told of a record whose audio has no analysis (yet), in place of its waveform.
+const ANALYSIS_STATES = {
+  pending: 'Measuring the audio… its duration and waveform show here once that is done.',
+  unsupported: 'This file is not audio the service can read: it has no duration or waveform (it downloads as sent).',
+  failed: 'The audio could not be measured (the service’s log says why): no duration or waveform.',
+}
+
+/** A loudness in LUFS as "-23.1 LUFS"; "silent" where the service measured none. */
+const formatLoudness = (loudness) => loudness === null ? 'silent' : `${loudness.toFixed(1)} LUFS`
+
+/** The audio's format as a tooltip: "ogg (opus), 96 kbit/s, 48 kHz, stereo". */
+function describeAudio ({ format, codec, bitrate, sample_rate: rate, channels }) {
+  return [format === codec ? format : `${format} (${codec})`, bitrate && `${Math.round(bitrate / 1000)} kbit/s`,
+    rate && `${rate / 1000} kHz`, { 1: 'mono', 2: 'stereo' }[channels] || (channels && `${channels} channels`)]
+    .filter(Boolean).join(', ')
+}
+
+const formatSilence = ({ start, end }) => `silence at ${formatDuration(start)}–${formatDuration(end)}`
+
+/** The silences (dead air) found: "silence at 0:04–0:07", "3 silences"; '' for none. */
+function describeSilences (silences) {
+  if (silences.length === 1) return formatSilence(silences[0])
+  return silences.length ? `${silences.length} silences` : ''
 }
 
 function updateRecordItem (item, record) {
-  item.querySelector('.size').textContent = formatBytes(record.size)
-  item.querySelector('.size').dataset.bytes = record.size
-  item.querySelector('.type').textContent = record.type
-  item.querySelector('.modified').textContent = formatUtc(record.modified)
   const audio = item.querySelector('audio')
+  const facts = record.analysis === 'done' ? record.audio : null
+  const text = (name, value, title) => {
+    const node = item.facts.find((span) => span.classList.contains(name))
+    node.textContent = value || ''
+    if (title !== undefined) node.title = title || ''
+    return node
+  }
+  text('duration', facts && formatDuration(facts.duration)).dataset.seconds = facts ? facts.duration : ''
+  text('size', formatBytes(record.size)).dataset.bytes = record.size
+  const peak = facts && facts.true_peak !== null ? `${facts.true_peak.toFixed(1)} dBTP` : '—'
+  text('loudness', facts && formatLoudness(facts.loudness), facts && `Loudness (EBU R128); true peak ${peak}`)
+  const silences = (facts && facts.silences) || []
+  text('silence-note', describeSilences(silences), silences.map(formatSilence).join('\n'))
+  text('type', record.type, facts ? describeAudio(facts) : '')
+  text('modified', `modified ${formatUtc(record.modified)}`)
+  const known = item.facts.filter((span) => span.textContent)
+  item.querySelector('.meta').replaceChildren(...known.flatMap((span, i) => i ? [' · ', span] : [span]))
+  const analysis = item.querySelector('.analysis')
+  analysis.textContent = ANALYSIS_STATES[record.analysis] || ''
+  analysis.hidden = Boolean(facts) || !analysis.textContent
+  analysis.className = `analysis ${record.analysis}`
+  item.dataset.analysis = record.analysis
+  if (facts) item.waveform.show(record)
+  else item.waveform.hide()
   if (item.dataset.etag && item.dataset.etag !== record.etag && audio.paused) audio.load() // a new version
   item.dataset.etag = record.etag
+}
+
+/** The record with the analysis that /sse reported for its version, where the listing read before it was kept. */
+function withAnalysis (record) {
+  const known = state.analysed.get(keyOf(record))
+  return known && known.etag === record.etag && record.analysis === 'pending'
+    ? { ...record, analysis: known.analysis, audio: known.audio }
+    : record
+}
+
+/** An analysis ended: the record's row (if shown, and of that version) shows its facts, the events their total. */
+function recordAnalyzed (data) {
+  const record = data.record
+  state.analysed.set(keyOf(record), record)
+  if (state.analysed.size > 500) state.analysed.delete(state.analysed.keys().next().value)
+  const item = document.querySelector(`#records-list [data-key="${CSS.escape(keyOf(record))}"]`)
+  if (item && item.dataset.etag === record.etag) updateRecordItem(item, record)
+  refreshEvents()
 }
 
 /** Ask, then delete one record. */
@@ -388,6 +462,7 @@ const HANDLERS = {
   'upload-interrupted': (data) => updateUpload(data, { state: 'interrupted', bytes: data.bytes, size: data.size }),
   'upload-aborted': (data) => state.uploads.delete(keyOf(data)),
   'upload-completed': (data) => state.uploads.delete(keyOf(data)),
+  'record-analyzed': recordAnalyzed,
   'event-updated': (data) => {
     state.titles.set(data.event, data.title)
     if (state.open === data.event) renderEventHeading()

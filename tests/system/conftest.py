@@ -1,6 +1,6 @@
 """The system tier: tests that start processes (the service, a browser, a recorder, nginx, curl, ffmpeg, node
 clients, the docs' recipes, pip); each is marked `system`. Their fixtures: `service` (real `tornado-records`
-processes) and `nginx` in front of them, and `small_disk`."""
+processes) and `nginx` in front of them, `browsers` (Chromium on a service), and `small_disk`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Iterator
 
 import pytest
 
+from support.browser import Browser
+from support.components import require
 from support.disk import tmpfs
 from support.nginx import Nginx
 from support.service import Service
@@ -78,6 +80,27 @@ def nginx(tmp_path: Path) -> Iterator:
     yield start
     for proxy in started:
         proxy.stop()
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator:
+    """`browsers(service)` opens a Chromium on the service (`width=`, `height=`: its window); at the end, each asserts
+    that nothing left the machine."""
+    opened: list[Browser] = []
+
+    def open_browser(proc, **size: int) -> Browser:  # noqa: ANN001
+        require("chromium")
+        opened.append(Browser(proc.url, tmp_path / f"profile{len(opened)}", **size))
+        return opened[-1]
+
+    yield open_browser
+    try:
+        for browser in opened:
+            assert browser.outside_requests() == []
+            assert len(browser.requests) > 0  # the log was read: the check above can fail
+    finally:
+        for browser in opened:
+            browser.quit()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -21,6 +20,7 @@ from support.browser import Browser
 from support.components import require
 from support.paced_recorder import PacedRecorder
 from support.paths import REPO
+from support.waiting import wait_until
 
 VENDORED = REPO / "static" / "room" / "vendor"
 TUS_PACKAGE = REPO / "tests" / "clients" / "node_modules" / "tus-js-client"
@@ -51,24 +51,10 @@ def put(url: str, event: str, start: str, body: bytes, token: str | None = None,
     assert answer.status_code == 204, answer.text
 
 
-@pytest.fixture
-def browsers(tmp_path: Path) -> Iterator:
-    """`browsers(service)` opens a Chromium on the service; at the end, each asserts that nothing left the machine."""
-    opened: list[Browser] = []
-
-    def open_browser(proc, **size: int) -> Browser:  # noqa: ANN001
-        require("chromium")
-        opened.append(Browser(proc.url, tmp_path / f"profile{len(opened)}", **size))
-        return opened[-1]
-
-    yield open_browser
-    try:
-        for browser in opened:
-            assert browser.outside_requests() == []
-            assert len(browser.requests) > 0  # the log was read: the check above can fail
-    finally:
-        for browser in opened:
-            browser.quit()
+def all_analysed(url: str, *events: str) -> bool:
+    """Whether the analysis of every record of the events has ended (none is pending)."""
+    listings = [requests.get(f"{url}/records/{event}?limit=100", timeout=10).json() for event in events]
+    return all(record["analysis"] != "pending" for listing in listings for record in listing["records"])
 
 
 def wait_for_rows(browser: Browser, count: int, css: str = "#events-body tr") -> None:
@@ -84,7 +70,7 @@ def test_the_page_and_its_files_come_from_the_service(service) -> None:  # noqa:
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     assert '<meta name="viewport"' in page.text
     assert "default-src 'self'" in page.headers["Content-Security-Policy"]
-    for path in ["/room/room.js", "/room/room.css", "/room/vendor/tus.min.js"]:
+    for path in ["/room/room.js", "/room/waveform.js", "/room/room.css", "/room/vendor/tus.min.js"]:
         assert requests.get(proc.url + path, timeout=10).status_code == 200, path
         assert f'"{path}"' in page.text, path
     missing = requests.get(proc.url + "/room/nothing.js", timeout=10)
@@ -103,6 +89,7 @@ def test_events_and_an_events_records_render(service, browsers, tmp_path: Path) 
     put(proc.url, MORNING, "2024-01-02T06:00:00", wav)
     put(proc.url, NIGHT, "2024-01-01T23:00:00", wav[:50_000])
     assert requests.put(f"{proc.url}/records/{MORNING}", json={"title": "Morning show"}, timeout=10).ok
+    assert wait_until(lambda: all_analysed(proc.url, MORNING, NIGHT), timeout=120)  # the picture shows durations
     browser = browsers(proc)
 
     began = time.monotonic()
@@ -112,6 +99,7 @@ def test_events_and_an_events_records_render(service, browsers, tmp_path: Path) 
     timing("events list, navigation start to rendered (in the page)", browser.js("return roomTimings.events") / 1000)
     rows = browser.text("#events-body tr")
     assert "Morning show" in rows and MORNING in rows and "2024-01-02 06:00:00" in rows
+    assert "0:06" in rows  # two records of 3 s
     assert NIGHT in rows  # an untitled event shows its UUID
     assert rows.index(NIGHT) < rows.index("Morning show")  # the newest change first
     assert browser.text("#events-page") == "1–2 of 2"
