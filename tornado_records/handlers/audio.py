@@ -42,12 +42,12 @@ class PeaksHandler(BaseHandler):
             headers = {"Retry-After": "10"} if state == analyses.PENDING else None
             raise ApiError(404, f"The record of event {event_id} starting at {start_at.isoformat()} has no waveform: "
                            + _NOT_YET[state], headers)  # fmt: skip
-        if status == 304:
-            self.set_status(304)
+        self.set_header("Content-Type", "application/json")
+        if status == 304 or self.request.method == "HEAD":
+            self.set_status(status or 200)
             return
         _, samples_per_pixel, sample_rate, pairs = found
         data = array.array("b", pairs).tolist()
-        self.set_header("Content-Type", "application/json")
         self.write(json.dumps({
             "version": 2, "channels": 1, "sample_rate": sample_rate, "samples_per_pixel": samples_per_pixel,
             "bits": 8, "length": len(data) // 2, "data": data,
