@@ -38,7 +38,11 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["tornado_records", "tornado_records.*"]),  # with http/, storage/, uploads/, ...
-    install_requires=["tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1"],
+    # standardwebhooks: the Standard Webhooks specification's own reference implementation (pure Python, no
+    # dependencies), which signs each webhook delivery exactly as its receivers' libraries verify it
+    install_requires=[
+        "tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1", "standardwebhooks>=1.0,<2"
+    ],
     extras_require={
         "scale": SCALE,
         "test": [

@@ -1,5 +1,5 @@
 """make_app(config): the Tornado application with its routes, its store, its event hub and its settings; start_app,
-stop_app and close_app for the work it does besides answering requests (retention) and what it holds open."""
+stop_app and close_app for the work it does besides answering requests (retention, webhooks) and what it holds open."""
 
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from tornado_records.retention import Retention
 from tornado_records.http.insides import check as check_tornado
 from tornado_records.http.server import RecordsHTTPServer
 from tornado_records.storage.store import RecordStore
+from tornado_records.webhooks import Webhooks
 
 access_log = logging.getLogger("tornado.access")
 
@@ -85,7 +86,7 @@ def make_app(config: Config) -> tornado.web.Application:
         hub.written_with_change = CHANGE_EVENTS
     spec_yaml, spec_json = openapi_document(resource("records.yaml"))
     page = resource("static/openapi.html").read_bytes()
-    return RecordsApplication(
+    app = RecordsApplication(
         [
             (r"/records/?", EventsHandler),
             (rf"/records/{_EVENT}", RecordsHandler),
@@ -120,10 +121,14 @@ def make_app(config: Config) -> tornado.web.Application:
         analyzer=Analyzer(store, hub, config.analysis_workers, config.silence_threshold, config.silence_min),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
+        webhooks=webhooks(config, hub),
         inflight=set(),  # the requests in flight, that a shutdown waits for
         stream_places=collections.Counter(),  # each client's /sse and /live streams open (--max-client-streams)
         stopping=False,  # set at shutdown: new requests are refused
     )
+    if app.settings["webhooks"] is not None:
+        app.settings["metrics"].registry.register(app.settings["webhooks"].collector)
+    return app
 
 
 def page_policy(page: bytes) -> dict[str, str]:
@@ -164,6 +169,14 @@ def event_log(config: Config) -> EventLog:
     return EventLog(index)
 
 
+def webhooks(config: Config, hub: EventHub) -> Webhooks | None:
+    """The deliveries of the events to the --webhook URLs (None without any)."""
+    if not config.webhook or config.webhook_secret_file is None:
+        return None
+    secret = config.webhook_secret_file.value
+    return Webhooks(config.webhook, secret, config.webhook_events, config.index.url, config.data_dir, hub.log)
+
+
 def start_app(app: tornado.web.Application) -> None:
     """Begin the application's own work (the retention sweeps, if set); call on the event loop."""
     if app.settings["retention"] is not None:
@@ -171,6 +184,8 @@ def start_app(app: tornado.web.Application) -> None:
     app.settings["resumables"].start()
     app.settings["store"].start()
     app.settings["analyzer"].start()
+    if app.settings["webhooks"] is not None:
+        app.settings["webhooks"].start()
 
 
 async def stop_app(app: tornado.web.Application) -> None:
@@ -180,6 +195,8 @@ async def stop_app(app: tornado.web.Application) -> None:
     app.settings["resumables"].stop()
     app.settings["store"].stop()
     await app.settings["analyzer"].stop()
+    if app.settings["webhooks"] is not None:
+        await app.settings["webhooks"].stop()
 
 
 def close_app(app: tornado.web.Application) -> None:
@@ -189,6 +206,8 @@ def close_app(app: tornado.web.Application) -> None:
     app.settings["metrics"].close()
     if app.settings["retention"] is not None:
         app.settings["retention"].close()
+    if app.settings["webhooks"] is not None:
+        app.settings["webhooks"].close()
 
 
 # The route label of each handler in the metrics: a route's template, never the request's path (unbounded).

@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         text = f"{setting.help} (env {setting.env_var}; default {setting.default})"
         if setting.flag_only:
             parser.add_argument(setting.flag, action="store_const", const="true", default=None, help=text)
+        elif setting.repeatable:
+            parser.add_argument(setting.flag, metavar=setting.name.upper(), action="append", default=None, help=text)
         else:
             metavar = setting.name.upper()
             parser.add_argument(setting.flag, metavar=metavar, default=None, help=text)
@@ -217,8 +219,9 @@ def set_up_logging(config: Config) -> None:
     handler = logging.StreamHandler(sys.stderr)
     password = urllib.parse.urlsplit(config.index.url).password if sqldb.is_postgresql(config.index.url) else None
     secrets = [*secrets_of_environment(), *([password] if password else [])]
-    if config.token_file is not None:
-        secrets.append(config.token_file.value.decode("latin1"))
+    for secret in (config.token_file, config.webhook_secret_file):
+        if secret is not None:
+            secrets.append(secret.value.decode("latin1"))
     handler.setFormatter(MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", secrets))
     logging.basicConfig(level=config.logging_level, handlers=[handler])
 

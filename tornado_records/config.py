@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import datetime
 import hmac
@@ -12,6 +14,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Callable
 
+from tornado_records.events import EVENT_TYPES
 from tornado_records.storage import sqldb
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -216,6 +219,56 @@ def parse_token_file(text: str) -> Secret | None:
     return Secret(secret, path)
 
 
+def parse_webhooks(text: str) -> tuple[str, ...]:
+    """http(s):// URLs, comma-separated (a comma inside a URL is written %2C); empty for none."""
+    urls: dict[str, None] = {}
+    for url in filter(None, (part.strip() for part in text.split(","))):
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{sqldb.safe_url(url)!r} is not an http:// or https:// URL")
+        urls[url] = None
+    return tuple(urls)
+
+
+WEBHOOK_SECRET_PREFIX = b"whsec_"
+WEBHOOK_KEY_BYTES = 24  # the shortest key Standard Webhooks asks for (24 to 64 random bytes)
+
+
+def parse_webhook_secret(text: str) -> Secret | None:
+    """The Standard Webhooks secret held by the file at this path (one line: whsec_ and the key in base64); None for
+    an empty path."""
+    if not text.strip():
+        return None
+    path = Path(text.strip())
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the webhook secret file {str(path)!r}: {exc.strerror}") from None
+    encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded + b"=" * (-len(encoded) % 4), validate=True)
+    except binascii.Error:
+        key = b""
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX) or len(key) < WEBHOOK_KEY_BYTES:
+        raise ValueError(
+            f"the webhook secret file {str(path)!r} must hold one line: whsec_ followed by at least "
+            f"{WEBHOOK_KEY_BYTES} random bytes in base64 (a Standard Webhooks secret), such as the output of "
+            "python3 -c \"import base64, os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\""
+        )
+    return Secret(secret, path)
+
+
+def parse_event_types(text: str) -> frozenset[str] | None:
+    """Event types, comma-separated (`record-created,record-deleted`); `all` (or empty): None, every type."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names or names == ["all"]:
+        return None
+    unknown = [name for name in names if name not in EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"{', '.join(map(repr, unknown))}: no such event type (all, or of: {', '.join(EVENT_TYPES)})")
+    return frozenset(names)
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its flag, its environment variable, its default (as text) and what it means."""
@@ -226,6 +279,7 @@ class Setting:
     parse: Callable[[str], Any]
     env: str | None = None
     flag_only: bool = False  # a switch such as --debug, given without a value
+    repeatable: bool = False  # a flag that may be given several times (its values are joined with commas)
 
     @property
     def flag(self) -> str:
@@ -376,6 +430,30 @@ SETTINGS: tuple[Setting, ...] = (
         parse_duration,
     ),
     Setting(
+        "webhook",
+        "",
+        "URL to POST every event to, as JSON (what /sse sends), signed as Standard Webhooks says with "
+        "--webhook-secret-file, in order, retried until it answers 2xx (for up to 24 h); repeat the flag for several "
+        "URLs (the environment variable takes them comma-separated); empty: none",
+        parse_webhooks,
+        env="RECORDS_WEBHOOKS",
+        repeatable=True,
+    ),
+    Setting(
+        "webhook_secret_file",
+        "",
+        "file holding the Standard Webhooks secret that signs each webhook delivery (whsec_ and base64 of at least 24 "
+        "random bytes; read once at start); needed with --webhook",
+        parse_webhook_secret,
+    ),
+    Setting(
+        "webhook_events",
+        "all",
+        "comma-separated types of the events POSTed to the webhooks (such as record-created,record-deleted); all: "
+        "every type",
+        parse_event_types,
+    ),
+    Setting(
         "analysis_workers",
         "1",
         "most audio analyses (duration, loudness, silences, waveform; by ffmpeg, at the lowest CPU priority) running "
@@ -426,6 +504,9 @@ class Config:
     upload_expiry: datetime.timedelta
     shutdown_grace: float
     retention: datetime.timedelta | None
+    webhook: tuple[str, ...]
+    webhook_secret_file: Secret | None
+    webhook_events: frozenset[str] | None
     analysis_workers: int
     silence_threshold: float
     silence_min: float
@@ -437,11 +518,14 @@ class Config:
         return logging.DEBUG if self.debug else getattr(logging, self.log_level)
 
 
-def build_config(given: dict[str, str | None], environ: dict[str, str]) -> Config:
-    """Config from flag values (None where a flag was not given), then the environment, then the defaults."""
+def build_config(given: dict[str, str | list[str] | None], environ: dict[str, str]) -> Config:
+    """Config from flag values (None where a flag was not given; a list for a repeatable one), then the environment,
+    then the defaults."""
     values: dict[str, Any] = {}
     for setting in SETTINGS:
         raw, source = given.get(setting.name), setting.flag
+        if isinstance(raw, list):
+            raw = ",".join(raw)
         if raw is None and setting.env_var in environ:
             raw, source = environ[setting.env_var], setting.env_var
         if raw is None:
@@ -450,4 +534,9 @@ def build_config(given: dict[str, str | None], environ: dict[str, str]) -> Confi
             values[setting.name] = setting.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+    if values["webhook"] and values["webhook_secret_file"] is None:
+        raise ConfigError(
+            "--webhook needs --webhook-secret-file (RECORDS_WEBHOOK_SECRET_FILE): deliveries are signed, so that "
+            "their receivers can tell them from forgeries"
+        )
     return Config(**values)

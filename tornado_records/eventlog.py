@@ -9,6 +9,10 @@ fsync). Knows no HTTP.
 SharedEventLog is the log of processes that share a PostgreSQL index: the table is the one stream of them all. A
 process's events get their ids in the transaction that writes them (under a lock: ids commit in their order), a
 NOTIFY wakes every process, and each one sends its subscribers the rows after the last it sent, its own included.
+
+Readers (table `event_readers`) are consumers that must see every event, such as a webhook's URL: each has its
+position in the index (the newest event it is done with), and the log keeps the events after the lowest position past
+MAX_EVENTS, up to MAX_AGE and MAX_HELD. A reader that has not moved for MAX_AGE is forgotten (its consumer is gone).
 """
 
 from __future__ import annotations
@@ -30,12 +34,19 @@ MAX_EVENTS = 1000  # the newest events kept for replay
 MAX_AGE = 24 * 3600.0  # seconds: older events are not replayed, and leave the table
 FLUSH_DELAY = 0.1  # seconds that events gather before they are written together (one fsync for all)
 FLUSH_WAIT = 1.0  # seconds a change's event waits at most for the events published before it to be written
+MAX_HELD = 100_000  # the most events kept for readers that have not read them (past MAX_EVENTS; within MAX_AGE)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     id      BIGINT PRIMARY KEY,         -- the event's id on the stream
     wire    {blob} NOT NULL,            -- the event as the stream sends it: id line, data line, blank line
     created DOUBLE PRECISION NOT NULL   -- Unix time of its publication
+);
+CREATE INDEX IF NOT EXISTS events_created ON events (created);
+CREATE TABLE IF NOT EXISTS event_readers (
+    name    TEXT PRIMARY KEY,           -- a consumer that must see every event (webhook URL)
+    last_id BIGINT NOT NULL,            -- the newest event it is done with: the log keeps those after it
+    touched DOUBLE PRECISION NOT NULL   -- Unix time it last moved or said it is there: forgotten after MAX_AGE
 );
 """
 
@@ -55,10 +66,15 @@ class EventLog:
         max_events: int = MAX_EVENTS,
         max_age: float = MAX_AGE,
         flush_delay: float = FLUSH_DELAY,
+        max_held: int = MAX_HELD,
     ) -> None:
         self.max_events = max_events
         self.max_age = max_age
         self.flush_delay = flush_delay
+        self.max_held = max(max_held, max_events)
+        # called in a thread once events are in the table (this process's after each write; with a shared log,
+        # every process's too, as they come): the readers look for them then
+        self.on_written: list[Callable[[], None]] = []
         self._conn = Database(index) if isinstance(index, Path) else index  # fsynced commits (synchronous=FULL)
         self._conn.schema(_SCHEMA)
         with self._conn.transaction():
@@ -125,16 +141,27 @@ class EventLog:
                 self._trim()
         except Database.errors as exc:
             log.warning("could not keep %d event(s) for replay after a restart: %s", len(events), exc)
+            return
+        self._written()
+
+    def _written(self) -> None:
+        for tell in self.on_written:
+            tell()
 
     def _insert(self, events: list[Event]) -> None:
         self._conn.executemany("INSERT INTO events (id, wire, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", events)
 
     def _trim(self) -> None:
-        """Remove the events past the bounds: those older than max_age, and all but the newest max_events."""
+        """Remove the events past the bounds: those older than max_age, and all but the newest max_events, unless a
+        reader has not read them (then all but the newest max_held); and the readers gone for max_age."""
+        oldest = self.oldest()
+        self._conn.execute("DELETE FROM event_readers WHERE touched < ?", (oldest,))
         self._conn.execute(
             "DELETE FROM events WHERE created < ?"
-            " OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)",
-            (self.oldest(), self.max_events),
+            " OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)"
+            " OR (id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)"
+            "     AND id <= coalesce((SELECT min(last_id) FROM event_readers), id))",
+            (oldest, self.max_held, self.max_events),
         )
 
 
@@ -231,10 +258,64 @@ class SharedEventLog(EventLog):
             if rows and self.deliver is not None:
                 self._seen = rows[-1][0]
                 self.deliver(rows)
+                self._written()
 
     def _rows_after(self, after: int) -> list[Event]:
         rows = self._listen.execute("SELECT id, wire, created FROM events WHERE id > ? ORDER BY id", (after,))
         return _events(rows)
+
+
+# -- readers: consumers that must see every event, each with its position in the index -------------------------
+# Functions of a connection (a reader's own, used from one thread), as every reader does the same.
+
+
+def add_reader(conn: Database, name: str) -> None:
+    """Make `name` a reader of the log from the newest event on, unless it is one already."""
+    conn.execute(
+        "INSERT INTO event_readers (name, last_id, touched) SELECT ?, coalesce(max(id), 0), ? FROM events WHERE true"
+        " ON CONFLICT (name) DO NOTHING",
+        (name, time.time()),
+    )
+
+
+def reader_position(conn: Database, name: str) -> int:
+    """The newest event the reader `name` is done with (made a reader from the newest event on, if it was not)."""
+    add_reader(conn, name)
+    return conn.execute("SELECT last_id FROM event_readers WHERE name = ?", (name,)).fetchone()[0]
+
+
+def move_reader(conn: Database, name: str, last_id: int) -> None:
+    """The reader `name` is done with the events up to `last_id` (never moves back); also says it is there."""
+    conn.execute(
+        "INSERT INTO event_readers (name, last_id, touched) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+        f" SET last_id = {conn.greatest}(event_readers.last_id, excluded.last_id), touched = excluded.touched",
+        (name, last_id, time.time()),
+    )
+
+
+def events_after(conn: Database, after: int, limit: int) -> list[Event]:
+    """The first `limit` events of the log after the id `after`, oldest first."""
+    rows = conn.execute("SELECT id, wire, created FROM events WHERE id > ? ORDER BY id LIMIT ?", (after, limit))
+    return _events(rows.fetchall())
+
+
+def is_kept(conn: Database, event_id: int) -> bool:
+    """Whether the log still has the event."""
+    return conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
+
+
+def oldest_unread(conn: Database, name: str) -> float | None:
+    """When the oldest event that the reader `name` has not read was published (Unix time); None if none."""
+    row = conn.execute(
+        "SELECT created FROM events WHERE id > (SELECT last_id FROM event_readers WHERE name = ?) ORDER BY id LIMIT 1",
+        (name,),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def body_of(wire: bytes) -> bytes:
+    """The JSON of an event's data line, from its wire form (see `frame`)."""
+    return wire[wire.index(b"\ndata: ") + 7 : -2]
 
 
 _EVENTS_LOCK = 7_261_442  # the advisory lock held while an event's id is chosen and its row written

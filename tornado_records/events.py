@@ -42,6 +42,12 @@ def utc_now() -> str:
 
 
 CHANGE_EVENTS = frozenset({"record-created", "record-updated", "record-deleted"})  # the events of a record's change
+# every type of event the hub publishes (records.yaml's Event lists each; tests/unit/test_webhook_settings.py checks)
+EVENT_TYPES = (
+    "record-created", "record-updated", "record-deleted", "record-analyzed", "event-updated",
+    "upload-started", "upload-progress", "upload-aborted", "upload-resumed", "upload-completed", "upload-interrupted",
+    "recorder-standby", "recorder-takeover",
+)  # fmt: skip
 
 
 def event_body(event_type: str, data: dict[str, Any]) -> str:
