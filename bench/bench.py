@@ -28,6 +28,7 @@ import figures.rss
 import figures.scale_out
 import figures.sse
 import figures.upload
+import figures.webhooks
 from harness import Bench, describe, parse_options, raise_open_files_limit
 from table import Row, Table, error_row
 
@@ -43,6 +44,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "append": figures.append.run,
     "ping-storm": figures.ping_storm.run,
     "scale-out": figures.scale_out.run,
+    "webhooks": figures.webhooks.run,
 }
 
 

@@ -1,16 +1,23 @@
 """Webhooks of real `tornado-records` processes: a restart (SIGTERM, or kill -9) between a refused delivery and its
 acceptance loses nothing and sends again nothing that was acknowledged; with two processes on one PostgreSQL index,
 each event reaches the receiver once, and when the process that delivers is killed the other takes over. The receiver
-verifies every delivery with the `standardwebhooks` library."""
+verifies every delivery with the `standardwebhooks` library; so does the example receiver of docs/operations.md, run
+as written."""
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from support.paths import REPO
+from support.ports import free_port, is_free
 from support.records import record_url, run_on_index
 from support.rawhttp import request
 from support.waiting import wait_until
@@ -107,3 +114,32 @@ def test_two_processes_on_one_index_deliver_each_event_once(service, engine, rec
     assert receiver.ids() == logged_ids(engine, a.data_dir)
     assert receiver.types()[-2:] == ["upload-started", "record-created"]
     assert sample(scrape(other.url), "webhook_deliveries_total", url=receiver.url) == 2
+
+
+@pytest.mark.engines("sqlite")
+def test_the_receiver_of_operations_md_verifies_and_prints_each_event(service, receiver, tmp_path: Path) -> None:
+    page = (REPO / "docs" / "operations.md").read_text()
+    code = page.split("## Webhooks", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    port = free_port()
+    secret = tmp_path / "webhook-secret"
+    secret.write_text(receiver.secret + "\n")
+    code = code.replace('"/etc/tornado-records/webhook-secret"', repr(str(secret))).replace("PORT = 8000", f"PORT = {port}")
+    script = tmp_path / "receiver.py"
+    script.write_text(code)
+    printed: list[str] = []
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True) as documented:
+        threading.Thread(target=lambda: printed.extend(documented.stdout), daemon=True).start()
+        try:
+            assert wait_until(lambda: not is_free(port))
+            svc = service("--webhook", f"http://127.0.0.1:{port}/", "--webhook-secret-file", str(secret),
+                          "--analysis-workers", "0")  # fmt: skip
+            put(svc.url, "2024-01-01T00:00:00")
+            assert wait_until(lambda: len(printed) == 2, timeout=20)
+            assert [line.split()[0] for line in printed] == ["upload-started", "record-created"]
+            assert json.loads(printed[1].split(" ", 1)[1])["record"]["start"] == "2024-01-01T00:00:00"
+            samples = scrape(svc.url)
+            assert sample(samples, "webhook_deliveries_total", url=f"http://127.0.0.1:{port}/") == 2
+            assert sum(sample(samples, "webhook_failures_total", url=f"http://127.0.0.1:{port}/", reason=reason)
+                       for reason in ("refused", "timeout", "status")) == 0  # fmt: skip
+        finally:
+            documented.kill()
