@@ -200,15 +200,22 @@ def parse_endpoint(text: str) -> str:
     return text
 
 
-def parse_token_file(text: str) -> Secret | None:
-    """The secret held by the file at this path (its one line); None for an empty path (no token needed)."""
+def read_secret_file(text: str, what: str) -> tuple[Path, bytes] | None:
+    """The path given and what the file there holds, stripped; None for an empty path."""
     if not text.strip():
         return None
     path = Path(text.strip())
     try:
-        secret = path.read_bytes().strip()
+        return path, path.read_bytes().strip()
     except OSError as exc:
-        raise ValueError(f"cannot read the token file {str(path)!r}: {exc.strerror}") from None
+        raise ValueError(f"cannot read the {what} {str(path)!r}: {exc.strerror}") from None
+
+
+def parse_token_file(text: str) -> Secret | None:
+    """The secret held by the file at this path (its one line); None for an empty path (no token needed)."""
+    if (read := read_secret_file(text, "token file")) is None:
+        return None
+    path, secret = read
     if not secret:
         raise ValueError(f"the token file {str(path)!r} is empty")
     if not _BEARER_TOKEN.fullmatch(secret):
@@ -237,13 +244,9 @@ WEBHOOK_KEY_BYTES = 24  # the shortest key Standard Webhooks asks for (24 to 64 
 def parse_webhook_secret(text: str) -> Secret | None:
     """The Standard Webhooks secret held by the file at this path (one line: whsec_ and the key in base64); None for
     an empty path."""
-    if not text.strip():
+    if (read := read_secret_file(text, "webhook secret file")) is None:
         return None
-    path = Path(text.strip())
-    try:
-        secret = path.read_bytes().strip()
-    except OSError as exc:
-        raise ValueError(f"cannot read the webhook secret file {str(path)!r}: {exc.strerror}") from None
+    path, secret = read
     encoded = secret.removeprefix(WEBHOOK_SECRET_PREFIX)
     try:
         key = base64.b64decode(encoded + b"=" * (-len(encoded) % 4), validate=True)

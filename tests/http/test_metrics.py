@@ -8,24 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
+from support.metrics import P, Samples, parse, value
 from support.records import EVENT, record_url
 from support.sse import listen
 from tornado_records.app import close_app, make_app
 from tornado_records.config import build_config
-
-P = "tornado_records_"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape, by name and labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 async def scrape(fetch: Any) -> Samples:
@@ -34,10 +21,6 @@ async def scrape(fetch: Any) -> Samples:
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     assert response.headers["Cache-Control"] == "no-store"
     return parse(response.body.decode())
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def requests(samples: Samples, route: str, method: str, status: int) -> float:

@@ -18,7 +18,8 @@ from support.event_schema import conforms
 from support.records import EVENT, record_url
 from support.sse import listen
 from support.waiting import eventually
-from support.webhooks import Hanging, Receiver, Samples, new_secret, parse_metrics, refused_url, sample
+from support.metrics import Samples, parse
+from support.webhooks import Hanging, Receiver, new_secret, refused_url, sample
 from tornado_records.app import start_app, stop_app
 from tornado_records.webhooks import REASONS, shown
 
@@ -66,7 +67,7 @@ async def started(app):  # noqa: ANN001
 async def scrape(fetch: Any) -> Samples:
     response = await fetch("/metrics")
     assert response.code == 200
-    return parse_metrics(response.body.decode())
+    return parse(response.body.decode())
 
 
 async def upload(fetch: Any, start: str, body: bytes = b"audio") -> None:

@@ -11,12 +11,11 @@ import http.server
 import os
 import socket
 import threading
-import urllib.request
 from typing import Any
 
 import standardwebhooks
-from prometheus_client.parser import text_string_to_metric_families
 
+from support.metrics import P, Samples, value
 from support.ports import free_port
 
 
@@ -131,25 +130,6 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{free_port()}/down"
 
 
-P = "tornado_records_"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    """Every sample of a /metrics scrape, by name and labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def scrape(base_url: str) -> Samples:
-    """The samples of a service's /metrics (blocks: for the system tests' processes)."""
-    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
-        return parse_metrics(response.read().decode())
-
-
 def sample(samples: Samples, name: str, **labels: str) -> float:
-    """One sample's value (0 if it is not there)."""
-    return samples.get((P + name, tuple(sorted(labels.items()))), 0.0)
+    """One sample's value (0 if it is not there); `name` without the tornado_records_ prefix."""
+    return value(samples, P + name, **labels)

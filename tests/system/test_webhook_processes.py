@@ -21,7 +21,8 @@ from support.ports import free_port, is_free
 from support.records import record_url, run_on_index
 from support.rawhttp import request
 from support.waiting import wait_until
-from support.webhooks import Receiver, new_secret, sample, scrape
+from support.metrics import scrape_process as scrape
+from support.webhooks import Receiver, new_secret, sample
 
 
 @pytest.fixture
