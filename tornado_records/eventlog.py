@@ -146,7 +146,10 @@ class EventLog:
 
     def _written(self) -> None:
         for tell in self.on_written:
-            tell()
+            try:  # the thread lives on whatever happens
+                tell()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not tell of events written: %s", exc)
 
     def _insert(self, events: list[Event]) -> None:
         self._conn.executemany("INSERT INTO events (id, wire, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", events)
