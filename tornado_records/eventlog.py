@@ -156,16 +156,23 @@ class EventLog:
 
     def _trim(self) -> None:
         """Remove the events past the bounds: those older than max_age, and all but the newest max_events, unless a
-        reader has not read them (then all but the newest max_held); and the readers gone for max_age."""
-        oldest = self.oldest()
-        self._conn.execute("DELETE FROM event_readers WHERE touched < ?", (oldest,))
-        self._conn.execute(
-            "DELETE FROM events WHERE created < ?"
-            " OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)"
-            " OR (id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?)"
-            "     AND id <= coalesce((SELECT min(last_id) FROM event_readers), id))",
-            (oldest, self.max_held, self.max_events),
-        )
+        reader has not read them (then all but the newest max_held); and the readers gone for max_age. Each statement
+        follows an index (a reader behind leaves up to max_held rows, which a scan would read at each write)."""
+        conn, oldest = self._conn, self.oldest()
+        conn.execute("DELETE FROM event_readers WHERE touched < ?", (oldest,))
+        conn.execute("DELETE FROM events WHERE created < ?", (oldest,))
+        past = self._newest_but(self.max_events)  # the newest id past the count bound (None: within it)
+        if past is None:
+            return
+        (needed,) = conn.execute("SELECT min(last_id) FROM event_readers").fetchone()
+        if needed is not None and needed < past:  # a reader has not read them: keep them, within max_held
+            past = max(needed, self._newest_but(self.max_held) or 0)
+        conn.execute("DELETE FROM events WHERE id <= ?", (past,))
+
+    def _newest_but(self, count: int) -> int | None:
+        """The id of the newest event but `count` (None if there are no more than `count`)."""
+        row = self._conn.execute("SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET ?", (count,)).fetchone()
+        return None if row is None else row[0]
 
 
 def _events(rows: Iterable[tuple]) -> list[Event]:
