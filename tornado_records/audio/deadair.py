@@ -151,12 +151,6 @@ class DeadAir:
         if last:
             self._unwatched.discard(key)
 
-    # -----------------------------------------------------------------------------------------------------------
-
-    def watching(self) -> list[Key]:
-        """The records whose live recording is watched now."""
-        return list(self._watches)
-
     async def stop(self) -> None:
         """End every watch and its ffmpeg (with no more events), start no more, and wait a little for them to be
         gone."""
@@ -173,7 +167,8 @@ class DeadAir:
         demuxer = demuxer_of(content_type)
         if demuxer is None:
             log.warning("the live recording of event %s at %s is not watched for dead air: %s cannot be decoded as it "
-                        "arrives (%s; MP4/M4A cannot be: its index comes at its end)", *key, content_type, WATCHED)  # fmt: skip
+                        "arrives (%s; MP4/M4A cannot be: its index comes at its end)",
+                        *key, content_type, WATCHED)  # fmt: skip
             return None
         if len(self._watches) >= self.limit:
             log.warning("the live recording of event %s at %s is not watched for dead air: %d are watched already, "
