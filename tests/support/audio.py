@@ -130,6 +130,16 @@ def stream_bytes(fmt: LiveFormat, broadcast: Broadcast) -> bytes:
     ).stdout  # fmt: skip
 
 
+def decoded_seconds(data: bytes) -> float:
+    """The seconds of audio ffmpeg decodes from a stream's bytes (a chained Ogg stream's links one after the other)."""
+    samples = subprocess.run(
+        [require("ffmpeg"), "-v", "error", "-i", "pipe:0", "-map", "0:a:0", "-ac", "1", "-ar", "8000", "-f", "s16le",
+         "pipe:1"],
+        input=data, check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return len(samples) / 16000
+
+
 def record_live(url: str, fmt: LiveFormat, broadcast: Broadcast) -> tuple[subprocess.Popen, float]:
     """A real live recorder: ffmpeg encoding the broadcast in real time (-re) and sending it with a chunked
     `PUT url` (give it `?append=true`); the process and the time.monotonic() of its start."""
