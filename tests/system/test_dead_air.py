@@ -6,6 +6,7 @@ and recorded all the same, `--dead-air 0` watches nothing, and a shutdown ends t
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -164,6 +165,46 @@ def test_a_type_that_cannot_be_decoded_live_and_dead_air_0_are_not_watched(servi
     else:
         [line] = lines
         assert "audio/mp4" in line and "MP4/M4A cannot be" in line and EVENT in line
+    assert "Traceback" not in svc.log
+
+
+@pytest.mark.engines("sqlite")
+def test_at_most_16_live_recordings_are_watched_at_once(service) -> None:
+    svc = service("--dead-air", "2", *QUIET)
+    data = stream_bytes(OPUS, Broadcast(1.0))
+    appenders = [Appender(svc.url, record_url(start=f"2024-01-01T{hour:02d}:00:00") + "?append=true",
+                          {"Content-Type": OPUS.type}) for hour in range(17)]  # fmt: skip
+    for appender in appenders:
+        appender.send(data)
+    assert wait_until(lambda: receiving(svc.url) == [len(data)] * 17), svc.log
+    assert len(watches(svc)) == 16
+    assert wait_until(lambda: "not watched for dead air" in svc.log), svc.log
+    [line] = [line for line in svc.lines if "not watched for dead air" in line]
+    assert "16 are watched already" in line
+    assert all(appender.end().status == 204 for appender in appenders)
+    assert wait_until(lambda: not watches(svc))
+
+
+@pytest.mark.engines("sqlite")
+def test_a_stalled_ffmpeg_never_holds_the_recording_back(service) -> None:
+    """The watch's ffmpeg stopped (SIGSTOP) while a minute of WAV arrives: the recording goes on at its own speed,
+    nothing waits for the watch, and once ffmpeg goes on, what it could not take is dropped, and said."""
+    wav = LIVE_FORMATS[5]
+    data = stream_bytes(wav, Broadcast(60.0))  # 48 kHz, 2 x 16 bits: 11.5 MB, twice what 30 s of it are
+    svc = service("--dead-air", "2", *QUIET)
+    appender = Appender(svc.url, URL, {"Content-Type": wav.type})
+    appender.send(data[:100_000])
+    found = wait_until(lambda: watches(svc))
+    assert found, svc.log
+    os.kill(found[0], signal.SIGSTOP)
+    try:
+        appender.send(data[100_000:])
+        assert appender.end().status == 204  # all of it in the record, while the watch's ffmpeg stands still
+        assert body_of(svc.url) == data
+    finally:
+        os.kill(found[0], signal.SIGCONT)
+    assert wait_until(lambda: "bytes dropped" in svc.log, timeout=20), svc.log
+    assert wait_until(lambda: not watches(svc), timeout=20)
     assert "Traceback" not in svc.log
 
 
