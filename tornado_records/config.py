@@ -396,7 +396,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "silence_threshold",
         "-50",
-        "level in dBFS below which the analysis counts audio as silence",
+        "level in dBFS below which the analysis, and the live dead-air watch (--dead-air), count audio as silence",
         parse_level,
     ),
     Setting(
