@@ -25,6 +25,7 @@ from tornado_records.storage import sqldb
 from tornado_records.eventlog import EventLog, SharedEventLog
 from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.audio.analyzer import Analyzer
+from tornado_records.audio.deadair import DeadAir
 from tornado_records.handlers.audio import PeaksHandler
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
@@ -84,6 +85,7 @@ def make_app(config: Config) -> tornado.web.Application:
     if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction
         store.change_event = hub.write_change
         hub.written_with_change = CHANGE_EVENTS
+    dead_air = DeadAir(store, hub, config.dead_air, config.silence_threshold)
     spec_yaml, spec_json = openapi_document(resource("records.yaml"))
     page = resource("static/openapi.html").read_bytes()
     app = RecordsApplication(
@@ -117,7 +119,8 @@ def make_app(config: Config) -> tornado.web.Application:
         resumables=Resumables(
             store, hub, config.upload_expiry.total_seconds(), config.append_takeover, config.resumable_sync_interval
         ),
-        appends=Appends(store, config.append_join_interval, config.append_takeover),
+        appends=Appends(store, config.append_join_interval, config.append_takeover, dead_air),
+        dead_air=dead_air,
         analyzer=Analyzer(store, hub, config.analysis_workers, config.silence_threshold, config.silence_min),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
@@ -195,6 +198,7 @@ async def stop_app(app: tornado.web.Application) -> None:
     app.settings["resumables"].stop()
     app.settings["store"].stop()
     await app.settings["analyzer"].stop()
+    await app.settings["dead_air"].stop()
     if app.settings["webhooks"] is not None:
         await app.settings["webhooks"].stop()
 

@@ -69,6 +69,17 @@ def parse_seconds(text: str) -> float:
     return seconds
 
 
+def parse_seconds_or_off(text: str) -> float:
+    """A number of seconds, fractions allowed, or 0 for off: `15`, `2.5`, `0`."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds (0: off)") from None
+    if not 0 <= seconds < float("inf"):
+        raise ValueError(f"{text!r} is not a number of seconds from 0 (off) up")
+    return seconds
+
+
 def parse_bool(text: str) -> bool:
     """True or false from 1/0, true/false, yes/no, on/off."""
     value = text.strip().lower()
@@ -466,7 +477,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "silence_threshold",
         "-50",
-        "level in dBFS below which the analysis counts audio as silence",
+        "level in dBFS below which the analysis, and the live dead-air watch (--dead-air), count audio as silence",
         parse_level,
     ),
     Setting(
@@ -474,6 +485,14 @@ SETTINGS: tuple[Setting, ...] = (
         "2",
         "seconds of silence, at least, that the analysis reports as a silence",
         parse_seconds,
+    ),
+    Setting(
+        "dead_air",
+        "15",
+        "seconds of silence (below --silence-threshold) in a live recording (an append request) after which /sse "
+        "carries `dead-air`, while it still records, and `dead-air-over` once sound comes back; each live recording "
+        "is decoded as it arrives by one ffmpeg at the lowest CPU priority; 0: off",
+        parse_seconds_or_off,
     ),
     Setting("log_level", "info", "debug, info, warning or error", parse_log_level),
     Setting("debug", "false", "show tracebacks in error responses and log at debug level", parse_bool, flag_only=True),
@@ -513,6 +532,7 @@ class Config:
     analysis_workers: int
     silence_threshold: float
     silence_min: float
+    dead_air: float
     log_level: str
     debug: bool
 

@@ -46,7 +46,7 @@ CHANGE_EVENTS = frozenset({"record-created", "record-updated", "record-deleted"}
 EVENT_TYPES = (
     "record-created", "record-updated", "record-deleted", "record-analyzed", "event-updated",
     "upload-started", "upload-progress", "upload-aborted", "upload-resumed", "upload-completed", "upload-interrupted",
-    "recorder-standby", "recorder-takeover",
+    "recorder-standby", "recorder-takeover", "dead-air", "dead-air-over",
 )  # fmt: skip
 
 

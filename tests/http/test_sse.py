@@ -42,7 +42,7 @@ async def test_the_served_openapi_document_describes_the_stream(fetch: Any) -> N
     assert event_types == {
         "record-created", "record-updated", "record-deleted", "upload-started", "upload-progress", "upload-aborted",
         "upload-resumed", "upload-completed", "upload-interrupted", "event-updated", "recorder-standby",
-        "recorder-takeover", "record-analyzed",
+        "recorder-takeover", "record-analyzed", "dead-air", "dead-air-over",
     }
 
 

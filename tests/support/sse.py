@@ -7,6 +7,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -132,16 +133,21 @@ def events_of(url: str, count: int, seen: list, last_id: int | None = None) -> t
     return thread
 
 
-def events_until(service_url: str, stop: threading.Event) -> list[dict]:
-    """Collect the /sse events in a thread until `stop` is set; returns the list it fills."""
-    seen: list[dict] = []
+def events_until(service_url: str, stop: threading.Event, timed: bool = False) -> list:
+    """Collect the /sse events in a thread until `stop` is set (subscribed when it returns); returns the list it fills,
+    of events, or if `timed` of (time.monotonic() of its arrival, event)."""
+    seen: list = []
+    stream = urllib.request.urlopen(service_url + "/sse")
 
     def listen() -> None:
-        with urllib.request.urlopen(service_url + "/sse") as stream:
+        with stream:
             while not stop.is_set():
                 line = stream.readline()
+                if not line:
+                    return
                 if line.startswith(b"data: "):
-                    seen.append(json.loads(line[6:]))
+                    event = json.loads(line[6:])
+                    seen.append((time.monotonic(), event) if timed else event)
 
     threading.Thread(target=listen, daemon=True).start()
     return seen

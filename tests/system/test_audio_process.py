@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support.audio import FORMATS, Tone, generate
+from support.audio import FORMATS, Tone, children, generate
 from support.components import require
 from support.records import EVENT, record_url
 from support.waiting import wait_until
@@ -50,16 +50,7 @@ def analysed(base: str, count: int, timeout: float = 90) -> dict[str, dict]:
 
 def ffmpeg_children(pid: int) -> list[str]:
     """The ffmpeg and ffprobe processes whose parent is `pid`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, parent = stat[stat.index("(") + 1 : stat.rindex(")")], int(stat[stat.rindex(")") + 2 :].split()[1])
-        if parent == pid and name in ("ffmpeg", "ffprobe"):
-            found.append(name)
-    return found
+    return [name for _, name in children(pid)]
 
 
 @pytest.mark.engines("sqlite")

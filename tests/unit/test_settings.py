@@ -87,3 +87,12 @@ def test_sse_keepalive_setting_from_flag_then_environment_then_default() -> None
     assert build_config({"sse_keepalive": "0.5"}, {"RECORDS_SSE_KEEPALIVE": "2"}).sse_keepalive == 0.5
     assert build_config({}, {"RECORDS_SSE_KEEPALIVE": "2"}).sse_keepalive == 2.0
     assert build_config({}, {}).sse_keepalive == 15.0
+
+
+def test_dead_air_from_flag_then_environment_then_default_and_0_is_off() -> None:
+    assert build_config({}, {}).dead_air == 15.0
+    assert build_config({}, {"RECORDS_DEAD_AIR": "0"}).dead_air == 0.0
+    assert build_config({"dead_air": "4.5"}, {"RECORDS_DEAD_AIR": "0"}).dead_air == 4.5
+    for bad in ("-1", "soon", "inf", ""):
+        with pytest.raises(ConfigError, match="--dead-air"):
+            build_config({"dead_air": bad}, {})

@@ -85,6 +85,15 @@ def state_of(conn: Database, record: Record) -> str:
     return PENDING if row is None else row[0]
 
 
+def duration_of(conn: Database, record: Record) -> float | None:
+    """The duration of the record's version, if its analysis is done."""
+    row = conn.execute(
+        "SELECT duration FROM analyses WHERE event = ? AND start = ? AND sha256 = ? AND state = 'done'",
+        (record.event, record.start, record.sha256),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
 def described(conn: Database, records: list[Record]) -> list[dict[str, Any]]:
     """The records as the listing shows them: each with its `analysis` state and, where done, its `audio`."""
     found: dict[tuple[str, str, str], tuple[str, str | None]] = {}

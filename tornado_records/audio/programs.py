@@ -1,6 +1,7 @@
 """The external programs the audio work runs (ffprobe, ffmpeg): started from an argument list (never a shell), at
 the lowest CPU priority so that uploads and downloads keep their speed, each with a time bound; `stop()` ends every
-one still running (a shutdown, or the client that asked went away). `run` blocks: call it in a thread."""
+one still running (a shutdown, or the client that asked went away). `run` blocks: call it in a thread; `start` begins
+one that runs for as long as it is fed (the live dead-air watch's ffmpeg), bounded by its caller."""
 
 from __future__ import annotations
 
@@ -72,6 +73,32 @@ class Programs:
             last = (err or "").strip().splitlines()[-1:] or [f"exit status {process.returncode}"]
             raise ProgramFailed(f"{arguments[0]} failed: {last[0][:300]}", process.returncode)
         return out if output else err
+
+    def start(self, arguments: list[str]) -> subprocess.Popen:
+        """Start a program fed through its standard input (a pipe, unbuffered), its standard error (ffmpeg's log, as
+        bytes) a pipe for the caller to read to its end, and then to `ended(process)`. ProgramFailed if it cannot
+        start, or if the service is stopping."""
+        with self._lock:
+            if self.stopped:
+                raise ProgramFailed(f"{arguments[0]} was not started: the service is stopping")
+            try:
+                process = subprocess.Popen(
+                    arguments, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0
+                )
+            except OSError as exc:
+                raise ProgramFailed(f"{arguments[0]} could not start: {exc.strerror}") from None
+            self._running.add(process)
+        try:
+            os.setpriority(os.PRIO_PROCESS, process.pid, NICENESS)
+        except OSError:
+            pass  # it ended already
+        return process
+
+    def ended(self, process: subprocess.Popen) -> None:
+        """A program from `start` is over (its log read to the end): wait for it, and forget it."""
+        process.wait()
+        with self._lock:
+            self._running.discard(process)
 
     def stop(self) -> None:
         """End every program still running, and start no more."""

@@ -25,6 +25,10 @@ standby that ends is dropped whole if the live one brings a byte within --append
 the standby's audio is in it), and otherwise takes over first (the live one was dead, and the standby's bytes are
 new: a recorder back on a new connection that ended soon after). Pieces received by other processes sharing the
 index keep the plain order.
+
+What joins a record can be followed as it reaches the pieces' files, ahead of the joins (`LiveAudio`: the live
+dead-air watch, audio/deadair.py): each piece as it becomes the live one, the bytes of its file that join, as the
+file grows, and its end.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import asyncio
 import collections
 import logging
 import time
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Protocol
 
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.storage.model import Condition, Record, StorageFull, storage_errors
@@ -50,12 +54,29 @@ ARRIVALS_KEPT = 600.0  # seconds of a standby's arrival times kept, to find wher
 STANDBY_KEEP = 16 << 20  # a standby's bytes from before the live one's last byte kept on the disk, at most about
 
 
+class LiveAudio(Protocol):
+    """What follows each record's live audio as it reaches the files of its pieces (called on the event loop)."""
+
+    def live(self, piece: Piece, header: int, at: int) -> None:
+        """`piece` is the record's live one now: the bytes of its file before `header`, then those from `at` on, join
+        the record after what the pieces before it brought (0, 0: all of them)."""
+
+    def grew(self, piece: Piece) -> None:
+        """More of the piece's bytes are in its file (`piece.written`)."""
+
+    def left(self, piece: Piece, last: bool) -> None:
+        """The piece left the record's line: no more of its bytes come (`last`: no piece is left in it)."""
+
+
 class Appends:
     """The append requests of one process with bytes, queued per record in the order their first bytes arrived, and
     the records whose last append request broke off. Only this module changes them."""
 
-    def __init__(self, store: RecordStore, join_every: float = 3.0, takeover: float = 5.0) -> None:
+    def __init__(
+        self, store: RecordStore, join_every: float = 3.0, takeover: float = 5.0, live_audio: LiveAudio | None = None
+    ) -> None:
         self.store = store
+        self.live_audio = live_audio  # told of what joins each record, as it reaches the files
         self.join_every = join_every  # seconds: while bytes arrive, what arrived joins the record at least this often
         self.takeover = takeover  # seconds of the live piece's silence after which a standby takes over
         self._queues: dict[tuple[str, str], list[Piece]] = {}
@@ -122,6 +143,11 @@ class Piece(Sink):
     def standby(self) -> bool:
         """It has bytes and waits while another piece, the live one, streams."""
         return self._turn is not None and not self._turn.done()
+
+    def _written(self) -> None:
+        super()._written()
+        if self.appends.live_audio is not None:
+            self.appends.live_audio.grew(self)
 
     def silent_for(self) -> float:
         """Seconds since its last byte."""
@@ -204,6 +230,8 @@ class Piece(Sink):
         queue.append(self)
         if queue[0] is self:
             self._turn.set_result(None)
+            if self.appends.live_audio is not None:
+                self.appends.live_audio.live(self, 0, 0)
         else:
             self.events.hub.publish("recorder-standby", {"event": self.event, "start": self.start})
         self._noted = asyncio.ensure_future(self._note())
@@ -277,6 +305,8 @@ class Piece(Sink):
         self.taking_over = None
         self.arrivals.clear()
         self.first_at = came
+        if self.appends.live_audio is not None:
+            self.appends.live_audio.live(self, header, at)
         if header:
             await self._append(0, header)
         self.joined = max(self.joined, at)
@@ -357,6 +387,8 @@ class Piece(Sink):
                     following.join_soon()
         else:
             self.appends._left(self.event, self.start)
+        if self.appends.live_audio is not None:
+            self.appends.live_audio.left(self, not queue)
         self._spool.close()
         if not keep_file:
             self.store.joins.let_go_of(self.name)
