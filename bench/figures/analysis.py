@@ -27,9 +27,9 @@ def run(bench: Bench) -> list[Row]:
         from tornado_records.audio.facts import analyze
         from tornado_records.audio.programs import Programs
     except ImportError:
-        return [Row("analysis: CPU per hour of audio", "n/a (no tornado_records.audio)")]
+        return [Row("analysis of 1 h of audio", "n/a (no tornado_records.audio)")]
     seconds = bench.options.audio_seconds
-    scaled = "" if seconds == HOUR else f" ({seconds / 60:g} min measured, scaled to 1 h)"
+    scaled = "" if seconds == HOUR else f" ({seconds / 60:g} min measured, scaled)"
     rows = []
     for fmt in FORMATS:
         path = audio(bench, fmt.name)
@@ -50,7 +50,7 @@ def run(bench: Bench) -> list[Row]:
         m = repeat(bench.options.runs, measure)
         print(f"  analysis of {fmt.label}: {m['cpu']:.1f} s CPU per hour of audio", file=sys.stderr, flush=True)
         rows.append(Row(
-            f"analysis, {fmt.label}: CPU s per hour of audio, ffmpeg + the service's thread / wall s / speed{scaled}",
+            f"analysis of 1 h of {fmt.label}: CPU s, ffmpeg + service thread / wall s / speed{scaled}",
             f"{m['cpu']:.1f} + {m['python']:.1f} / {m['wall']:.0f} / {m['speed']:.0f}x",
         ))  # fmt: skip
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -30,47 +31,53 @@ def run(bench: Bench) -> list[Row]:
     and against one with `--analysis-workers 0`, each beside nginx measured in the same minute; and the ratio of the
     two (issue 24: uploads while analysing at least 0.9x of uploads without).
 
-    The analysing service runs on one data directory that holds BACKLOG records of the long MP3 (`--audio-minutes`)
-    pending; it is started for each run, so that its analyzer takes up the first of them again (a stop ends the
-    running ffmpeg and leaves its record pending), and each measurement begins once its ffmpeg decodes. A thread
-    watches that ffmpeg meanwhile (the share of the time one ran, and its CPU), and at the end the listing must
-    still show long records pending, or the run fails. The two settings take turns in each run (which one goes
-    first alternates), so that the machine's other load weighs on both alike."""
+    Each setting has a data directory of its own holding the same records: the 8 + 8's downloads and BACKLOG records
+    of the long MP3 (`--audio-minutes`), pending. For each run, a fresh service is started on each directory in
+    turn (which goes first alternates, so that the machine's other load weighs on both alike) and stopped after its
+    measurement. The analysing one takes the first long record up again at each start (a stop ends the running
+    ffmpeg and leaves its record pending), and its measurement begins once its ffmpeg decodes; a thread watches
+    that ffmpeg meanwhile (the share of the time one ran, and its CPU), and at the end the listing must still show
+    long records pending, or the run fails."""
     if not bench.supports("--analysis-workers"):
         return [Row("uploads while analysing", "n/a (no --analysis-workers)")]
     long_audio = audio(bench, "mp3")
     bench.source(bench.options.size), concurrent.eighth(bench)  # made before any server starts
-    busy_dir = bench.fresh_dir("data")
-    with bench.reference() as nginx, bench.service(None, *OFF) as idle:
-        concurrent.prepare(bench, idle)
-        concurrent.prepare(bench, nginx, nginx=True)
-        with bench.service(busy_dir, *OFF) as filling:
+    dirs = {OFF: bench.fresh_dir("data"), ON: bench.fresh_dir("data")}
+    stored = {OFF: BACKLOG, ON: BACKLOG}
+    for data_dir in dirs.values():
+        with bench.service(data_dir, *OFF) as filling:
             concurrent.prepare(bench, filling)
             for index in range(BACKLOG):
                 store_long(filling, index, long_audio)
-        stored, turn = [BACKLOG], [0]
+    with bench.reference() as nginx:
+        concurrent.prepare(bench, nginx, nginx=True)
 
-        def without() -> dict[str, float]:
-            return both(bench, idle, nginx)
-
-        def analysing() -> dict[str, float]:
-            with bench.service(busy_dir, *ON) as busy:
-                while len(pending(busy)) < BACKLOG:  # one was analysed to its end in an earlier run
-                    store_long(busy, stored[0], long_audio)
-                    stored[0] += 1
-                with watching(busy) as watch:
-                    m = both(bench, busy, nginx)
-                left = pending(busy)
+        def measure(flags: tuple[str, ...]) -> dict[str, float]:
+            with bench.service(dirs[flags], *flags) as service:
+                if flags == OFF:
+                    return both(bench, service, nginx)
+                while len(pending(service)) < BACKLOG:  # one was analysed to its end in an earlier run
+                    store_long(service, stored[flags], long_audio)
+                    stored[flags] += 1
+                with watching(service) as watch:
+                    m = both(bench, service, nginx)
+                left = pending(service)
             if not left:
                 raise BenchError("the long records were all analysed before the measurement ended: store more")
             return {**m, "share": watch.share, "cores": watch.cores, "left": len(left)}
 
+        turn = [0]
+
         def one_run() -> dict[str, float]:
             turn[0] += 1
-            first, second = (without, analysing) if turn[0] % 2 else (analysing, without)
-            a, b = first(), second()
-            off, on = (a, b) if first is without else (b, a)
+            order = (OFF, ON) if turn[0] % 2 else (ON, OFF)
+            measured = {flags: measure(flags) for flags in order}
+            off, on = measured[OFF], measured[ON]
             ratios = {f"ratio_{key}": on[key] / off[key] for key in ("ours", "tus", "8_ours")}
+            print(f"  run {turn[0]} ({'off' if order[0] == OFF else 'analysing'} first): upload analysing / off "
+                  f"{on['ours']:.0f} / {off['ours']:.0f} MB/s ({ratios['ratio_ours']:.2f}x), nginx {on['nginx']:.0f}"
+                  f" / {off['nginx']:.0f}; 8 + 8 {on['8_ours']:.0f} / {off['8_ours']:.0f} MB/s"
+                  f" ({ratios['ratio_8_ours']:.2f}x)", file=sys.stderr, flush=True)  # fmt: skip
             return {**{f"off_{k}": v for k, v in off.items()}, **{f"on_{k}": v for k, v in on.items()}, **ratios}
 
         m = repeat(bench.options.runs, one_run)
@@ -86,13 +93,13 @@ def run(bench: Bench) -> list[Row]:
     rows = [
         *upload.rows(bench, off, ", analysis off"),
         *upload.rows(bench, on, ", analysing"),
-        ratio_row(f"upload {mib(bench.options.size)}, chunked: analysing / analysis off (MB/s)", on["ours"], off["ours"],
+        ratio_row(f"upload {mib(bench.options.size)}, chunked: analysing / analysis off (MB/s), ratio per run", on["ours"], off["ours"],
                   m["ratio_ours"], Target(">=", 0.9)),
-        ratio_row(f"resumable upload {mib(bench.options.size)}: analysing / analysis off (MB/s)", on["tus"], off["tus"],
+        ratio_row(f"resumable upload {mib(bench.options.size)}: analysing / analysis off (MB/s), ratio per run", on["tus"], off["tus"],
                   m["ratio_tus"]),
         *concurrent.rows(bench, eights(off), ", analysis off"),
         *concurrent.rows(bench, eights(on), ", analysing"),
-        ratio_row("8 + 8: analysing / analysis off (MB/s)", on["8_ours"], off["8_ours"], m["ratio_8_ours"]),
+        ratio_row("8 + 8: analysing / analysis off (MB/s), ratio per run", on["8_ours"], off["8_ours"], m["ratio_8_ours"]),
         Row(f"analysing: time an ffmpeg decoded (of {minutes} MP3s) / its CPU (cores) / MP3s left pending",
             f"{100 * on['share']:.0f} % / {on['cores']:.2f} / {on['left']:.0f}"),
     ]  # fmt: skip
@@ -100,7 +107,8 @@ def run(bench: Bench) -> list[Row]:
 
 
 def ratio_row(figure: str, on: float, off: float, ratio: float, target: Target | None = None) -> Row:
-    """A row of the service analysing beside it with analysis off: both (medians) and the median of the runs' ratios."""
+    """A row of the service analysing beside it with analysis off: both (medians), and the median of each run's
+    ratio (the two measured in the same minute)."""
     return Row(figure, f"{on:.0f} / {off:.0f}", ratio=f"{ratio:.2f}x", target=str(target) if target else "—",
                verdict=target.verdict(ratio) if target else "—")  # fmt: skip
 
