@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sys
 import threading
 import time
@@ -26,6 +27,13 @@ SAMPLE = 0.25  # seconds between two looks at the service's ffmpeg
 SETTLE = 1.0  # seconds between a service's start (its ffmpeg's, where it analyses) and the measurement
 
 
+def settle() -> None:
+    """Before a setting's measurement: write back what the other's left dirty in the page cache (the first run
+    writes new files, whose writeback would otherwise weigh on the setting that comes second), then wait SETTLE."""
+    os.sync()
+    time.sleep(SETTLE)
+
+
 def run(bench: Bench) -> list[Row]:
     """13. The upload figure (1) and the 8 + 8 figure (3), measured by their own code, against a service that
     analyses audio during the whole measurement (`--analysis-workers 1`, the default, with long MP3 records pending)
@@ -36,7 +44,8 @@ def run(bench: Bench) -> list[Row]:
     of the long MP3 (`--audio-minutes`), pending. For each run, a fresh service is started on each directory in
     turn (which goes first alternates, so that the machine's other load weighs on both alike) and stopped after its
     measurement. The analysing one takes the first long record up again at each start (a stop ends the running
-    ffmpeg and leaves its record pending), and its measurement begins once its ffmpeg decodes; a thread watches
+    ffmpeg and leaves its record pending), and its measurement begins once its ffmpeg decodes (each setting's after
+    a sync and a second's pause: see `settle`); a thread watches
     that ffmpeg meanwhile (the share of the time one ran, and its CPU), and at the end the listing must still show
     long records pending, or the run fails."""
     if not bench.supports("--analysis-workers"):
@@ -56,13 +65,13 @@ def run(bench: Bench) -> list[Row]:
         def measure(flags: tuple[str, ...]) -> dict[str, float]:
             with bench.service(dirs[flags], *flags) as service:
                 if flags == OFF:
-                    time.sleep(SETTLE)
+                    settle()
                     return both(bench, service, nginx)
                 while len(pending(service)) < BACKLOG:  # one was analysed to its end in an earlier run
                     store_long(service, stored[flags], long_audio)
                     stored[flags] += 1
                 with watching(service) as watch:
-                    time.sleep(SETTLE)
+                    settle()
                     m = both(bench, service, nginx)
                 left = pending(service)
             if not left:
