@@ -45,11 +45,11 @@ def run(bench: Bench) -> list[Row]:
     turn (which goes first alternates, so that the machine's other load weighs on both alike) and stopped after its
     measurement. The analysing one takes the first long record up again at each start (a stop ends the running
     ffmpeg and leaves its record pending), and its measurement begins once its ffmpeg decodes (each setting's after
-    a sync and a second's pause: see `settle`); a thread watches
-    that ffmpeg meanwhile (the share of the time one ran, and its CPU), and at the end the listing must still show
-    long records pending, or the run fails. A first pass of both settings is not counted: in it every upload makes
-    a new file, which the kernel must write back in full (a first run measured so was two to three times slower,
-    nginx too, for the setting that came second), where later runs replace the files and their records."""
+    a sync and a second's pause: see `settle`); a thread watches that ffmpeg meanwhile (the share of the time one
+    ran, and its CPU), and at the end the listing must still show long records pending, or the run fails. A first
+    pass of both settings is not counted: in it every upload makes a new file, which the kernel must write back in
+    full (a first run measured so was two to three times slower, nginx too, for the setting that came second),
+    where later runs replace the files and their records."""
     if not bench.supports("--analysis-workers"):
         return [Row("uploads while analysing", "n/a (no --analysis-workers)")]
     long_audio = audio(bench, "mp3")
