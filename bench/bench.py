@@ -7,7 +7,8 @@ deploy/nginx.conf in front of the service for the X-Accel-Redirect figure. Each 
 as a ratio; the table is also written to bench/results.md.
 
 Each figure is a module of bench/figures/; what they share is in bench/harness.py (options, table, servers, engines),
-bench/transfers.py (curl, wrk) and bench/subscribers.py (/sse clients).
+bench/transfers.py (curl, wrk), bench/subscribers.py (/sse clients) and bench/audiofiles.py (the audio the
+analysis figures analyse).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 import traceback
 from typing import Callable
 
+import figures.analysis
+import figures.analysis_beside
 import figures.append
 import figures.concurrent
 import figures.download
@@ -45,6 +48,8 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "ping-storm": figures.ping_storm.run,
     "scale-out": figures.scale_out.run,
     "webhooks": figures.webhooks.run,
+    "analysis": figures.analysis.run,
+    "analysis-beside": figures.analysis_beside.run,
 }
 
 

@@ -54,6 +54,7 @@ class Options:
     list_requests: int
     subscribers: int
     results: Path
+    audio_seconds: float  # the length of the analysis figures' audio
 
 
 def parse_options(figures: Sequence[str], description: str, argv: list[str] | None = None) -> Options:
@@ -71,12 +72,21 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
         help="the tornado-records command to measure (default: the one beside this Python)",
     )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.md", help="markdown table output")
+    parser.add_argument(
+        "--audio-minutes",
+        type=int,
+        help="length of the audio the analysis figures analyse and keep the service busy with; at most 5, or a "
+        "multiple of 5 (default 60, quick 5)",
+    )
     args = parser.parse_args(argv)
     only = tuple(name for name in args.only.split(",") if name)
     unknown = [name for name in only if name not in figures]
     if unknown:
         parser.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(figures)}")
     quick = args.quick
+    minutes = args.audio_minutes or (5 if quick else 60)
+    if minutes < 1 or (minutes > 5 and minutes % 5):
+        parser.error(f"--audio-minutes must be from 1 to 5, or a multiple of 5, not {minutes}")
     return Options(
         runs=args.runs or (1 if quick else 3),
         size=(args.size_mib or (32 if quick else 1024)) * MiB,
@@ -87,6 +97,7 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
         list_requests=50 if quick else 200,
         subscribers=500 if quick else 10_000,
         results=args.results,
+        audio_seconds=60.0 * minutes,
     )
 
 
@@ -207,15 +218,31 @@ def children(pid: int) -> list[int]:
     return found
 
 
+AUDIO_PROGRAMS = ("ffmpeg", "ffprobe")  # the service's children that analyse audio (tornado_records/audio/)
+
+
+def program_name(pid: int) -> str:
+    """The name of a process's program (its `comm`), or "" if it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def process_cpu(pid: int) -> float:
+    """The CPU time (user + system, all its threads) a process has used so far; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14 and 15 of stat)
+
+
 def cpu_seconds(server: Server) -> float:
     """The CPU time (user + system) the server has used so far: the process (all its threads) and its children
-    (nginx's workers)."""
-    total = 0
-    for pid in [server.pid, *children(server.pid)]:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / os.sysconf("SC_CLK_TCK")
+    (nginx's workers), but not the service's audio analyses (ffmpeg, ffprobe: the analysis figures count those)."""
+    others = [pid for pid in children(server.pid) if program_name(pid) not in AUDIO_PROGRAMS]
+    return sum(process_cpu(pid) for pid in [server.pid, *others])
 
 
 def cpu_per_gib(server: Server, transfer: Callable[[], float], size: int) -> tuple[float, float]:
