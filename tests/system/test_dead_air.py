@@ -136,6 +136,9 @@ def test_after_a_break_the_times_go_on_from_the_records_audio(service) -> None:
     before = Appender(svc.url, URL, {"Content-Type": OPUS.type})
     before.send(stream_bytes(OPUS, Broadcast(3.0)))
     assert before.end().status == 204
+    # the record's audio before the break is known once its watch has decoded all of it and ended: on a busy
+    # machine the new stream could otherwise begin while the first watch's clock is still behind
+    assert wait_until(lambda: not watches(svc), timeout=30), svc.log
     after = Appender(svc.url, URL, {"Content-Type": OPUS.type})
     after.send(stream_bytes(OPUS, Broadcast(6.0, ((1.0, 4.0),))))
     assert wait_until(lambda: of_type(seen, "dead-air-over"), timeout=20), (svc.log, seen)

@@ -83,4 +83,6 @@ def test_pip_install_without_node_serves_the_room_and_the_scalar_reference(tmp_p
             assert served == (REPO / "static" / "room" / name).read_bytes(), name
     finally:
         assert proc.stop() == 0
-    assert "Traceback" not in proc.log and " WARNING " not in proc.log and " ERROR " not in proc.log
+    # the one warning allowed: this environment's PATH has no ffmpeg, and the service says so (docs/api.md)
+    warnings = [line for line in proc.lines if " WARNING " in line and "ffmpeg and ffprobe not found" not in line]
+    assert "Traceback" not in proc.log and warnings == [] and " ERROR " not in proc.log
