@@ -274,17 +274,6 @@ async def serve(config: Config) -> None:
     # it run less often (thousands of subscribers and connections make many young objects that are not garbage).
     gc.freeze()
     gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
-    port = sockets[0].getsockname()[1]
-    log.info(
-        "tornado-records %s serving on http://%s:%d, data in %s, index %s%s",
-        __version__,
-        config.host,
-        port,
-        config.data_dir.resolve(),
-        config.index,
-        f", recordings in {config.blobs}" if config.blobs else "",
-    )
-
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
@@ -295,8 +284,19 @@ async def serve(config: Config) -> None:
         log.info("%s: shutting down", signal.Signals(signum).name)
         stopping.set()
 
+    # before the line that says it serves: a SIGTERM right after that line is a graceful stop, not the default's end
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    port = sockets[0].getsockname()[1]
+    log.info(
+        "tornado-records %s serving on http://%s:%d, data in %s, index %s%s",
+        __version__,
+        config.host,
+        port,
+        config.data_dir.resolve(),
+        config.index,
+        f", recordings in {config.blobs}" if config.blobs else "",
+    )
     await stopping.wait()
 
     server.stop()

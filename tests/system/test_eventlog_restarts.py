@@ -23,7 +23,7 @@ def summary(events: list[tuple[int, dict]]) -> list[tuple[str, str]]:
 def test_a_dashboard_reconnecting_after_a_restart_gets_what_it_missed_in_order_without_duplicates(
     service: Any, engine: dict[str, str], stop: str
 ) -> None:
-    first = service()
+    first = service("--analysis-workers", "0")
     dashboard = Stream(first)
     put(first, "2024-01-01T01:00:00")
     seen = dashboard.events(2)
@@ -38,7 +38,7 @@ def test_a_dashboard_reconnecting_after_a_restart_gets_what_it_missed_in_order_w
         assert wait_until(lambda: run_on_index(engine, first.data_dir, missed)[0][0] >= 2)
         first.proc.kill()
         first.proc.wait()
-    second = service()
+    second = service("--analysis-workers", "0")
     put(second, "2024-01-01T03:00:00")  # published by the new process while the dashboard is still away
 
     resumed = Stream(second, last_id=seen[-1][0])
