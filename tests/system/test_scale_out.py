@@ -25,6 +25,10 @@ from support.tus import CHUNK, TUS
 from support.waiting import wait_until
 
 
+# for tests that count the uploads' events: no record-analyzed (which comes whenever an analysis ends)
+UPLOADS_EVENTS_ONLY = ("--analysis-workers", "0")
+
+
 def processes(service, postgres_url: str, count: int = 2, *flags: str) -> list:  # noqa: ANN001
     """`count` processes on one data directory and one PostgreSQL index."""
     return [service("--index", postgres_url, *flags) for _ in range(count)]
@@ -49,7 +53,7 @@ def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, ngin
 
 
 def test_every_process_streams_every_event_once_in_one_order(service, nginx, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+    a, b = processes(service, postgres_url, 2, *UPLOADS_EVENTS_ONLY)
     front = nginx(a, [b])
     uploads = 6
     expected = uploads * 2 + 1  # upload-started and record-created each, then record-deleted
@@ -148,7 +152,7 @@ def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(se
 
 
 def test_connections_to_the_index_that_are_lost_are_made_again(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+    a, b = processes(service, postgres_url, 2, *UPLOADS_EVENTS_ONLY)
     engine = {"index": postgres_url}
     seen: list = []
     reader = events_of(b.url, 4, seen)
@@ -176,13 +180,18 @@ def test_a_change_and_its_event_are_kept_in_one_transaction(service, postgres_ur
         path = record_url(start=f"2024-01-01T00:00:{n:02d}")
         status, headers, _ = request(svc.url, "PUT", path, b"take %d" % n)
         assert status == 204
-        rows = run_on_index({"index": postgres_url}, svc.data_dir, "SELECT wire FROM events ORDER BY id")
-        last = [json.loads(bytes(wire).split(b"data: ")[1]) for (wire,) in rows][-2:]
+        last = changes(postgres_url, svc.data_dir)[-2:]
         assert [e["type"] for e in last] == ["upload-started", "record-created"]
         assert last[1]["data"]["record"]["etag"] == headers["ETag"]
     assert request(svc.url, "DELETE", path)[0] == 204
-    (wire,) = run_on_index({"index": postgres_url}, svc.data_dir, "SELECT wire FROM events ORDER BY id DESC LIMIT 1")[0]
-    assert json.loads(bytes(wire).split(b"data: ")[1])["type"] == "record-deleted"
+    assert changes(postgres_url, svc.data_dir)[-1]["type"] == "record-deleted"
+
+
+def changes(postgres_url: str, data_dir: Path) -> list[dict]:
+    """The events in the index's table, in order, but for the analyses' (which come whenever an analysis ends)."""
+    rows = run_on_index({"index": postgres_url}, data_dir, "SELECT wire FROM events ORDER BY id")
+    events = [json.loads(bytes(wire).split(b"data: ")[1]) for (wire,) in rows]
+    return [e for e in events if e["type"] != "record-analyzed"]
 
 
 def test_a_long_listing_on_one_process_shows_at_once_what_another_created_or_deleted(service, postgres_url) -> None:

@@ -5,6 +5,7 @@ on every engine; they know no HTTP."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any, Iterable
 
 from tornado_records.audio.facts import Analysis
@@ -58,6 +59,21 @@ def save(conn: Database, record: Record, analysis: Analysis) -> bool:
         ),
     )  # fmt: skip
     return True
+
+
+def all_of(conn: sqlite3.Connection) -> dict[tuple[str, str, str], Analysis]:
+    """Every analysis in a data directory's index (to copy it into another), by (event, start, SHA-256); none in an
+    index from before the analyses."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'analyses'").fetchone() is None:
+        return {}
+    rows = conn.execute(
+        "SELECT event, start, sha256, state, audio, peaks, samples_per_pixel, sample_rate FROM analyses"
+    )
+    return {
+        (event, start, sha): Analysis(state, None if audio is None else json.loads(audio), bytes(peaks or b""),
+                                      samples_per_pixel or 0, sample_rate or 0)
+        for event, start, sha, state, audio, peaks, samples_per_pixel, sample_rate in rows
+    }  # fmt: skip
 
 
 def forget(conn: Database, event: str, start: str) -> None:

@@ -2,10 +2,10 @@
 an object store and a PostgreSQL index, checking each copy's SHA-256 against the index.
 
 Each record's content becomes one object, read back and hashed before the index names it; the record then appears
-in the target with its type, size, ETag and Last-Modified unchanged, and the events keep their titles. A record the
-target has already, with the same content, is skipped, so a migration that was stopped (Ctrl-C, SIGTERM, a lost
-link) goes on where it stopped when run again; a record the target has with other content (written there since) is
-left as it is and reported. The source is only read: the service may keep serving it meanwhile, and what changes
+in the target with its type, size, ETag and Last-Modified unchanged, and with its audio analysis (nothing is analysed
+again), and the events keep their titles. A record the target has already, with the same content, is skipped, so a
+migration that was stopped (Ctrl-C, SIGTERM, a lost link) goes on where it stopped when run again; a record the
+target has with other content (written there since) is left as it is and reported. The source is only read: the service may keep serving it meanwhile, and what changes
 there after a record was copied is copied by the next run.
 """
 
@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+from tornado_records.audio import analyses
 from tornado_records.commands.datadir import CommandError, read_index, records_of
 from tornado_records.storage.files import FileBlobs
 from tornado_records.storage.model import BlobsError, Record, RecordNotFound, Segment
@@ -41,12 +42,14 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
     with read_index(source) as conn:
         records = records_of(conn)
         titles = dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
+        analysed = analyses.all_of(conn)
     work = Path(tempfile.mkdtemp(prefix="records-migrate-"))
     try:
         store = RecordStore(work, index, blobs, endpoint)
     except Exception:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    analyses.create(store.wconn)
     copied = present = failed = 0
     size = 0
     try:
@@ -54,6 +57,11 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
         for record in records:
             try:
                 outcome = _copy(record, files, store, work, titles.get(record.event))
+                found = analysed.get((record.event, record.start, record.sha256))
+                if found is not None:
+                    with store.wconn.transaction():
+                        store.wconn.lock_record(record.event, record.start)
+                        analyses.save(store.wconn, record, found)
             except CommandError as exc:
                 print(f"tornado-records migrate: {exc}", file=sys.stderr)
                 failed += 1
