@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS analyses (  -- what the audio analysis found in a rec
 ) {without_rowid};
 """
 PENDING = "pending"
+Analyses = dict[tuple[str, str, str], Analysis]  # by (event, start, SHA-256)
 _CURRENT = "records.event = analyses.event AND records.start = analyses.start AND records.sha256 = analyses.sha256"
 
 
@@ -61,19 +62,32 @@ def save(conn: Database, record: Record, analysis: Analysis) -> bool:
     return True
 
 
-def all_of(conn: sqlite3.Connection) -> dict[tuple[str, str, str], Analysis]:
-    """Every analysis in a data directory's index (to copy it into another), by (event, start, SHA-256); none in an
-    index from before the analyses."""
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'analyses'").fetchone() is None:
+def all_of(conn: sqlite3.Connection | Database) -> Analyses:
+    """Every analysis in an index (to copy into another with its records: `carry`), by (event, start, SHA-256); none
+    in an index from before the analyses."""
+    exists = (
+        "SELECT 1 FROM sqlite_master WHERE name = 'analyses'" if isinstance(conn, sqlite3.Connection)
+        else "SELECT 1 FROM information_schema.tables WHERE table_name = 'analyses' AND table_schema = current_schema()"
+    )  # fmt: skip
+    if conn.execute(exists).fetchone() is None:
         return {}
     rows = conn.execute(
         "SELECT event, start, sha256, state, audio, peaks, samples_per_pixel, sample_rate FROM analyses"
-    )
+    ).fetchall()
     return {
         (event, start, sha): Analysis(state, None if audio is None else json.loads(audio), bytes(peaks or b""),
                                       samples_per_pixel or 0, sample_rate or 0)
         for event, start, sha, state, audio, peaks, samples_per_pixel, sample_rate in rows
     }  # fmt: skip
+
+
+def carry(conn: Database, record: Record, analysed: Analyses) -> None:
+    """Keep the analysis that `record` had in the index it was copied from (`all_of` that index), if it had one."""
+    found = analysed.get((record.event, record.start, record.sha256))
+    if found is not None:
+        with conn.transaction():
+            conn.lock_record(record.event, record.start)
+            save(conn, record, found)
 
 
 def forget(conn: Database, event: str, start: str) -> None:

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import TextIO
 
+from tornado_records.audio import analyses
 from tornado_records.commands.backup import BLOCK, NO_LINK, ROUNDS, _make_dest, _remove, failure, report
 from tornado_records.commands.datadir import (
     INDEX,
@@ -88,7 +89,7 @@ class EngineCopier:
         """Make the backup; returns the records it holds and the number of snapshots it took."""
         missing_before: set[Version] | None = None
         for rounds in range(1, ROUNDS + 1):
-            records, titles = self.snapshot()
+            records, titles, analysed = self.snapshot()
             missing = {version_of(r) for r in records if version_of(r) not in self.done and not self.transfer(r)}
             if not missing or (missing_before is not None and missing <= missing_before):
                 break
@@ -104,13 +105,13 @@ class EngineCopier:
                 kept.append(record)
             else:
                 self.problems.append(f"missing: {record_path(record)}: its content is not in {self.source.content_name}")
-        self.finish(kept, titles)
+        self.finish(kept, titles, analysed)
         return kept, rounds
 
-    def snapshot(self) -> tuple[list[Record], dict[str, str]]:
-        """The records and the events' titles, at one moment of the index."""
+    def snapshot(self) -> tuple[list[Record], dict[str, str], analyses.Analyses]:
+        """The records, the events' titles and the records' analyses, at one moment of the index."""
         with self.source.snapshot() as index:
-            return records_of(index), titles_of(index)
+            return records_of(index), titles_of(index), analyses.all_of(index)
 
     def transfer(self, record: Record) -> bool:
         """Link or copy a version's content into DEST/blobs; False if it is gone from the source."""
@@ -160,14 +161,17 @@ class EngineCopier:
             )
         return True
 
-    def finish(self, records: list[Record], titles: dict[str, str]) -> None:
-        """Make DEST's index of the records copied, make everything durable, and put the index in place."""
+    def finish(self, records: list[Record], titles: dict[str, str], analysed: analyses.Analyses) -> None:
+        """Make DEST's index of the records copied (with their analyses), make everything durable, and put the index
+        in place."""
         work = self.dest / ".index"
         store = RecordStore(work)
         try:
+            analyses.create(store.wconn)
             for record in records:
                 name = self.done[version_of(record)][0]
                 store.adopt(dataclasses.replace(record, blob=name), name, titles.get(record.event))
+                analyses.carry(store.wconn, record, analysed)
         finally:
             store.close()
         index = sqlite3.connect(work / INDEX, isolation_level=None)

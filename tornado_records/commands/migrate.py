@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tornado_records.audio import analyses
-from tornado_records.commands.datadir import CommandError, read_index, records_of
+from tornado_records.commands.datadir import CommandError, read_index, records_of, titles_of
 from tornado_records.storage.files import FileBlobs
 from tornado_records.storage.model import BlobsError, Record, RecordNotFound, Segment
 from tornado_records.storage.s3 import ObjectBlobs
@@ -41,7 +41,7 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
     signal.signal(signal.SIGINT, _STOPS.stop)
     with read_index(source) as conn:
         records = records_of(conn)
-        titles = dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
+        titles = titles_of(conn)
         analysed = analyses.all_of(conn)
     work = Path(tempfile.mkdtemp(prefix="records-migrate-"))
     try:
@@ -57,11 +57,7 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
         for record in records:
             try:
                 outcome = _copy(record, files, store, work, titles.get(record.event))
-                found = analysed.get((record.event, record.start, record.sha256))
-                if found is not None:
-                    with store.wconn.transaction():
-                        store.wconn.lock_record(record.event, record.start)
-                        analyses.save(store.wconn, record, found)
+                analyses.carry(store.wconn, record, analysed)
             except CommandError as exc:
                 print(f"tornado-records migrate: {exc}", file=sys.stderr)
                 failed += 1
