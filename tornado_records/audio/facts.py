@@ -119,7 +119,8 @@ def _decode_arguments(path: Path, pixel: int, threshold: float, minimum: float) 
         f":measure_overall=Min_level+Max_level+Number_of_samples,ametadata=mode=print[out]"
     )
     return [
-        "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info", "-threads", "1",
+        "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
+        "-threads", "1", "-filter_complex_threads", "1",  # one core: the service's requests keep the other
         "-i", str(path), "-filter_complex", graph, "-map", "[out]", "-f", "null", "-",
     ]  # fmt: skip
 
