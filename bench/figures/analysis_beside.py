@@ -165,8 +165,10 @@ class Watch:
 
 
 @contextlib.contextmanager
-def watching(service: Server, timeout: float = 60.0) -> Iterator[Watch]:
-    """Once the service runs an ffmpeg (BenchError if none within `timeout`), watch it until the block ends."""
+def watching(service: Server, timeout: float = 600.0) -> Iterator[Watch]:
+    """Once the service runs an ffmpeg (BenchError if none within `timeout`), watch it until the block ends. The
+    bound is wide: the service first probes the other records pending (the 8 + 8's), and at nice 19 beside busy cores
+    its programs get a sliver of CPU (60 s was too short with two `yes` beside the bench)."""
     deadline = time.monotonic() + timeout
     found = programs(service)
     while not any(program_name(pid) == "ffmpeg" for pid in found):
