@@ -51,25 +51,33 @@ def test_guids_and_validators_stay_the_same_across_a_restart(service) -> None:
     assert "Traceback" not in first.log + again.log
 
 
-def readme_feed_commands() -> list[str]:
-    """The README's shell commands that read a feed."""
-    blocks = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
-    return [line for block in blocks for line in block.splitlines() if "/feeds/" in line]
+def shell_commands(page: Path, containing: str) -> list[str]:
+    """The shell commands of a page (continuation lines joined) that contain a text."""
+    blocks = re.findall(r"```sh\n(.*?)```", page.read_text(), re.DOTALL)
+    commands = [line.strip() for block in blocks for line in re.sub(r"\\\n\s*", "", block).splitlines()]
+    return [command for command in commands if containing in command]
 
 
 @pytest.mark.engines("sqlite")
-def test_the_readme_feed_command_works_as_written(service) -> None:
+def test_the_readme_feed_command_and_the_publishing_steps_work_as_written(service) -> None:
     require("curl")
     svc = service()
     put = request(svc.url, "PUT", record_url(EVENT, "2024-01-01T06:00:00"), b"audio", {"Content-Type": "audio/mpeg"})
     assert put[0] == 204
-    [command] = readme_feed_commands()
-    result = subprocess.run(
-        ["bash", "-c", command.replace("localhost:10700", f"localhost:{svc.port}")], capture_output=True, timeout=30
-    )
-    assert result.returncode == 0, result.stderr
-    feed = feedparser.parse(result.stdout)
-    assert not feed.bozo and len(feed.entries) == 1
+
+    def run(command: str) -> bytes:
+        result = subprocess.run(
+            ["bash", "-c", command.replace("localhost:10700", f"localhost:{svc.port}")], capture_output=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    [details] = shell_commands(REPO / "docs" / "feeds.md", "--request PUT")  # the first step of publishing
+    assert json.loads(run(details))["timezone"] == "Europe/Berlin"
+    [command] = shell_commands(REPO / "README.md", "/feeds/")
+    feed = feedparser.parse(run(command))
+    assert not feed.bozo and len(feed.entries) == 1 and feed.feed.title == "Morning show"
+    assert feed.entries[0].published == "Mon, 01 Jan 2024 06:00:00 +0100"
     assert feed.entries[0].enclosures[0].href == f"http://localhost:{svc.port}{record_url(EVENT, '2024-01-01T06:00:00')}"
 
 
