@@ -106,7 +106,7 @@ def build(base: str, event: uuid.UUID, details: EventDetails, zone: str, episode
         feed.podcast.itunes_author(details.author)
     if details.image:
         feed.image(url=details.image, title=title, link=page)
-    feed.podcast.itunes_category(CATEGORY)
+    feed.podcast.itunes_category(cat=CATEGORY)
     feed.podcast.itunes_type("episodic")
     feed.records.guid = podcast_guid(url)
     feed.records.image = details.image
