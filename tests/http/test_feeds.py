@@ -125,6 +125,9 @@ async def test_podcast_guid_follows_the_podcast_index_rule_and_the_channel_has_w
     assert channel.find(f"{{{ITUNES}}}category").get("text") == "Music"
     for required in ("title", "description", "link", "language"):
         assert channel.findtext(required), required
+    podcast = parsed(response)[1]  # as gPodder reads the same tags
+    assert podcast["import_prohibited"] is True and podcast["explicit"] is False and podcast["language"] == "en"
+    assert podcast["itunes_author"] == DETAILS["author"] and podcast["cover_url"] == DETAILS["image"]
     [item] = channel.findall("item")
     for required in ("title", "guid", "pubDate", "description"):
         assert item.findtext(required), required
