@@ -16,6 +16,7 @@ from support.sse import listen
 from tornado_records.app import close_app, make_app
 from tornado_records.config import build_config
 from tornado_records.document import schema
+from tornado_records.publishing.details import LINE_SPACES, SPACES
 
 UNSET = {"title": None, "description": None, "author": None, "image": None, "timezone": None}
 ALL = {
@@ -101,7 +102,7 @@ async def test_details_stay_without_records_and_the_row_goes_when_the_last_is_ta
 @pytest.mark.gen_test
 async def test_a_detail_that_breaks_its_rule_is_400_json_and_changes_nothing(fetch, body, field):
     assert (await put_details(fetch, ALL))[0] == 200
-    status, answer = await put_details(fetch, {**body, "author": "Not kept"})
+    status, answer = await put_details(fetch, {"author": "Not kept", **body})
     assert status == 400 and answer["status_code"] == 400
     assert answer["detail"].startswith(f"{field} must be")
     assert await shown(fetch) == ALL
@@ -121,7 +122,8 @@ async def test_a_body_that_is_not_details_is_400_json(fetch, body):
 
 # Texts at the edges of the rules: what the document's schema accepts, the service accepts, and the other way round
 EDGES = ["\u0085", "a\u0085", "\u0085a", "\u00a0a\u00a0", "\ufeff", "\ufeffa", "a\u2028b", "\u2028", " \u200b ",
-         "\u009f", "\u00a0", "\u00a1", "é", "😀", "\u007f", "x\u007e", "a\tb", "\u1680", "\u202f", "tab\t"]  # fmt: skip
+         "\u009f", "\u00a0", "\u00a1", "é", "😀", "\u007f", "x\u007e", "a\tb", "\u1680", "\u202f", "tab\t",
+         "line\n", "line\n\n", "\nline"]  # fmt: skip
 
 
 @pytest.mark.parametrize("text", EDGES, ids=[repr(text) for text in EDGES])
@@ -133,7 +135,7 @@ async def test_the_service_refuses_a_text_exactly_when_the_document_does(fetch, 
         status, answer = await put_details(fetch, {field: text})
         assert status == (200 if valid else 400), (field, answer)
         if valid:
-            assert answer[field] == text.strip(" \t\n\r\u00a0\u1680\u2028\u2029\u202f\u205f\u3000\ufeff")
+            assert answer[field] == text.strip(SPACES + LINE_SPACES)
 
 
 @pytest.mark.gen_test

@@ -38,8 +38,8 @@ def test_what_a_pattern_calls_space_is_what_the_service_strips(field: str, space
         if 0xD800 <= code < 0xE000:
             continue  # surrogates are no characters of a text
         allowed_inside = c not in CONTROLS or c in spaces
-        assert bool(pattern.fullmatch(c)) == (c not in spaces and c not in CONTROLS), hex(code)
-        assert bool(pattern.fullmatch(f"a{c}b")) == allowed_inside, hex(code)
+        assert bool(pattern.search(c)) == (c not in spaces and c not in CONTROLS), hex(code)
+        assert bool(pattern.search(f"a{c}b")) == allowed_inside, hex(code)
 
 
 def test_every_zone_the_document_names_loads() -> None:
