@@ -139,6 +139,16 @@ async def test_the_service_refuses_a_text_exactly_when_the_document_does(fetch, 
 
 
 @pytest.mark.gen_test
+async def test_an_image_url_ending_with_a_line_feed_is_taken_without_it(fetch):
+    """What Python's JSON Schema validators take (their `$` matches before a last line feed), kept without it."""
+    image = schema("EventDetailsChange")["properties"]["image"]
+    assert jsonschema.Draft202012Validator(image).is_valid("https://radio.example/a.jpg\n")
+    assert (await put_details(fetch, {"image": "https://radio.example/a.jpg\n"}))[1]["image"] == (
+        "https://radio.example/a.jpg"
+    )
+
+
+@pytest.mark.gen_test
 async def test_each_zone_of_the_document_is_taken(fetch):
     zones = schema("TimeZone")["enum"]
     assert {"UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "Etc/GMT+5", "US/Eastern"} <= set(zones)

@@ -58,6 +58,8 @@ class Rule:
             value.encode()
         except UnicodeEncodeError:  # a lone surrogate (\ud800), which JSON lets through and no text holds
             raise BadDetails(f"{name} must be Unicode text (it holds a lone surrogate)") from None
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            value = value[:-1]  # the line feed that Python's $ let through (see above)
         return value.strip(SPACES + LINE_SPACES) if self.text else value
 
 
