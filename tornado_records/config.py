@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tornado_records.events import EVENT_TYPES
+from tornado_records.publishing.details import zone_names
 from tornado_records.storage import sqldb
 
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -283,6 +284,23 @@ def parse_event_types(text: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
+def parse_timezone(text: str) -> str:
+    """An IANA time zone name such as Europe/Berlin or UTC (one of those records.yaml lists)."""
+    if text.strip() not in zone_names():
+        raise ValueError(f"{text!r} is not an IANA time zone name such as UTC or Europe/Berlin")
+    return text.strip()
+
+
+def parse_public_url(text: str) -> str:
+    """Empty, or an http(s):// URL with a host and no query or fragment (its trailing slashes dropped)."""
+    text = text.strip()
+    parsed = urllib.parse.urlsplit(text)
+    if text and (parsed.scheme not in ("http", "https") or not parsed.hostname or parsed.query or parsed.fragment
+                 or "@" in parsed.netloc or re.search(r"[\x00-\x20\x7f-\xa0\\]", text)):  # fmt: skip
+        raise ValueError(f"{text!r} is not a base URL such as https://radio.example or https://radio.example/archive")
+    return text.rstrip("/")
+
+
 @dataclasses.dataclass(frozen=True)
 class Setting:
     """One setting: its flag, its environment variable, its default (as text) and what it means."""
@@ -366,8 +384,24 @@ SETTINGS: tuple[Setting, ...] = (
         "trusted_proxies",
         "",
         "comma-separated addresses or networks (CIDR) of proxies whose X-Forwarded-For and X-Real-IP are believed "
-        "for the client address in the log; empty: none",
+        "for the client address in the log, and X-Forwarded-Proto and X-Forwarded-Host for the links of feeds "
+        "(without --public-url); empty: none",
         parse_networks,
+    ),
+    Setting(
+        "public_url",
+        "",
+        "the service's public base URL (such as https://radio.example or https://radio.example/archive), which "
+        "the absolute links of the podcast feeds start with; empty: the request's scheme and Host (or, from "
+        "--trusted-proxies, X-Forwarded-Proto and X-Forwarded-Host)",
+        parse_public_url,
+    ),
+    Setting(
+        "timezone",
+        "UTC",
+        "the IANA time zone (such as Europe/Berlin) of the naive starts of the events whose details name none, "
+        "in which the podcast feeds give their dates",
+        parse_timezone,
     ),
     Setting(
         "header_timeout",
@@ -515,6 +549,8 @@ class Config:
     max_subscribers: int
     token_file: Secret | None
     trusted_proxies: tuple[Network, ...]
+    public_url: str
+    timezone: str
     header_timeout: float
     max_connections: int
     max_client_streams: int

@@ -6,7 +6,6 @@ ffmpeg's ebur128 say of them."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -15,24 +14,13 @@ import time
 
 import pytest
 
-from support.audio import FORMATS, Tone, generate, reference
+from support.audio import FORMATS, Tone, generate, reference, started
 from support.event_schema import conforms
 from support.records import EVENT, record_url
 from support.sse import listen
-from tornado_records.app import start_app, stop_app
 
 START = "2024-03-01T08:00:00"
 TONE = Tone()  # 10 s of 1 kHz at -20 dBFS, silent from 4 s to 7 s
-
-
-@contextlib.asynccontextmanager
-async def started(app):
-    """The app's background work running (the analyses), as the command starts it."""
-    start_app(app)
-    try:
-        yield
-    finally:
-        await stop_app(app)
 
 
 async def listing(fetch, event: str = EVENT) -> dict:

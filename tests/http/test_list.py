@@ -27,7 +27,8 @@ async def listing(fetch, query="", event=EVENT):
 
 @pytest.mark.gen_test
 async def test_event_without_records_is_an_empty_list(fetch):
-    assert await listing(fetch) == {"count": 0, "limit": 10, "offset": 0, "title": None, "records": []}
+    assert await listing(fetch) == {"count": 0, "limit": 10, "offset": 0, "title": None, "description": None,
+                                    "author": None, "image": None, "timezone": None, "records": []}  # fmt: skip
 
 
 @pytest.mark.gen_test

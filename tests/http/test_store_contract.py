@@ -22,6 +22,7 @@ import pytest
 from tornado_records.commands.backup import backup
 from tornado_records.commands.check import check
 from tornado_records.commands.datadir import Source
+from tornado_records.storage import catalogue
 from tornado_records.storage.model import (
     ContentDamaged,
     DigestMismatch,
@@ -248,13 +249,27 @@ async def test_a_listing_pages_by_start_in_both_orders(store: RecordStore) -> No
 async def test_events_have_titles_and_counts(store: RecordStore) -> None:
     await put(store, body(10))
     await put(store, body(20), START + datetime.timedelta(days=1))
-    await store.set_title(EVENT, "Morning show")
-    assert store.title(EVENT) == "Morning show"
+    await store.set_details(EVENT, {"title": "Morning show", "timezone": "Europe/Berlin"})
+    assert store.details(EVENT).title == "Morning show"
     count, events = store.events(search="morning")
     assert count == 1 and events[0].to_json()["records"] == 2
     assert store.events(search="evening")[0] == 0
-    await store.set_title(EVENT, None)
-    assert store.title(EVENT) is None
+    # a change of some details keeps the others; None takes one away
+    assert (await store.set_details(EVENT, {"title": None})).to_json() == {
+        "title": None, "description": None, "author": None, "image": None, "timezone": "Europe/Berlin"
+    }  # fmt: skip
+    assert store.details(EVENT).title is None and store.details(EVENT).timezone == "Europe/Berlin"
+
+
+@pytest.mark.gen_test
+async def test_an_event_keeps_its_details_without_records_until_they_are_all_taken_away(store: RecordStore) -> None:
+    other = uuid.uuid4()
+    await store.set_details(other, {"author": "Station", "image": "https://radio.example/show.png"})
+    assert store.details(other).author == "Station" and store.details(other).changed > 0
+    await store.set_details(other, {"author": None})
+    assert store.details(other).image == "https://radio.example/show.png"
+    await store.set_details(other, {"image": None})
+    assert store.details(other) == catalogue.EventDetails()  # the row is gone
 
 
 # -- appends -------------------------------------------------------------------------------------------------------
@@ -353,14 +368,15 @@ async def test_check_names_the_record_of_damaged_content(store: RecordStore, whe
 async def test_a_backup_is_a_data_directory_with_every_record(store: RecordStore, where: Source, tmp_path: Path) -> None:
     await put(store, body(3000, "one"))
     await append(store, [body(100, "a"), body(200, "b")], START + datetime.timedelta(hours=1))
-    await store.set_title(EVENT, "Evening news")
+    await store.set_details(EVENT, {"title": "Evening news", "description": "Daily", "author": "Newsroom",
+                                    "image": "https://radio.example/news.jpg", "timezone": "America/New_York"})
     out = io.StringIO()
     assert backup(where, tmp_path / "copy", 0, out) == 0, out.getvalue()
     copy = RecordStore(tmp_path / "copy")  # what `tornado-records --data-dir DEST` serves
     try:
         assert read_all(copy) == body(3000, "one")
         assert read_all(copy, START + datetime.timedelta(hours=1)) == body(100, "a") + body(200, "b")
-        assert copy.title(EVENT) == "Evening news"
+        assert copy.details(EVENT).to_json() == store.details(EVENT).to_json()  # every detail carried over
         assert [r.sha256 for r in (await copy.list(EVENT)).records] == [r.sha256 for r in (await store.list(EVENT)).records]
     finally:
         copy.close()

@@ -5,14 +5,17 @@ its stream, or a real ffmpeg sending it in real time with `?append=true`); and t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
 import subprocess
 import time
 from pathlib import Path
+from typing import AsyncIterator
 
 from support.components import require
+from tornado_records.app import start_app, stop_app
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +64,16 @@ def generate(path: Path, fmt: Format, tone: Tone = Tone()) -> Path:
         check=True,
     )
     return path
+
+
+@contextlib.asynccontextmanager
+async def started(app) -> AsyncIterator[None]:  # noqa: ANN001
+    """An app in the test's process with its background work running (the analyses), as the command starts it."""
+    start_app(app)
+    try:
+        yield
+    finally:
+        await stop_app(app)
 
 
 @dataclasses.dataclass(frozen=True)

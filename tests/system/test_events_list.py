@@ -1,4 +1,5 @@
-"""GET /records (the events that have records) and PUT /records/{event} (an event's title), through real HTTP
+"""GET /records (the events that have records) and PUT /records/{event} (an event's title; its other details are
+tested in tests/http/test_event_details.py), through real HTTP
 against a real `tornado-records` process: totals kept with every change, order, paging, the filter, the title in
 lists and on /sse, bad input (400) and the write token (401)."""
 
@@ -15,6 +16,7 @@ from support.rawhttp import open_event_stream, read_until, request
 from support.records import record_url, run_on_index
 
 EVENTS = [str(uuid.UUID(int=n)) for n in (0x1111, 0x2222, 0x3333)]
+UNSET = {"description": None, "author": None, "image": None, "timezone": None}  # the details besides the title
 
 
 def get_json(url: str, path: str) -> dict:
@@ -132,15 +134,15 @@ def test_a_title_shows_in_both_lists_and_on_the_event_stream(service) -> None:
     event = EVENTS[0]
     assert put(svc.url, record_url(event, "2024-01-01T00:00:00"), b"a") == 204
     stream = open_event_stream(svc.url)
-    assert title(svc.url, event, "  Morning show  ") == (200, {"event": event, "title": "Morning show"})
+    assert title(svc.url, event, "  Morning show  ") == (200, {"event": event, "title": "Morning show", **UNSET})
     received = read_until(stream, b"event-updated")
     message = json.loads(received.split(b"data: ")[-1].split(b"\n")[0])
-    assert message["type"] == "event-updated" and message["data"] == {"event": event, "title": "Morning show"}
+    assert message["type"] == "event-updated" and message["data"] == {"event": event, "title": "Morning show", **UNSET}
     conforms(message)
     assert get_json(svc.url, "/records")["events"][0]["title"] == "Morning show"
     assert get_json(svc.url, f"/records/{event}")["title"] == "Morning show"
     # Upper-case UUIDs name the same event; null takes the title away.
-    assert title(svc.url, event.upper(), None) == (200, {"event": event, "title": None})
+    assert title(svc.url, event.upper(), None) == (200, {"event": event, "title": None, **UNSET})
     assert get_json(svc.url, "/records")["events"][0]["title"] is None
     # A title given before any record: kept, shown once the event has records.
     later = EVENTS[1]

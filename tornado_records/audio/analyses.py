@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any, Iterable
 
 from tornado_records.audio.facts import Analysis
@@ -23,6 +24,7 @@ CREATE TABLE IF NOT EXISTS analyses (  -- what the audio analysis found in a rec
     peaks    {blob},            -- the waveform, where done: min/max pairs of signed bytes
     samples_per_pixel BIGINT,
     sample_rate       BIGINT,
+    analysed BIGINT,            -- Unix microseconds when it was kept (NULL: before issue 26 asked)
     PRIMARY KEY (event, start)
 ) {without_rowid};
 """
@@ -34,6 +36,7 @@ _CURRENT = "records.event = analyses.event AND records.start = analyses.start AN
 def create(conn: Database) -> None:
     """Make the table, and drop the rows of records that are gone."""
     conn.schema(SCHEMA)
+    conn.add_column("analyses", "analysed", "BIGINT")  # a table from before the column
     conn.execute(
         "DELETE FROM analyses WHERE NOT EXISTS"
         " (SELECT 1 FROM records WHERE records.event = analyses.event AND records.start = analyses.start)"
@@ -49,14 +52,15 @@ def save(conn: Database, record: Record, analysis: Analysis) -> bool:
     if current is None:
         return False
     conn.execute(
-        "INSERT INTO analyses (event, start, sha256, state, duration, audio, peaks, samples_per_pixel, sample_rate)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event, start) DO UPDATE SET sha256 = excluded.sha256,"
-        " state = excluded.state, duration = excluded.duration, audio = excluded.audio, peaks = excluded.peaks,"
-        " samples_per_pixel = excluded.samples_per_pixel, sample_rate = excluded.sample_rate",
+        "INSERT INTO analyses (event, start, sha256, state, duration, audio, peaks, samples_per_pixel, sample_rate,"
+        " analysed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event, start) DO UPDATE SET"
+        " sha256 = excluded.sha256, state = excluded.state, duration = excluded.duration, audio = excluded.audio,"
+        " peaks = excluded.peaks, samples_per_pixel = excluded.samples_per_pixel, sample_rate = excluded.sample_rate,"
+        " analysed = excluded.analysed",
         (
             record.event, record.start, record.sha256, analysis.state, analysis.duration,
             None if analysis.audio is None else json.dumps(analysis.audio), analysis.peaks or None,
-            analysis.samples_per_pixel, analysis.sample_rate,
+            analysis.samples_per_pixel, analysis.sample_rate, time.time_ns() // 1000,
         ),
     )  # fmt: skip
     return True
@@ -168,3 +172,10 @@ def peaks(conn: Database, record: Record) -> tuple[str, int, int, bytes] | None:
         (record.event, record.start, record.sha256),
     ).fetchone()
     return None if row is None else (row[0], row[1], row[2], bytes(row[3] or b""))
+
+
+def last_analysed(conn: Database, event: str) -> int:
+    """When the last analysis of one of the event's records was kept (Unix microseconds; 0: none, or none since the
+    time was kept)."""
+    row = conn.execute("SELECT max(analysed) FROM analyses WHERE event = ?", (event,)).fetchone()
+    return row[0] or 0

@@ -26,7 +26,7 @@ from tornado_records.commands.datadir import (
     Source,
     record_path,
     records_of,
-    titles_of,
+    details_of,
 )
 from tornado_records.storage.content import ContentStore
 from tornado_records.storage.files import fsync_content
@@ -89,7 +89,7 @@ class EngineCopier:
         """Make the backup; returns the records it holds and the number of snapshots it took."""
         missing_before: set[Version] | None = None
         for rounds in range(1, ROUNDS + 1):
-            records, titles, analysed = self.snapshot()
+            records, details, analysed = self.snapshot()
             missing = {version_of(r) for r in records if version_of(r) not in self.done and not self.transfer(r)}
             if not missing or (missing_before is not None and missing <= missing_before):
                 break
@@ -105,13 +105,13 @@ class EngineCopier:
                 kept.append(record)
             else:
                 self.problems.append(f"missing: {record_path(record)}: its content is not in {self.source.content_name}")
-        self.finish(kept, titles, analysed)
+        self.finish(kept, details, analysed)
         return kept, rounds
 
-    def snapshot(self) -> tuple[list[Record], dict[str, str], analyses.Analyses]:
-        """The records, the events' titles and the records' analyses, at one moment of the index."""
+    def snapshot(self) -> tuple[list[Record], dict[str, dict[str, str | None]], analyses.Analyses]:
+        """The records, the events' details and the records' analyses, at one moment of the index."""
         with self.source.snapshot() as index:
-            return records_of(index), titles_of(index), analyses.all_of(index)
+            return records_of(index), details_of(index), analyses.all_of(index)
 
     def transfer(self, record: Record) -> bool:
         """Link or copy a version's content into DEST/blobs; False if it is gone from the source."""
@@ -161,7 +161,7 @@ class EngineCopier:
             )
         return True
 
-    def finish(self, records: list[Record], titles: dict[str, str], analysed: analyses.Analyses) -> None:
+    def finish(self, records: list[Record], details: dict[str, dict[str, str | None]], analysed: analyses.Analyses) -> None:
         """Make DEST's index of the records copied (with their analyses), make everything durable, and put the index
         in place."""
         work = self.dest / ".index"
@@ -170,7 +170,7 @@ class EngineCopier:
             analyses.create(store.wconn)
             for record in records:
                 name = self.done[version_of(record)][0]
-                store.adopt(dataclasses.replace(record, blob=name), name, titles.get(record.event))
+                store.adopt(dataclasses.replace(record, blob=name), name, details.get(record.event))
                 analyses.carry(store.wconn, record, analysed)
         finally:
             store.close()

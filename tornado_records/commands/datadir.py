@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tornado_records.storage import sqldb
+from tornado_records.storage.catalogue import DETAILS
 from tornado_records.storage.content import ContentStore, open_content
 from tornado_records.storage.model import BlobsError, Record
 
@@ -139,9 +140,12 @@ def records_of(conn: sqlite3.Connection) -> list[Record]:
     return [Record(*row) for row in conn.execute(f"SELECT {RECORD_COLUMNS} FROM records ORDER BY event, start")]
 
 
-def titles_of(conn: Any) -> dict[str, str]:
-    """The events' titles, by event."""
-    return dict(conn.execute("SELECT event, title FROM catalogue WHERE title IS NOT NULL").fetchall())
+def details_of(conn: Any) -> dict[str, dict[str, str | None]]:
+    """The events' details (title, description, ...) by event, those it has; an index from before some of them
+    (issue 26) has none of those."""
+    columns = [c[0] for c in conn.execute("SELECT * FROM catalogue WHERE false").description if c[0] in DETAILS]
+    rows = conn.execute(f"SELECT event, {', '.join(columns)} FROM catalogue").fetchall()
+    return {row[0]: dict(zip(columns, row[1:])) for row in rows if any(value is not None for value in row[1:])}
 
 
 def appending_of(conn: sqlite3.Connection) -> set[str]:

@@ -3,7 +3,7 @@ an object store and a PostgreSQL index, checking each copy's SHA-256 against the
 
 Each record's content becomes one object, read back and hashed before the index names it; the record then appears
 in the target with its type, size, ETag and Last-Modified unchanged, and with its audio analysis (nothing is analysed
-again), and the events keep their titles. A record the target has already, with the same content, is skipped, so a
+again), and the events keep their details. A record the target has already, with the same content, is skipped, so a
 migration that was stopped (Ctrl-C, SIGTERM, a lost link) goes on where it stopped when run again; a record the
 target has with other content (written there since) is left as it is and reported. The source is only read: the service may keep serving it meanwhile, and what changes
 there after a record was copied is copied by the next run.
@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tornado_records.audio import analyses
-from tornado_records.commands.datadir import CommandError, read_index, records_of, titles_of
+from tornado_records.commands.datadir import CommandError, details_of, read_index, records_of
 from tornado_records.storage.files import FileBlobs
 from tornado_records.storage.model import BlobsError, Record, RecordNotFound, Segment
 from tornado_records.storage.s3 import ObjectBlobs
@@ -41,7 +41,7 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
     signal.signal(signal.SIGINT, _STOPS.stop)
     with read_index(source) as conn:
         records = records_of(conn)
-        titles = titles_of(conn)
+        details = details_of(conn)
         analysed = analyses.all_of(conn)
     work = Path(tempfile.mkdtemp(prefix="records-migrate-"))
     try:
@@ -56,7 +56,7 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
         files = FileBlobs(source / "blobs")
         for record in records:
             try:
-                outcome = _copy(record, files, store, work, titles.get(record.event))
+                outcome = _copy(record, files, store, work, details.get(record.event))
                 analyses.carry(store.wconn, record, analysed)
             except CommandError as exc:
                 print(f"tornado-records migrate: {exc}", file=sys.stderr)
@@ -77,8 +77,8 @@ def migrate(source: Path, index: str, blobs: str, endpoint: str | None = None) -
     return 1 if failed else 0
 
 
-def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, title: str | None) -> bool:
-    """Copy one record (and its event's title) unless the target has it; whether it was copied. CommandError: it
+def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, details: dict | None) -> bool:
+    """Copy one record (and its event's details) unless the target has it; whether it was copied. CommandError: it
     could not be."""
     try:
         there = store.get(uuid.UUID(record.event), datetime.datetime.fromisoformat(record.start))
@@ -107,7 +107,7 @@ def _copy(record: Record, files: FileBlobs, store: RecordStore, work: Path, titl
                 "(is the source damaged? see tornado-records check)"
             )
         with _STOPS.held():
-            adopted = store.adopt(record, name, title)
+            adopted = store.adopt(record, name, details)
         if not adopted:
             raise CommandError(f"/records/{record.event}/{record.start} was written in the target meanwhile")
     except BaseException:

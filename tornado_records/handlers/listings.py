@@ -1,16 +1,15 @@
 """The listings: the events that have records (`GET /records`), an event's records (`GET /records/{event}`), and
-an event's title (`PUT /records/{event}`)."""
+an event's details (`PUT /records/{event}`)."""
 
 from __future__ import annotations
 
 import datetime
-import json
 import re
 
 from tornado_records.audio import analyses
-from tornado_records.storage.catalogue import MAX_TITLE
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.publishing.details import BadDetails, parse_changes
 from tornado_records.storage.store import RecordStore
 
 MAX_LIST_LIMIT = 1000
@@ -66,8 +65,9 @@ class EventsHandler(ListingHandler):
 
 
 class RecordsHandler(ListingHandler):
-    """`GET /records/{event}`: one page of an event's records, ordered by start, with the event's title;
-    `PUT /records/{event}`: set or remove the event's title (`{"title": "..."}` or `{"title": null}`)."""
+    """`GET /records/{event}`: one page of an event's records, ordered by start, with the event's details;
+    `PUT /records/{event}`: set some of the event's details (`{"title": "..."}`, `{"timezone": null}`; see
+    publishing/details.py), keeping the others."""
 
     def prepare(self) -> None:
         super().prepare()
@@ -91,7 +91,7 @@ class RecordsHandler(ListingHandler):
                 "count": page.count,
                 "limit": limit,
                 "offset": offset,
-                "title": store.title(event_id),
+                **store.details(event_id).to_json(),
                 "records": analyses.described(store.rconn, page.records),
             }
         )
@@ -100,28 +100,14 @@ class RecordsHandler(ListingHandler):
 
     async def put(self, event: str) -> None:
         event_id = parse_event(event)
-        title = self._title()
-        await self.settings["store"].set_title(event_id, title)
-        data = {"event": str(event_id), "title": title}
+        try:
+            changes = parse_changes(self.request.body)
+        except BadDetails as exc:
+            raise ApiError(400, str(exc)) from None
+        details = await self.settings["store"].set_details(event_id, changes)
+        data = {"event": str(event_id), **details.to_json()}
         self.settings["hub"].publish("event-updated", data)
         self.write(data)
-
-    def _title(self) -> str | None:
-        """The title the body gives: text of 1 to MAX_TITLE characters (spaces at the ends dropped), or null."""
-        try:
-            body = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, 'The body must be JSON such as {"title": "Morning show"}') from None
-        if not isinstance(body, dict) or set(body) != {"title"}:
-            raise ApiError(400, 'The body must be a JSON object with one member, title: {"title": "Morning show"}')
-        title = body["title"]
-        if title is None:
-            return None
-        if not isinstance(title, str) or not title.strip() or len(title) > MAX_TITLE or _CONTROL.search(title):
-            raise ApiError(
-                400, f"title must be text of 1 to {MAX_TITLE} characters without control characters, or null"
-            )  # fmt: skip
-        return title.strip()
 
     def _date_time(self, name: str) -> datetime.datetime | None:
         text = self.get_query_argument(name, None)

@@ -1,9 +1,10 @@
-"""Who is asking, and who may write: the bearer token of a request, and its client behind trusted proxies.
-Pure functions of header values; they know nothing of Tornado."""
+"""Who is asking, and who may write: the bearer token of a request, its client behind trusted proxies, and the
+public URL it came to. Pure functions of header values; they know nothing of Tornado."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from tornado_records.config import Network
 
@@ -44,6 +45,22 @@ def client_address(peer: str, forwarded_for: list[str], real_ip: str | None, tru
         if not _within(hop, trusted):
             break
     return client
+
+
+# A host as a URL names it: a name or IPv4 address, or an IPv6 address in brackets; with a port or not
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+
+
+def public_base(peer: str, scheme: str, host: str, forwarded_proto: str | None, forwarded_host: str | None,
+                trusted: tuple[Network, ...]) -> str | None:  # fmt: skip
+    """The scheme and host (`https://radio.example`) that a request came to: its own, unless the peer is a trusted
+    proxy that says otherwise (the first of X-Forwarded-Proto's values if http or https, the first of
+    X-Forwarded-Host's); None if the host is not a host name (a link must not be made of it)."""
+    if trusted and _within(peer, trusted):
+        given = (forwarded_proto or "").split(",")[0].strip().lower()
+        scheme = given if given in ("http", "https") else scheme
+        host = (forwarded_host or "").split(",")[0].strip() or host
+    return f"{scheme}://{host}" if _HOST.fullmatch(host) else None
 
 
 def _address(text: str) -> Address | None:

@@ -1,5 +1,5 @@
-"""The catalogue of events: one row per event in the index's `catalogue` table, with its title and the totals of its
-records (count, bytes, last change), kept in the same transaction as each change of a record, so that the events
+"""The catalogue of events: one row per event in the index's `catalogue` table, with its details (title,
+description, author, image, timezone) and the totals of its records (count, bytes, last change), kept in the same transaction as each change of a record, so that the events
 list is a read of one small table at any number of records. Functions of a connection to the index (sqldb); they know no HTTP."""
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is the table `events`)
     event    TEXT    PRIMARY KEY,        -- canonical UUID
     title    TEXT,                       -- a human title, or NULL
+    description TEXT, author TEXT, image TEXT, timezone TEXT,  -- the rest of its details (DETAILS), or NULL
+    details_modified BIGINT,             -- Unix microseconds of the last change of its details, or NULL
     records  BIGINT  NOT NULL DEFAULT 0,
     bytes    BIGINT  NOT NULL DEFAULT 0,
     modified BIGINT  NOT NULL DEFAULT 0, -- Unix microseconds of the last change of one of its records (an order)
@@ -23,9 +25,25 @@ CREATE TABLE IF NOT EXISTS catalogue (  -- one row per event (the event log is t
 ) {without_rowid};
 CREATE INDEX IF NOT EXISTS catalogue_by_change ON catalogue (modified, event);
 """
-# A row stays while the event has records or a title.
+# A row stays while the event has records or one of its details.
 
-MAX_TITLE = 200  # characters
+DETAILS = ("title", "description", "author", "image", "timezone")  # what PUT /records/{event} sets
+_BARE = " AND ".join(f"{detail} IS NULL" for detail in DETAILS)  # a row without details: gone with its records
+
+
+@dataclasses.dataclass(frozen=True)
+class EventDetails:
+    """An event's details (None where unset), and when its records or details last changed."""
+
+    title: str | None = None
+    description: str | None = None
+    author: str | None = None
+    image: str | None = None
+    timezone: str | None = None
+    changed: int = 0  # Unix microseconds of the last change of one of its records or of its details (0: none)
+
+    def to_json(self) -> dict[str, str | None]:
+        return {detail: getattr(self, detail) for detail in DETAILS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +77,8 @@ def create(conn: Database) -> None:
     heal whatever changed the index behind the service's back, and an index from before the table gets them)."""
     conn.schema(SCHEMA)
     conn.add_column("catalogue", "starts", "BIGINT NOT NULL DEFAULT 0")  # a catalogue from before the column
+    for column in (*DETAILS[1:], "details_modified"):  # a catalogue from before the details (issue 26)
+        conn.add_column("catalogue", column, "BIGINT" if column == "details_modified" else "TEXT")
     with conn.transaction():
         if conn.shared:  # the others write meanwhile: count their changes after this, not before
             conn.execute("LOCK TABLE records, catalogue IN SHARE ROW EXCLUSIVE MODE")
@@ -71,7 +91,7 @@ def create(conn: Database) -> None:
             f" modified = {conn.greatest}(catalogue.modified, excluded.modified)",
             (version,),
         )
-        conn.execute("DELETE FROM catalogue WHERE records <= 0 AND title IS NULL")
+        conn.execute(f"DELETE FROM catalogue WHERE records <= 0 AND {_BARE}")
 
 
 def count_change(conn: Database, event: str, old_size: int | None, new_size: int | None) -> None:
@@ -86,22 +106,38 @@ def count_change(conn: Database, event: str, old_size: int | None, new_size: int
         f" modified = excluded.modified, starts = {starts}",
         (event, records, added, time.time_ns() // 1000, secrets.randbits(62)),
     )
-    conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
+    _drop_if_bare(conn, event)
 
 
-def set_title(conn: Database, event: str, title: str | None) -> None:
-    """Give the event a title, or take it away (None)."""
+def _drop_if_bare(conn: Database, event: str) -> None:
+    conn.execute(f"DELETE FROM catalogue WHERE event = ? AND records <= 0 AND {_BARE}", (event,))
+
+
+def set_details(conn: Database, event: str, changes: dict[str, str | None], keep: bool = False) -> EventDetails:
+    """Set the details named in `changes` (None takes one away), the others kept; with `keep`, only those the event
+    has none of. The event's details now."""
+    columns = [detail for detail in DETAILS if detail in changes]
+    kept = "COALESCE(catalogue.{0}, excluded.{0})" if keep else "excluded.{0}"
+    updates = ", ".join(f"{column} = {kept.format(column)}" for column in (*columns, "details_modified"))
     conn.execute(
-        "INSERT INTO catalogue (event, title) VALUES (?, ?) ON CONFLICT (event) DO UPDATE SET title = excluded.title",
-        (event, title),
+        f"INSERT INTO catalogue (event, {', '.join(columns)}, details_modified) VALUES (?, {'?, ' * len(columns)}?)"
+        f" ON CONFLICT (event) DO UPDATE SET {updates}",
+        (event, *(changes[column] for column in columns), time.time_ns() // 1000),
     )
-    conn.execute("DELETE FROM catalogue WHERE event = ? AND records <= 0 AND title IS NULL", (event,))
+    _drop_if_bare(conn, event)
+    return details(conn, event)
 
 
-def title(conn: Database, event: str) -> str | None:
-    """The event's title, or None."""
-    row = conn.execute("SELECT title FROM catalogue WHERE event = ?", (event,)).fetchone()
-    return None if row is None else row[0]
+def details(conn: Database, event: str) -> EventDetails:
+    """The event's details (all None for an event that has none)."""
+    row = conn.execute(
+        f"SELECT {', '.join(DETAILS)}, {conn.greatest}(modified, COALESCE(details_modified, 0)) FROM catalogue"
+        " WHERE event = ?",
+        (event,),
+    ).fetchone()
+    return EventDetails() if row is None else EventDetails(*row)
+
+
 
 
 def page(

@@ -178,13 +178,13 @@ class RecordStore:
         change, each with its first and last start."""
         return catalogue.page(self.rconn, search=search, limit=limit, offset=offset, descending=descending)
 
-    def title(self, event: uuid.UUID) -> str | None:
-        """The event's title, or None."""
-        return catalogue.title(self.rconn, str(event))
+    def details(self, event: uuid.UUID) -> catalogue.EventDetails:
+        """The event's details (title, description, author, image, timezone)."""
+        return catalogue.details(self.rconn, str(event))
 
-    async def set_title(self, event: uuid.UUID, title: str | None) -> None:
-        """Give the event a title, or take it away (None)."""
-        await self.in_writer(catalogue.set_title, str(event), title)
+    async def set_details(self, event: uuid.UUID, changes: dict[str, str | None]) -> catalogue.EventDetails:
+        """Set the event's details named in `changes` (None takes one away), keeping the others; its details now."""
+        return await self.in_writer(catalogue.set_details, str(event), changes)
 
     def get(self, event: uuid.UUID, start: datetime.datetime) -> Record:
         """The current version of a record; RecordNotFound if there is none."""
@@ -299,18 +299,18 @@ class RecordStore:
         self.unlink_unused(old, record)
         return record, old is None
 
-    def adopt(self, record: Record, name: str, title: str | None = None) -> bool:
+    def adopt(self, record: Record, name: str, details: dict[str, str | None] | None = None) -> bool:
         """Make `record`, a version copied from another data directory whose content is now the blob `name`, the
-        record's version here, unless it has one; whether it did. The event gets `title` unless it has one. Blocks
-        (for `migrate`)."""
+        record's version here, unless it has one; whether it did. The event gets each of `details` (title,
+        description, ...) that it has not. Blocks (for `migrate`)."""
         with storage_errors(), self.wconn.transaction():
             self.wconn.lock_record(record.event, record.start)
             if self.current(record.event, record.start) is not None:
                 return False
             self.wconn.execute(_PUT_RECORD, dataclasses.astuple(dataclasses.replace(record, blob=name)))
             catalogue.count_change(self.wconn, record.event, None, record.size)
-            if title is not None and catalogue.title(self.wconn, record.event) is None:
-                catalogue.set_title(self.wconn, record.event, title)
+            if details and any(value is not None for value in details.values()):
+                catalogue.set_details(self.wconn, record.event, details, keep=True)
         self.sharing.starts.add(record.event, record.start)
         return True
 

@@ -1,0 +1,1 @@
+"""Publishing the archive: an event's details, and its podcast feed."""
