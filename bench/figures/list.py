@@ -41,6 +41,15 @@ async def populate(data_dir: Path, counts: dict[str, int], index: str = "sqlite"
         store.close()
 
 
+def timed_get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None):  # noqa: ANN201
+    """Seconds a GET of `path` took on the connection, its response and its body."""
+    began = time.perf_counter()
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    body = response.read()
+    return time.perf_counter() - began, response, body
+
+
 def list_latency(server: Server, event: str | None, count: int, requests: int, offset: int | None = None) -> float:
     """Median seconds of `GET /records/{event}?limit=10&offset=count-20&order=desc` (or at `offset`) on one
     keep-alive connection (with event None: of the events list, `GET /records?limit=10&offset=count-20`)."""
@@ -50,11 +59,7 @@ def list_latency(server: Server, event: str | None, count: int, requests: int, o
     times = []
     try:
         for i in range(requests + 10):
-            began = time.perf_counter()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read()
-            elapsed = time.perf_counter() - began
+            elapsed, response, body = timed_get(conn, path)
             if response.status != 200 or json.loads(body)["count"] != count:
                 raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
             if i >= 10:  # the first few warm the caches
@@ -72,23 +77,17 @@ def page_with_etag(server: Server, event: str, requests: int) -> dict[str, float
     path = f"/records/{event}?limit=1000"
     whole, hashed, revalidated = [], [], []
     try:
-        for i in range(requests + 10):
-            began = time.perf_counter()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read()
-            whole.append(time.perf_counter() - began)
+        for _ in range(requests + 10):
+            elapsed, response, body = timed_get(conn, path)
+            whole.append(elapsed)
             if response.status != 200 or len(json.loads(body)["records"]) != 1000:
                 raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
             began = time.perf_counter()
             if f'"{hashlib.sha1(body).hexdigest()}"' != response.headers["ETag"]:
                 raise BenchError(f"GET {path}: the ETag is not the SHA-1 of the body")
             hashed.append(time.perf_counter() - began)
-            began = time.perf_counter()
-            conn.request("GET", path, headers={"If-None-Match": response.headers["ETag"]})
-            again = conn.getresponse()
-            again.read()
-            revalidated.append(time.perf_counter() - began)
+            elapsed, again, _ = timed_get(conn, path, {"If-None-Match": response.headers["ETag"]})
+            revalidated.append(elapsed)
             if again.status != 304:
                 raise BenchError(f"GET {path} revalidated: {again.status}")
     finally:
