@@ -64,6 +64,9 @@ setup(
             "aiobotocore>=3.0,<4",  # async S3 for tests/http/test_engines.py, tested with 3.10
             "feedparser>=6.0,<7",  # the feeds read as podcast apps read them (tests/http/test_feeds.py) ...
             "podcastparser>=0.6,<1",  # ... and as gPodder reads them
+            # REDbot, mnot's "lint for HTTP": grades what caches may do with an answer (tests/system/test_redbot.py);
+            # no other checker knows RFC 9111 as well, and it runs offline on 127.0.0.1 (tested with 2.7)
+            "redbot>=2.7,<3",
             *SCALE,
         ]
     },

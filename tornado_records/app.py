@@ -31,7 +31,8 @@ from tornado_records.handlers.listings import EventsHandler, PartsHandler, Recor
 from tornado_records.handlers.live import LiveHandler, UploadsHandler
 from tornado_records.handlers.records import RecordHandler
 from tornado_records.handlers.resumable import CreationHandler, CreationRequests, UploadHandler
-from tornado_records.handlers.room import RoomHandler
+from tornado_records.handlers.room import PAGE_HEADERS, RoomHandler, RoomPageHandler
+from tornado_records.http.caching import versioned_links
 from tornado_records.handlers.sse import EventStreamHandler
 from tornado_records.metrics import Metrics
 from tornado_records.uploads.appends import Appends
@@ -67,7 +68,8 @@ def make_app(config: Config) -> tornado.web.Application:
         hub.written_with_change = CHANGE_EVENTS
     dead_air = DeadAir(store, hub, config.dead_air, config.silence_threshold)
     spec_yaml, spec_json = openapi_document(resource("records.yaml"))
-    page = resource("static/openapi.html").read_bytes()
+    page = versioned_links(resource("static/openapi.html").read_bytes(), "/openapi/", resource(SCALAR_BUNDLE).parent)
+    room = versioned_links(resource("static/room/index.html").read_bytes(), "/room/", resource("static/room"))
     app = RecordsApplication(
         [
             (r"/records/?", EventsHandler),
@@ -88,7 +90,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/openapi/openapi\.json", DocumentHandler, {"body": spec_json, "content_type": "application/json"}),
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
             (r"/openapi/(standalone\.js)", FileHandler, {"path": resource(SCALAR_BUNDLE).parent}),
-            (r"/()", RoomHandler, {"path": resource("static/room"), "default_filename": "index.html"}),
+            (r"/", RoomPageHandler, {"body": room, "content_type": "text/html; charset=utf-8", "headers": PAGE_HEADERS}),
             (r"/room/(.+)", RoomHandler, {"path": resource("static/room")}),
         ],
         default_handler_class=NotFoundHandler,
@@ -213,6 +215,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     DocumentHandler: "/openapi",
     FileHandler: "/openapi",
     RoomHandler: "/room",
+    RoomPageHandler: "/room",
 }
 
 

@@ -1,9 +1,11 @@
-"""6. Listing latency at a deep offset, on the embedded default and on a PostgreSQL index."""
+"""6. Listing latency at a deep offset, on the embedded default and on a PostgreSQL index; and what a page of 1,000
+records costs, its ETag (a hash of its body) and a revalidation of it."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import http.client
 import json
 import shutil
@@ -39,6 +41,15 @@ async def populate(data_dir: Path, counts: dict[str, int], index: str = "sqlite"
         store.close()
 
 
+def timed_get(conn: http.client.HTTPConnection, path: str, headers: dict[str, str] | None = None):  # noqa: ANN201
+    """Seconds a GET of `path` took on the connection, its response and its body."""
+    began = time.perf_counter()
+    conn.request("GET", path, headers=headers or {})
+    response = conn.getresponse()
+    body = response.read()
+    return time.perf_counter() - began, response, body
+
+
 def list_latency(server: Server, event: str | None, count: int, requests: int, offset: int | None = None) -> float:
     """Median seconds of `GET /records/{event}?limit=10&offset=count-20&order=desc` (or at `offset`) on one
     keep-alive connection (with event None: of the events list, `GET /records?limit=10&offset=count-20`)."""
@@ -48,11 +59,7 @@ def list_latency(server: Server, event: str | None, count: int, requests: int, o
     times = []
     try:
         for i in range(requests + 10):
-            began = time.perf_counter()
-            conn.request("GET", path)
-            response = conn.getresponse()
-            body = response.read()
-            elapsed = time.perf_counter() - began
+            elapsed, response, body = timed_get(conn, path)
             if response.status != 200 or json.loads(body)["count"] != count:
                 raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
             if i >= 10:  # the first few warm the caches
@@ -60,6 +67,33 @@ def list_latency(server: Server, event: str | None, count: int, requests: int, o
     finally:
         conn.close()
     return statistics.median(times)
+
+
+def page_with_etag(server: Server, event: str, requests: int) -> dict[str, float]:
+    """A listing of 1,000 records in one page (`limit=1000`), which is tagged by a hash of its body (docs/api.md,
+    "Caching"): the median milliseconds of the whole GET, of the hash alone (the SHA-1 Tornado computes, over the
+    same bytes), of a revalidation answered 304, and the page's kilobytes."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    path = f"/records/{event}?limit=1000"
+    whole, hashed, revalidated = [], [], []
+    try:
+        for _ in range(requests + 10):
+            elapsed, response, body = timed_get(conn, path)
+            whole.append(elapsed)
+            if response.status != 200 or len(json.loads(body)["records"]) != 1000:
+                raise BenchError(f"GET {path}: {response.status} {body[:200]!r}")
+            began = time.perf_counter()
+            if f'"{hashlib.sha1(body).hexdigest()}"' != response.headers["ETag"]:
+                raise BenchError(f"GET {path}: the ETag is not the SHA-1 of the body")
+            hashed.append(time.perf_counter() - began)
+            elapsed, again, _ = timed_get(conn, path, {"If-None-Match": response.headers["ETag"]})
+            revalidated.append(elapsed)
+            if again.status != 304:
+                raise BenchError(f"GET {path} revalidated: {again.status}")
+    finally:
+        conn.close()
+    return {"whole": statistics.median(whole[10:]) * 1e3, "hash": statistics.median(hashed[10:]) * 1e3,
+            "304": statistics.median(revalidated[10:]) * 1e3, "kB": len(body) / 1e3}  # fmt: skip
 
 
 def run(bench: Bench) -> list[Row]:
@@ -93,6 +127,7 @@ def list_rows(bench: Bench, name: str, index: str | None) -> list[Row]:
                     str(large): list_latency(service, str(uuid.UUID(int=2)), large, requests) * 1e3,
                     "middle": list_latency(service, str(uuid.UUID(int=2)), large, requests, large // 2) * 1e3,
                     "events": list_latency(service, None, len(events), requests) * 1e3,
+                    **{f"page {k}": v for k, v in page_with_etag(service, str(uuid.UUID(int=2)), requests).items()},
                 }
 
             m = repeat(bench.options.runs, measure)
@@ -109,4 +144,8 @@ def list_rows(bench: Bench, name: str, index: str | None) -> list[Row]:
             "{:.2f}",
             Target("<=", 5, " ms"),
         ),  # fmt: skip
+        alone(f"{name}list, a page of 1,000 records ({m['page kB']:.0f} kB) (ms)", m["page whole"], "{:.2f}"),
+        alone(f"{name}list, that page's ETag: a SHA-1 of it, share of the GET (ms)", m["page hash"], "{:.3f}",
+              Target("<=", 0.05), ratio=m["page hash"] / m["page whole"]),  # fmt: skip
+        alone(f"{name}list, that page revalidated: 304 (ms)", m["page 304"], "{:.2f}"),
     ]

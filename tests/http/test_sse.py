@@ -55,7 +55,7 @@ async def test_headers_then_retry_line_then_keepalive_comments(port: int) -> Non
     listener = await Listener.open(port)
     assert listener.status == 200
     assert listener.headers["content-type"] == "text/event-stream"
-    assert listener.headers["cache-control"] == "no-cache"
+    assert listener.headers["cache-control"] == "no-store"  # issue 26: an event stream is never kept
     assert listener.headers["x-accel-buffering"] == "no"
     assert listener.headers["transfer-encoding"] == "chunked"
     assert await listener.line() == "retry: 3000"

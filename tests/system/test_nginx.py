@@ -70,14 +70,15 @@ def test_downloads_through_nginx_with_accel_redirect_match_direct_ones(service, 
     direct = urllib.request.urlopen(urllib.request.Request(f"{proc.url}{record_url()}", method="HEAD")).headers
     status, headers, body = get(f"{front.url}{record_url()}")
     assert status == 200 and body == data
-    for name in ("ETag", "Content-Type", "Repr-Digest", "Last-Modified", "Content-Length"):
+    for name in ("ETag", "Content-Type", "Repr-Digest", "Last-Modified", "Content-Length", "Cache-Control"):
         assert headers[name] == direct[name], name
     assert "X-Accel-Redirect" not in headers
+    assert headers.get_all("Cache-Control") == ["no-cache"]  # nginx keeps it after the redirect, once (api.md, Caching)
 
     status, headers, body = get(f"{front.url}{record_url()}", {"Range": "bytes=100-199"})
     assert status == 206 and body == data[100:200]
     assert headers["Content-Range"] == f"bytes 100-199/{len(data)}"
-    assert headers["ETag"] == direct["ETag"]
+    assert headers["ETag"] == direct["ETag"] and headers.get_all("Cache-Control") == ["no-cache"]
 
     status, _, body = get(f"{front.url}{record_url()}", {"Range": "bytes=100-199",
                                                           "If-Range": direct["Last-Modified"]})
@@ -86,10 +87,10 @@ def test_downloads_through_nginx_with_accel_redirect_match_direct_ones(service, 
     for conditional in ({"If-None-Match": direct["ETag"]}, {"If-Modified-Since": direct["Last-Modified"]}):
         status, headers, body = get(f"{front.url}{record_url()}", conditional)
         assert status == 304 and body == b"", conditional
-        assert headers["ETag"] == direct["ETag"]
+        assert headers["ETag"] == direct["ETag"] and headers["Cache-Control"] == "no-cache"
 
     status, headers, body = get(f"{front.url}/records/{EVENT}/2020-01-01T00:00:00")
-    assert status == 404 and json.loads(body)["status_code"] == 404
+    assert status == 404 and json.loads(body)["status_code"] == 404 and headers["Cache-Control"] == "no-store"
 
 
 def peak_rss_kib(pid: int) -> int:

@@ -9,6 +9,7 @@ import json
 from tornado_records.audio import analyses
 from tornado_records.handlers.base import ApiError, BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start, validators_of
+from tornado_records.http.caching import REVALIDATE
 from tornado_records.http.semantics import precondition_status
 from tornado_records.storage.model import PreconditionFailed
 from tornado_records.storage.store import RecordStore
@@ -30,7 +31,7 @@ class PeaksHandler(BaseHandler):
         record = store.get(event_id, start_at)
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
-        self.set_header("Cache-Control", "no-cache")  # a replaced record has another waveform: revalidate
+        self.set_header("Cache-Control", REVALIDATE)  # a replaced record has another waveform: revalidate
         status = precondition_status(self.request.method, self.request.headers, validators_of(record))
         if status == 412:
             raise PreconditionFailed(event_id, start_at)

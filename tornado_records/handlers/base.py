@@ -14,6 +14,7 @@ import tornado.web
 
 from tornado_records import __version__
 from tornado_records.http.access import bearer_token, client_address
+from tornado_records.http.caching import NEVER
 from tornado_records.http.insides import buffered_bytes, finished
 from tornado_records.http.semantics import served_type
 from tornado_records.storage.model import (
@@ -61,9 +62,11 @@ def quoted(text: str, limit: int = 80) -> str:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    """Base of all handlers: errors as JSON (also while a body arrives), no automatic ETags, a count of bytes sent."""
+    """Base of all handlers: errors as JSON and not to be stored (also while a body arrives), ETags hashed from the
+    body only where a handler asks, a count of bytes sent."""
 
     bytes_sent = 0
+    tagged_by_body = False  # a 200 to GET or HEAD gets an ETag hashed from its body, and If-None-Match a 304
     refused = False  # an error was answered while the body was still arriving (see refuse_body)
     stream_place: str | None = None  # the client whose /sse or /live place this request holds
 
@@ -144,7 +147,9 @@ class BaseHandler(tornado.web.RequestHandler):
         return finished(self)
 
     def compute_etag(self) -> str | None:
-        return None  # validators are the records' own, never a hash of a JSON answer
+        # A record's validators are its own; an answer built from the index (a listing) is tagged by a hash of its
+        # bytes, where the handler says so: a derived tag would have to change with every fact the answer shows.
+        return super().compute_etag() if self.tagged_by_body else None
 
     def flush(self, include_footers: bool = False) -> Any:
         if self.request.method != "HEAD":
@@ -180,6 +185,7 @@ class BaseHandler(tornado.web.RequestHandler):
         exc = exc_info[1] if exc_info else None
         status_code = _status_of(exc, status_code)
         self.set_status(status_code)
+        self.set_header("Cache-Control", NEVER)  # an error says how things are at this moment only
         if isinstance(exc, ApiError):
             detail = exc.detail
             for name, value in exc.headers.items():

@@ -3,15 +3,14 @@ podcast apps that poll it."""
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 
 from tornado_records.audio import analyses
 from tornado_records.handlers.base import ApiError
 from tornado_records.handlers.listings import MAX_LIST_LIMIT, ListingHandler
 from tornado_records.handlers.records import parse_event
 from tornado_records.http.access import public_base
+from tornado_records.http.caching import REVALIDATE, body_etag
 from tornado_records.http.semantics import Validators, precondition_status
 from tornado_records.publishing import feeds
 from tornado_records.storage.store import RecordStore
@@ -43,8 +42,8 @@ class FeedHandler(ListingHandler):
         ]
         zone = details.timezone or self.settings["config"].timezone
         body = feeds.build(self._base(), event_id, details, zone, episodes, modified)
-        etag = '"' + base64.urlsafe_b64encode(hashlib.sha256(body).digest()[:18]).decode() + '"'
-        self.set_header("Cache-Control", "no-cache")
+        etag = body_etag(body)
+        self.set_header("Cache-Control", REVALIDATE)
         self.set_header("ETag", etag)
         self.set_header("Last-Modified", modified)
         status = precondition_status("GET", self.request.headers, Validators(etag, int(modified.timestamp()), len(body)))

@@ -9,6 +9,7 @@ import re
 from tornado_records.audio import analyses
 from tornado_records.handlers.base import ApiError, BaseHandler, quoted
 from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.http.caching import REVALIDATE
 from tornado_records.publishing.details import BadDetails, parse_changes
 from tornado_records.storage.store import RecordStore
 
@@ -21,7 +22,16 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ListingHandler(BaseHandler):
-    """What the listings share: their paging and order arguments."""
+    """What the listings share: their paging and order arguments, and their caching: revalidated at each use, with
+    an ETag hashed from the answer (a 304 when it is the same), since the listing shows facts (titles, analyses,
+    sizes) that change at different times and places."""
+
+    tagged_by_body = True
+
+    def prepare(self) -> None:
+        super().prepare()
+        if self.request.method in ("GET", "HEAD"):
+            self.set_header("Cache-Control", REVALIDATE)
 
     def page_arguments(self, default_order: str) -> tuple[int, int, bool]:
         """limit, offset, and whether the order is descending."""
@@ -116,12 +126,15 @@ class RecordsHandler(ListingHandler):
 
 class PartsHandler(BaseHandler):
     """`GET /records/{event}/{start}/parts`: the parts of the record's current version, in the order of their bytes:
-    where each request's bytes lie in it, when they came, how the request ended (parts.py)."""
+    where each request's bytes lie in it, when they came, how the request ended (parts.py); revalidated, with an ETag
+    hashed from the answer."""
+
+    tagged_by_body = True
 
     def get(self, event: str, start: str) -> None:
         event_id, start_at = parse_event(event), parse_start(start)
         store: RecordStore = self.settings["store"]
-        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Cache-Control", REVALIDATE)
         self.write({"event": str(event_id), "start": start_at.isoformat(), "parts": store.joins.parts_of(event_id, start_at)})
 
     head = get

@@ -18,6 +18,7 @@ from tornado.iostream import StreamClosedError
 from tornado_records.events import EventHub, UploadEvents
 from tornado_records.handlers.base import BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.http.caching import NEVER
 from tornado_records.storage.model import RecordNotFound, piece_end
 from tornado_records.storage.store import RecordStore
 
@@ -29,7 +30,7 @@ class UploadsHandler(BaseHandler):
     """`GET /uploads`: the uploads in flight, and the append-mode recordings that broke off."""
 
     def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
+        self.set_header("Cache-Control", NEVER)
         self.write({"uploads": self.settings["hub"].in_flight()})
 
     head = get
@@ -44,6 +45,7 @@ class LiveHandler(BaseHandler):
         hub: EventHub = self.settings["hub"]
         event_id, start_at = parse_event(event), parse_start(start)
         flight = hub.flight(str(event_id), start_at.isoformat())
+        self.set_header("Cache-Control", NEVER)  # the stream, or the redirect while nothing is in flight: this moment's
         if flight is None:
             store.get(event_id, start_at)  # RecordNotFound: 404
             self.clear_header("Content-Type")
@@ -51,7 +53,6 @@ class LiveHandler(BaseHandler):
             return
         self.take_stream_place()
         self.set_served_type(flight.content_type)
-        self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")  # nginx passes each part on as it comes
         with contextlib.suppress(StreamClosedError):
             if flight.append:

@@ -3,6 +3,7 @@ writes open to the network with no token (the same lines the start logged as war
 
 from __future__ import annotations
 
+from tornado_records.http.caching import NEVER
 from tornado_records.handlers.base import BaseHandler
 
 
@@ -13,7 +14,7 @@ class NoticesHandler(BaseHandler):
         self.notices = notices
 
     def get(self) -> None:
-        self.set_header("Cache-Control", "no-store")
+        self.set_header("Cache-Control", NEVER)
         self.write({"notices": self.notices})
 
     head = get

@@ -27,6 +27,7 @@ from tornado_records.http.semantics import (
     precondition_status,
     requested_range,
 )
+from tornado_records.http.caching import REVALIDATE
 from tornado_records.http.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.handlers.intake import IntakeHandler
 from tornado_records.storage.model import Blob, Condition, PreconditionFailed, Record, RecordNotFound
@@ -214,6 +215,7 @@ class RecordHandler(IntakeHandler):
         self.set_header("ETag", record.etag)
         self.set_header("Last-Modified", record.modified_at)
         self.set_header("Accept-Ranges", "bytes")
+        self.set_header("Cache-Control", REVALIDATE)  # a record can be replaced at any time: ask before each use
         status = precondition_status(self.request.method, self.request.headers, validators_of(record))
         if status == 412:
             raise PreconditionFailed(self.event, self.start)

@@ -17,6 +17,7 @@ import tornado.routing
 import tornado.web
 
 from tornado_records.http.digest_fields import MalformedDigest, expected_digests
+from tornado_records.http.caching import NEVER
 from tornado_records.handlers.base import ApiError, quoted
 from tornado_records.handlers.records import parse_event, parse_start, validators_of
 from tornado_records.handlers.transfer import (
@@ -265,7 +266,7 @@ class UploadHandler(TransferHandler):
             raise ApiError(400, "An offset retrieval takes no Upload-Offset or Upload-Length")
         await self.resumables.take(upload, None)  # a transfer still in progress ends, and its bytes count
         self.resumables.release(upload)
-        self.set_header("Cache-Control", "no-store")
+        self.set_header("Cache-Control", NEVER)
         self.set_header("Upload-Offset", str(upload.offset))
         if upload.length is not None:
             self.set_header("Upload-Length", str(upload.length))

@@ -10,6 +10,7 @@ from tornado.iostream import StreamClosedError
 
 from tornado_records.events import EventHub, Subscriber
 from tornado_records.handlers.base import ApiError, BaseHandler
+from tornado_records.http.caching import NEVER
 
 RETRY_MS = 3000  # how long a client waits before it reconnects, as the stream's first line tells it
 RETRY_AFTER_FULL = 10  # seconds a client refused for too many subscribers is asked to wait
@@ -37,7 +38,7 @@ class EventStreamHandler(BaseHandler):
             )  # fmt: skip
         self.take_stream_place()
         self.set_header("Content-Type", "text/event-stream")
-        self.set_header("Cache-Control", "no-cache")
+        self.set_header("Cache-Control", NEVER)
         self.set_header("X-Accel-Buffering", "no")
         self.write(f"retry: {RETRY_MS}\n\n")
         self.sent: Future[None] = asyncio.get_running_loop().create_future()  # what send() returns when done at once

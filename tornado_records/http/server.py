@@ -32,6 +32,7 @@ import tornado.iostream
 
 from tornado_records import __version__
 from tornado_records.http.body import read_bodies_in_blocks
+from tornado_records.http.caching import NEVER
 
 BARE_400 = b"HTTP/1.1 400 Bad Request\r\n\r\n"  # what tornado.http1connection answers to a request it cannot parse
 INTERIM = b"HTTP/1.1 1"  # a 100 Continue is not the answer
@@ -49,6 +50,7 @@ def raw_error(status: int, detail: str) -> bytes:
         f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
         f"Server: tornado-records/{__version__}\r\n"
         "Content-Type: application/json\r\n"
+        f"Cache-Control: {NEVER}\r\n"
         "X-Content-Type-Options: nosniff\r\n"
         f"Content-Length: {len(body)}\r\n"
         "Connection: close\r\n\r\n"
