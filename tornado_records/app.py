@@ -27,6 +27,8 @@ from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.audio.analyzer import Analyzer
 from tornado_records.audio.deadair import DeadAir
 from tornado_records.handlers.audio import PeaksHandler
+from tornado_records.handlers.clips import ClipHandler
+from tornado_records.audio.clips import Clips
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
 from tornado_records.handlers.listings import EventsHandler, PartsHandler, RecordsHandler
@@ -97,6 +99,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (rf"/records/{_EVENT}/{_START}/live", LiveHandler),
             (rf"/records/{_EVENT}/{_START}/parts", PartsHandler),
             (rf"/records/{_EVENT}/{_START}/peaks", PeaksHandler),
+            (rf"/records/{_EVENT}/{_START}/clip", ClipHandler),
             (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
@@ -122,6 +125,7 @@ def make_app(config: Config) -> tornado.web.Application:
         appends=Appends(store, config.append_join_interval, config.append_takeover, dead_air),
         dead_air=dead_air,
         analyzer=Analyzer(store, hub, config.analysis_workers, config.silence_threshold, config.silence_min),
+        clips=Clips(store.tmp, config.clip_workers),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         webhooks=webhooks(config, hub),
@@ -198,6 +202,7 @@ async def stop_app(app: tornado.web.Application) -> None:
     app.settings["resumables"].stop()
     app.settings["store"].stop()
     await app.settings["analyzer"].stop()
+    app.settings["clips"].stop()
     await app.settings["dead_air"].stop()
     if app.settings["webhooks"] is not None:
         await app.settings["webhooks"].stop()
@@ -223,6 +228,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     LiveHandler: "/records/{event}/{start}/live",
     PartsHandler: "/records/{event}/{start}/parts",
     PeaksHandler: "/records/{event}/{start}/peaks",
+    ClipHandler: "/records/{event}/{start}/clip",
     UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",

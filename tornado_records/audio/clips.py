@@ -1,0 +1,342 @@
+"""Clips: the audio of a record between two times, as a file of the record's own format, cut by ffmpeg with a stream
+copy (no decoding, no encoding: the source's codec, bitrate and quality) at packet boundaries, the nearest that keep
+the asked range (the packet holding its start to the packet holding its end).
+
+ffmpeg seeks by the container's own means (a seek an second before the start: MP3 by its bitrate or by a scan of its
+frame headers, Ogg by a bisection on its pages' granule positions, FLAC by its seek table, MP4 by its sample table,
+WAV by arithmetic) and reads only from there; the packets before the start are then dropped one by one (an output
+`-ss`), so that a clip starts at a packet even in Ogg, whose pages hold about a second each. The clip is written to a
+nameless file in the data directory's tmp/ (its muxer can then seek back to write its header: MP3's Xing frame count,
+WAV's sizes, MP4's index), then sent whole, with its Content-Length.
+
+Where the content has a file of its own (the files engine), ffmpeg reads it (or its runs, for an appended record)
+through a descriptor; otherwise (an object store) it reads it through a pipe fed from the store's reader: from the
+start of the content, without a copy on the disk, demuxing what comes before the clip without decoding it.
+
+At most `workers` cuts run at once (each in a thread, its ffmpeg bounded in time); one more is refused (`TooMany`).
+Knows no HTTP: what a handler answers follows from the exceptions below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import os
+import re
+import tempfile
+import unicodedata
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Iterator
+
+from tornado_records.audio.facts import probe, format_name
+from tornado_records.audio.programs import ProgramFailed, Programs, Stopper
+from tornado_records.storage.model import Blob
+
+SEEK_MARGIN = 1.0  # seconds before the clip where ffmpeg's seek aims: the packets from there are read, not decoded
+CUT_BASE_SECONDS = 60.0  # a cut's time bound: this, plus a tenth of the clip's length
+FEED_BLOCK = 1 << 20
+MAX_NAME = 120  # characters of the event's title kept in a clip's file name
+
+_SECONDS = re.compile(r"(\d{1,9})(\.\d{1,6})?")
+_CLOCK = re.compile(r"(?:(\d{1,6}):([0-5]?\d)|(\d{1,7})):([0-5]?\d(?:\.\d{1,6})?)")
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\*?"<>|]+')
+
+
+class ClipError(Exception):
+    """A clip that cannot be made; the message says why, for the client."""
+
+
+class BadRange(ClipError):
+    """The range asked for is unreadable, negative or empty."""
+
+
+class PastTheEnd(ClipError):
+    """The range starts at or after the end of the audio."""
+
+
+class NotCuttable(ClipError):
+    """The record's content is not audio, or not in a format the service cuts without encoding."""
+
+
+class TooMany(ClipError):
+    """As many cuts as allowed are running."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """From `start` to `end`, in seconds from the start of the audio."""
+
+    start: float
+    end: float
+
+    @property
+    def length(self) -> float:
+        return self.end - self.start
+
+
+def parse_time(text: str, name: str) -> float:
+    """Seconds from `12.5` or `[HH:]MM:SS[.fff]`; BadRange if the text is neither (or negative)."""
+    text = text.strip()
+    if text.startswith("-"):
+        raise BadRange(f"{name} must not be negative: {text[:40]!r}")
+    if match := _SECONDS.fullmatch(text):
+        return float(text)
+    if match := _CLOCK.fullmatch(text):
+        hours, minutes, only_minutes, seconds = match.groups()
+        return int(hours or 0) * 3600 + int(minutes or only_minutes) * 60 + float(seconds)
+    raise BadRange(f"{name} must be seconds (such as 754.5) or [HH:]MM:SS[.fff] (such as 12:34.5), not {text[:40]!r}")
+
+
+def parse_span(start: str | None, end: str | None) -> Span:
+    """The range from the `from` and `to` texts; BadRange if one is missing or unreadable, or the range is empty."""
+    if start is None or end is None:
+        raise BadRange("a clip needs from and to (seconds, or [HH:]MM:SS[.fff]), such as ?from=1:00&to=1:30")
+    span = Span(parse_time(start, "from"), parse_time(end, "to"))
+    if span.end <= span.start:
+        raise BadRange(f"the range is empty: to ({end[:40]}) must be after from ({start[:40]})")
+    return span
+
+
+def spoken(seconds: float) -> str:
+    """A time for a file name: 1h02m03.5s, 12m00s."""
+    hours, rest = divmod(round(seconds, 3), 3600)
+    minutes, rest = divmod(rest, 60)
+    text = f"{rest:06.3f}".rstrip("0").rstrip(".")
+    return f"{int(hours)}h{int(minutes):02d}m{text}s" if hours else f"{int(minutes)}m{text}s"
+
+
+def file_name(title: str | None, event: str, start: str, span: Span, extension: str) -> str:
+    """The clip's file name, safe on the usual file systems: `<title or event> <start> <from>-<to>.<ext>`."""
+    label = _UNSAFE.sub("_", " ".join((title or "").split()))[:MAX_NAME].strip(" .") or event
+    return f"{label} {start.replace(':', '.')} {spoken(span.start)}-{spoken(span.end)}.{extension}"
+
+
+def ascii_name(name: str) -> str:
+    """The file name in ASCII, for the `filename` parameter (`filename*` gives the UTF-8 one)."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return plain if plain.strip(" .") else "clip" + Path(name).suffix
+
+
+# -- formats -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """How a clip of a container's audio is written: ffmpeg's muxer, its options, the file's extension."""
+
+    muxer: str
+    extension: str
+    options: tuple[str, ...] = ()
+
+
+# By the container's name as the analysis gives it (facts.FORMAT_NAMES). Others (AIFF, CAF, WavPack, ...) are not cut.
+CONTAINERS = {
+    "mp3": Container("mp3", "mp3"),
+    "ogg": Container("ogg", "ogg"),
+    "flac": Container("flac", "flac"),
+    "wav": Container("wav", "wav"),
+    "aac": Container("adts", "aac"),
+    "mp4": Container("mp4", "m4a", ("-movflags", "+faststart")),
+    "matroska": Container("matroska", "mka"),
+}
+EXTENSION_OF_CODEC = {("ogg", "opus"): "opus", ("matroska", "opus"): "webm", ("matroska", "vorbis"): "webm"}
+# Samples in one packet of a codec (the most it usually holds), to start a clip at the packet holding its start;
+# Opus's is 20 ms, and its decoder's pre-skip (6.5 ms at most for libopus) is taken too.
+PACKET_SAMPLES = {"mp3": 1152, "aac": 1024, "vorbis": 1024, "flac": 4608}
+OPUS_PACKET = 0.03
+
+
+@dataclasses.dataclass(frozen=True)
+class Audio:
+    """What a cut needs to know of the record's audio (from its analysis, or from ffprobe where it has none)."""
+
+    format: str
+    codec: str
+    sample_rate: int
+    duration: float | None  # None: not known (a pipe's content that ffprobe could not measure)
+
+    @classmethod
+    def of(cls, facts: dict[str, Any]) -> Audio:
+        """From the analysis's `audio` facts."""
+        return cls(facts["format"], facts["codec"] or "", facts["sample_rate"] or 0, facts["duration"])
+
+    @property
+    def packet(self) -> float:
+        """The seconds of a packet of its codec (at most, as encoders write them)."""
+        if self.codec == "opus":
+            return OPUS_PACKET
+        return PACKET_SAMPLES.get(self.codec, 1024) / (self.sample_rate or 8000)
+
+    def container(self, record_type: str) -> Container:
+        """How its clips are written; NotCuttable if they are not."""
+        container = CONTAINERS.get(self.format)
+        if container is None:
+            raise NotCuttable(f"its audio is in a format ({self.format}) that the service does not cut without "
+                              f"re-encoding; it cuts MP3, Ogg, FLAC, WAV, AAC (ADTS), MP4/M4A and Matroska/WebM")  # fmt: skip
+        extension = EXTENSION_OF_CODEC.get((self.format, self.codec), container.extension)
+        if self.format == "matroska" and ("webm" in record_type.lower()) != (extension == "webm"):
+            extension = "webm" if "webm" in record_type.lower() else "mka"
+        muxer = "webm" if extension == "webm" else container.muxer
+        return Container(muxer, extension, container.options)
+
+
+# -- the content as ffmpeg reads it ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Source:
+    """The content as ffmpeg's input: `url` (a descriptor's path, several descriptors' runs, or the standard
+    input), the descriptors it needs open, and what feeds its standard input (None: nothing)."""
+
+    url: str
+    fds: tuple[int, ...] = ()
+    feed: Callable[[BinaryIO], None] | None = None
+
+    @property
+    def seekable(self) -> bool:
+        return self.feed is None
+
+
+@contextlib.contextmanager
+def source_of(blob: Blob) -> Iterator[Source]:
+    """The blob's content as ffmpeg reads it, for the block: its files' descriptors where it has files (one file, or
+    its runs joined by ffmpeg's concat and subfile protocols), else its reader feeding a pipe. Blocks."""
+    if not blob.file.local:
+        yield Source("pipe:0", feed=lambda pipe: _copy(blob, pipe))
+        return
+    runs: list[tuple[int, int, int]] = []
+    try:
+        for fd, offset, length in blob.file.runs(0, blob.record.size):  # type: ignore[attr-defined]
+            runs.append((os.dup(fd), offset, length))  # a run's descriptor is the reader's until the next run
+        fds = tuple(fd for fd, _, _ in runs)
+        if len(runs) == 1 and runs[0][1] == 0 and os.fstat(runs[0][0]).st_size == runs[0][2]:
+            yield Source(f"file:/dev/fd/{runs[0][0]}", fds)
+        else:
+            parts = (f"subfile,,start,{offset},end,{offset + length},,:/dev/fd/{fd}" for fd, offset, length in runs)
+            yield Source("concat:" + "|".join(parts), fds)
+    finally:
+        for fd, _, _ in runs:
+            os.close(fd)
+
+
+def _copy(blob: Blob, pipe: BinaryIO) -> None:
+    """The content from its start into `pipe`, until its end or until the program reading it stops."""
+    blob.file.seek(0)
+    while data := blob.file.read(FEED_BLOCK):
+        pipe.write(data)
+
+
+# -- cutting -----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Clip:
+    """A cut clip: its `file` (nameless; the caller closes it), its `size`, the range it was cut for (its end no later
+    than the audio's), and its file's extension."""
+
+    file: BinaryIO
+    size: int
+    span: Span
+    extension: str
+
+
+def arguments(source: Source, audio: Audio, container: Container, span: Span, output: str) -> list[str]:
+    """ffmpeg's arguments for a clip: a seek a little before the start (where the input can seek), then the packets
+    from the one holding the start to the one holding the end, copied."""
+    seek = max(0.0, span.start - SEEK_MARGIN) if source.seekable else 0.0
+    first = max(0.0, span.start - audio.packet - seek)  # the packets starting before it are dropped
+    return [
+        "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning",
+        *(("-ss", f"{seek:.6f}") if seek > 0 else ()), "-i", source.url,
+        "-map", "0:a:0", "-c", "copy", "-map_chapters", "-1",
+        "-ss", f"{first:.6f}", "-to", f"{span.end - seek:.6f}",
+        "-f", container.muxer, *container.options, "-y", output,
+    ]  # fmt: skip
+
+
+def fix_flac_header(file: BinaryIO) -> None:
+    """Mark a FLAC clip's total samples and MD5 as unknown: a stream copy keeps the source's, which are the whole
+    record's (ffmpeg's muxer writes them anew only after encoding)."""
+    header = os.pread(file.fileno(), 42, 0)
+    if len(header) < 42 or header[:4] != b"fLaC" or header[4] & 0x7F != 0:
+        return
+    fields = int.from_bytes(header[18:26], "big") & ~((1 << 36) - 1)  # sample rate, channels, bits: kept
+    os.pwrite(file.fileno(), fields.to_bytes(8, "big") + bytes(16), 18)
+
+
+def cut(source: Source, audio: Audio, record_type: str, span: Span, tmp: Path, programs: Programs,
+        stopper: Stopper) -> Clip:  # fmt: skip
+    """The clip of the source's audio for `span`, written to a nameless file in `tmp`. PastTheEnd if it starts at or
+    after the end of the audio, NotCuttable if its format is not cut, ProgramFailed if ffmpeg fails or is stopped.
+    Blocks."""
+    container = audio.container(record_type)
+    if audio.duration is not None:
+        if span.start >= audio.duration:
+            raise PastTheEnd(f"the range starts at {span.start:g} s, at or after the end of the audio "
+                             f"({audio.duration:g} s)")  # fmt: skip
+        span = Span(span.start, min(span.end, audio.duration))
+    file = tempfile.TemporaryFile(dir=tmp)
+    try:
+        log = programs.run(
+            arguments(source, audio, container, span, f"file:/dev/fd/{file.fileno()}"),
+            CUT_BASE_SECONDS + span.length / 10, fds=(*source.fds, file.fileno()), stopper=stopper, feed=source.feed,
+        )  # fmt: skip
+        if "Output file is empty" in log:
+            raise PastTheEnd(f"the range starts at {span.start:g} s, at or after the end of the audio")
+        if container.muxer == "flac":
+            fix_flac_header(file)
+        return Clip(file, os.fstat(file.fileno()).st_size, span, container.extension)
+    except BaseException:
+        file.close()
+        raise
+
+
+def probed(source: Source, programs: Programs) -> Audio:
+    """The source's audio as ffprobe finds it (for a record whose analysis is not done); NotCuttable if it holds
+    none. Blocks."""
+    try:
+        found = probe(source.url, programs, source.fds, source.feed)
+    except ProgramFailed as exc:
+        raise NotCuttable(f"its content could not be read as audio ({exc})") from None
+    if found is None:
+        raise NotCuttable("its content is not audio that the service can read")
+    stream, container = found
+    duration = container.get("duration") or stream.get("duration")
+    return Audio(format_name(container.get("format_name", "")), stream.get("codec_name") or "",
+                 int(stream.get("sample_rate") or 0), float(duration) if duration not in (None, "N/A") else None)  # fmt: skip
+
+
+class Clips:
+    """The clips being cut: at most `workers` at once, each in a thread, its ffmpeg at normal priority (someone
+    waits for it, and a stream copy costs little CPU); `stop()` ends them all."""
+
+    def __init__(self, tmp: Path, workers: int) -> None:
+        self.tmp = tmp
+        self.workers = workers
+        self.running = 0
+        self.programs = Programs(niceness=0)
+        self._threads = concurrent.futures.ThreadPoolExecutor(max(1, workers), thread_name_prefix="records-clip")
+
+    async def cut(self, blob: Blob, audio: dict[str, Any] | None, span: Span, stopper: Stopper) -> Clip:
+        """The clip of the blob's audio (whose analysed `audio` facts are given where its analysis is done). TooMany if
+        `workers` cuts run already; see `cut` for the rest."""
+        if self.running >= self.workers:
+            raise TooMany(f"{self.workers} clips are being cut already: ask again in a moment")
+        self.running += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._threads, self._cut, blob, audio, span,
+                                                                    stopper)  # fmt: skip
+        finally:
+            self.running -= 1
+
+    def _cut(self, blob: Blob, audio: dict[str, Any] | None, span: Span, stopper: Stopper) -> Clip:
+        with source_of(blob) as source:
+            known = Audio.of(audio) if audio is not None else probed(source, self.programs)
+            return cut(source, known, blob.record.type, span, self.tmp, self.programs, stopper)
+
+    def stop(self) -> None:
+        """End the cuts running, and start no more."""
+        self.programs.stop()
+        self._threads.shutdown(wait=False)
