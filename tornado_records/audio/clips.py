@@ -39,9 +39,9 @@ CUT_BASE_SECONDS = 60.0  # a cut's time bound: this, plus a tenth of the clip's 
 FEED_BLOCK = 1 << 20
 MAX_NAME = 120  # characters of the event's title kept in a clip's file name
 
-_SECONDS = re.compile(r"(\d{1,9})(\.\d{1,6})?")
-_CLOCK = re.compile(r"(?:(\d{1,6}):([0-5]?\d)|(\d{1,7})):([0-5]?\d(?:\.\d{1,6})?)")
-_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\*?"<>|]+')
+_SECONDS = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,6})?")
+_CLOCK = re.compile(r"(?:([0-9]{1,6}):([0-5]?[0-9])|([0-9]{1,7})):([0-5]?[0-9](?:\.[0-9]{1,6})?)")
+_UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]+')  # what Windows, macOS or Linux refuse in a name
 
 
 class ClipError(Exception):
@@ -81,7 +81,7 @@ def parse_time(text: str, name: str) -> float:
     text = text.strip()
     if text.startswith("-"):
         raise BadRange(f"{name} must not be negative: {text[:40]!r}")
-    if match := _SECONDS.fullmatch(text):
+    if _SECONDS.fullmatch(text):
         return float(text)
     if match := _CLOCK.fullmatch(text):
         hours, minutes, only_minutes, seconds = match.groups()
@@ -115,8 +115,9 @@ def file_name(title: str | None, event: str, start: str, span: Span, extension: 
 
 def ascii_name(name: str) -> str:
     """The file name in ASCII, for the `filename` parameter (`filename*` gives the UTF-8 one)."""
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
-    return plain if plain.strip(" .") else "clip" + Path(name).suffix
+    stem, _, extension = name.rpartition(".")
+    plain = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    return f"{plain if plain.strip(' .') else 'clip'}.{extension}"
 
 
 # -- formats -----------------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ cut without re-encoding (audio/clips.py), sent as an attachment once it is cut."
 
 from __future__ import annotations
 
+import logging
 import urllib.parse
 
 from tornado.iostream import StreamClosedError
@@ -27,6 +28,8 @@ from tornado_records.http.semantics import Validators, precondition_status
 from tornado_records.http.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.storage.model import PreconditionFailed, Record
 from tornado_records.storage.store import RecordStore
+
+log = logging.getLogger("tornado_records.handlers")
 
 RETRY_AFTER_BUSY = 5  # seconds a client refused because every clip worker is busy is asked to wait
 SEND_BLOCK = 1 << 20  # bytes a write, where sendfile cannot be used
@@ -73,10 +76,11 @@ class ClipHandler(BaseHandler):
                 raise ApiError(422, f"No clip of the record of event {event_id} starting at {record.start}: {exc}")
             except TooMany as exc:
                 raise ApiError(503, str(exc), {"Retry-After": str(RETRY_AFTER_BUSY)}) from None
-            except ProgramFailed:
+            except ProgramFailed as exc:
                 if self.stopper.stopped:
                     return  # the client left: its ffmpeg was stopped
-                raise
+                log.warning("GET %s: %s", self.request.uri, exc)
+                raise ApiError(500, f"The clip could not be cut: {exc}") from None
         finally:
             blob.close()
         with clip.file:
