@@ -14,13 +14,12 @@ import socket
 import subprocess
 import time
 import urllib.parse
-from pathlib import Path
 
 import pytest
 
 from support.audio import children
 from support.components import require
-from support.clips import ENCODINGS, MP3, OPUS, bitrate, first_step, probed, seconds_of, staircase, step_at
+from support.clips import ENCODINGS, MP3, OPUS, assert_clip_of, seconds_of, staircase
 from support.records import EVENT, record_url
 from support.waiting import eventually
 from tornado_records.app import start_app, stop_app
@@ -66,20 +65,6 @@ def error(response) -> dict:  # noqa: ANN001
     body = json.loads(response.body)
     assert body["status_code"] == response.code
     return body
-
-
-def assert_clip_of(body: bytes, source: Path, start: float, length: float, tmp_path: Path) -> None:
-    """The clip decodes, lasts `length` within 0.1 s, begins with the staircase's step at `start`, and has the
-    source's codec, sample rate and channels, and its bitrate (within 10 %: Opus's varies)."""
-    assert abs(seconds_of(body) - length) <= 0.1
-    assert first_step(body) == step_at(start)
-    cut = tmp_path / f"clip{source.suffix}"
-    cut.write_bytes(body)
-    ours, theirs = probed(cut), probed(source)
-    assert {k: ours[k] for k in ("codec_name", "sample_rate", "channels", "format_format_name")} == {
-        k: theirs[k] for k in ("codec_name", "sample_rate", "channels", "format_format_name")
-    }
-    assert abs(bitrate(ours) - bitrate(theirs)) <= 0.1 * bitrate(theirs)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS, ids=[e.name for e in ENCODINGS])

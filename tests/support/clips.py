@@ -34,6 +34,7 @@ class Encoding:
 MP3 = Encoding("mp3", "mp3", "audio/mpeg", ("-c:a", "libmp3lame", "-b:a", "128k"), "mp3")
 OPUS = Encoding("opus", "opus", "audio/ogg", ("-c:a", "libopus", "-b:a", "96k", "-f", "ogg"), "opus")
 ENCODINGS = (MP3, OPUS)
+WAV = Encoding("wav", "wav", "audio/wav", ("-c:a", "pcm_s16le"), "pcm_s16le")  # what other programs read it from
 
 
 def staircase(path: Path, encoding: Encoding, seconds: float, rate: int = 48000) -> Path:
@@ -99,3 +100,17 @@ def probed(path: Path) -> dict:
 def bitrate(facts: dict) -> int:
     """The bitrate ffprobe gives a file: its stream's, else its format's."""
     return int(facts.get("bit_rate") or facts["format_bit_rate"])
+
+
+def assert_clip_of(body: bytes, source: Path, start: float, length: float, tmp_path: Path) -> None:
+    """The clip decodes, lasts `length` within 0.1 s, begins with the staircase's step at `start`, and has the
+    source's codec, sample rate and channels, and its bitrate (within 10 %: Opus's varies)."""
+    assert abs(seconds_of(body) - length) <= 0.1
+    assert first_step(body) == step_at(start)
+    cut = tmp_path / f"clip{source.suffix}"
+    cut.write_bytes(body)
+    ours, theirs = probed(cut), probed(source)
+    assert {k: ours[k] for k in ("codec_name", "sample_rate", "channels", "format_format_name")} == {
+        k: theirs[k] for k in ("codec_name", "sample_rate", "channels", "format_format_name")
+    }
+    assert abs(bitrate(ours) - bitrate(theirs)) <= 0.1 * bitrate(theirs)
