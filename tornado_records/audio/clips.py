@@ -284,7 +284,7 @@ def cut(source: Source, audio: Audio, record_type: str, span: Span, tmp: Path, p
             arguments(source, audio, container, span, f"file:/dev/fd/{file.fileno()}"),
             CUT_BASE_SECONDS + span.length / 10, fds=(*source.fds, file.fileno()), stopper=stopper, feed=source.feed,
         )  # fmt: skip
-        if "Output file is empty" in log:
+        if "Output file is empty" in log or (audio.duration is None and not _has_audio(file, programs)):
             raise PastTheEnd(f"the range starts at {span.start:g} s, at or after the end of the audio")
         if container.muxer == "flac":
             fix_flac_header(file)
@@ -292,6 +292,12 @@ def cut(source: Source, audio: Audio, record_type: str, span: Span, tmp: Path, p
     except BaseException:
         file.close()
         raise
+
+
+def _has_audio(file: BinaryIO, programs: Programs) -> bool:
+    """Whether a clip holds an audio packet (ffmpeg says so of an empty MP3, not of an Ogg file of headers alone)."""
+    found = probe(f"file:/dev/fd/{file.fileno()}", programs, (file.fileno(),), count=True)
+    return found is not None and int(found[0].get("nb_read_packets") or 0) > 0
 
 
 def probed(source: Source, programs: Programs) -> Audio:

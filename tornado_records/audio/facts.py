@@ -92,13 +92,20 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
 
 
 def probe(
-    path: Path | str, programs: Programs, fds: tuple[int, ...], feed: Callable[[BinaryIO], None] | None = None
+    path: Path | str,
+    programs: Programs,
+    fds: tuple[int, ...],
+    feed: Callable[[BinaryIO], None] | None = None,
+    count: bool = False,
 ) -> tuple[dict, dict] | None:
     """The first audio stream's facts and the container's, or None if there is no audio stream: of the file at `path`
-    (or ffmpeg's input URL), with `fds` open, and `feed` writing its standard input if given."""
+    (or ffmpeg's input URL), with `fds` open, and `feed` writing its standard input if given; with `count`, the
+    stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
     arguments = [
-        "ffprobe", "-v", "error", "-select_streams", "a:0",
-        "-show_entries", "format=format_name,duration,bit_rate:stream=codec_name,sample_rate,channels,bit_rate,duration",
+        "ffprobe", "-v", "error", "-select_streams", "a:0", *(("-count_packets",) if count else ()),
+        "-show_entries",
+        "format=format_name,duration,bit_rate:stream=codec_name,sample_rate,channels,bit_rate,duration"
+        + (",nb_read_packets" if count else ""),
         "-of", "json", str(path),
     ]  # fmt: skip
     try:
