@@ -144,8 +144,9 @@ CONTAINERS = {
 }
 EXTENSION_OF_CODEC = {("ogg", "opus"): "opus", ("matroska", "opus"): "webm", ("matroska", "vorbis"): "webm"}
 # Samples in one packet of a codec (the most it usually holds), to start a clip at the packet holding its start;
-# Opus's is 20 ms, and its decoder's pre-skip (6.5 ms at most for libopus) is taken too.
-PACKET_SAMPLES = {"mp3": 1152, "aac": 1024, "vorbis": 1024, "flac": 4608}
+# MP3's is two frames: the first frame of a cut decodes as silence where it borrows bits from the frame before (the
+# bit reservoir); Opus's is 20 ms, and its decoder's pre-skip (6.5 ms at most for libopus) is taken too.
+PACKET_SAMPLES = {"mp3": 2 * 1152, "aac": 1024, "vorbis": 1024, "flac": 4608}
 OPUS_PACKET = 0.03
 
 
