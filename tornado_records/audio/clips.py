@@ -10,8 +10,9 @@ nameless file in the data directory's tmp/ (its muxer can then seek back to writ
 WAV's sizes, MP4's index), then sent whole, with its Content-Length.
 
 Where the content has a file of its own (the files engine), ffmpeg reads it (or its runs, for an appended record)
-through a descriptor; otherwise (an object store) it reads it through a pipe fed from the store's reader: from the
-start of the content, without a copy on the disk, demuxing what comes before the clip without decoding it.
+through a descriptor; otherwise (an object store) it reads it through a pipe fed from the store's reader, without a
+copy on the disk: an Ogg stream from its header pages and a page before the clip (audio/ogg.py), anything else from
+the start of the content, demuxing what comes before the clip without decoding it.
 
 At most `workers` cuts run at once (each in a thread, its ffmpeg bounded in time); one more is refused (`TooMany`).
 Knows no HTTP: what a handler answers follows from the exceptions below.
@@ -30,7 +31,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
-from tornado_records.audio.facts import probe, format_name
+from tornado_records.audio import ogg
+from tornado_records.audio.facts import format_name, probe
 from tornado_records.audio.programs import ProgramFailed, Programs, Stopper
 from tornado_records.storage.model import Blob
 
@@ -197,6 +199,8 @@ class Source:
     fds: tuple[int, ...] = ()
     feed: Callable[[BinaryIO], None] | None = None
     first: tuple[int, int] | None = None
+    blob: Blob | None = None  # the content that feeds it, where it has no file
+    absolute: bool = False  # fed from the middle of the content: ffmpeg is to keep its timestamps (-copyts)
 
     @property
     def seekable(self) -> bool:
@@ -212,7 +216,7 @@ def source_of(blob: Blob) -> Iterator[Source]:
     """The blob's content as ffmpeg reads it, for the block: its files' descriptors where it has files (one file, or
     its runs joined by ffmpeg's concat and subfile protocols), else its reader feeding a pipe. Blocks."""
     if not blob.file.local:
-        yield Source("pipe:0", feed=lambda pipe: _copy(blob, pipe))
+        yield Source("pipe:0", feed=lambda pipe: _copy(blob, pipe), blob=blob)
         return
     runs: list[tuple[int, int, int]] = []
     try:
@@ -230,11 +234,43 @@ def source_of(blob: Blob) -> Iterator[Source]:
             os.close(fd)
 
 
-def _copy(blob: Blob, pipe: BinaryIO) -> None:
-    """The content from its start into `pipe`, until its end or until the program reading it stops."""
-    blob.file.seek(0)
+def _copy(blob: Blob, pipe: BinaryIO, start: int = 0, head: bytes = b"") -> None:
+    """`head`, then the content from `start` into `pipe`, until its end or until the program reading it stops."""
+    pipe.write(head)
+    blob.file.seek(start)
     while data := blob.file.read(FEED_BLOCK):
         pipe.write(data)
+
+
+def _reader(blob: Blob) -> Callable[[int, int], bytes]:
+    """Reads of `size` bytes (fewer at the end) from any offset of the content."""
+
+    def read(at: int, size: int) -> bytes:
+        blob.file.seek(at)
+        data = bytearray()
+        while len(data) < size and (more := blob.file.read(size - len(data))):
+            data += more
+        return bytes(data)
+
+    return read
+
+
+def nearer(source: Source, audio: Audio, seconds: float) -> Source:
+    """A piped Ogg source fed from a page before `seconds` (after its header pages) instead of from its start, where
+    its audio's duration is known and it is one bitstream (audio/ogg.py); else the source as it is. Blocks."""
+    if source.blob is None or audio.format != "ogg" or audio.duration is None or seconds <= 0:
+        return source
+    read = _reader(source.blob)
+    found = ogg.headers(read)
+    if found is None:
+        return source
+    head, serial = found
+    rate = 48000 if audio.codec == "opus" else audio.sample_rate  # Opus's granule positions count at 48 kHz
+    at = ogg.page_before(read, source.blob.record.size, serial, len(head), seconds, rate or 48000)
+    if at is None or at <= len(head):
+        return source
+    blob = source.blob
+    return dataclasses.replace(source, feed=lambda pipe: _copy(blob, pipe, at, head), absolute=True)
 
 
 # -- cutting -----------------------------------------------------------------------------------------------------
@@ -275,6 +311,7 @@ def arguments(source: Source, audio: Audio, container: Container, span: Span, ou
     fast = seek > 0 and audio.format == "mp3" and constant_bitrate_mp3(source)
     return [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", *(("-fflags", "+fastseek") if fast else ()),
+        *(("-copyts",) if source.absolute else ()),
         *(("-ss", f"{seek:.6f}") if seek > 0 else ()), "-i", source.url,
         "-map", "0:a:0", "-c", "copy", "-map_chapters", "-1",
         "-ss", f"{first:.6f}", "-to", f"{span.end - seek:.6f}",
@@ -303,6 +340,7 @@ def cut(source: Source, audio: Audio, record_type: str, span: Span, tmp: Path, p
             raise PastTheEnd(f"the range starts at {span.start:g} s, at or after the end of the audio "
                              f"({audio.duration:g} s)")  # fmt: skip
         span = Span(span.start, min(span.end, audio.duration))
+    source = nearer(source, audio, span.start - SEEK_MARGIN)
     file = tempfile.TemporaryFile(dir=tmp)
     try:
         log = programs.run(
@@ -335,6 +373,8 @@ def probed(source: Source, programs: Programs) -> Audio:
     if found is None:
         raise NotCuttable("its content is not audio that the service can read")
     stream, container = found
+    if not stream.get("sample_rate"):
+        raise NotCuttable("its content is not audio that the service can read (no sample rate)")
     duration = container.get("duration") or stream.get("duration")
     return Audio(format_name(container.get("format_name", "")), stream.get("codec_name") or "",
                  int(stream.get("sample_rate") or 0), float(duration) if duration not in (None, "N/A") else None)  # fmt: skip
