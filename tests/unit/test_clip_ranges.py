@@ -1,10 +1,10 @@
-"""A clip's range as a client writes it (seconds, or [HH:]MM:SS[.fff]) and its file's name (audio/clips.py)."""
+"""A clip's range as a client writes it (seconds, or [HH:]MM:SS[.fff]) and its file's name (audio/spans.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tornado_records.audio.clips import BadRange, Span, ascii_name, file_name, parse_span, parse_time, spoken
+from tornado_records.audio.spans import BadRange, Span, ascii_name, file_name, parse_span, parse_time, spoken
 
 EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
 

@@ -9,18 +9,8 @@ import urllib.parse
 from tornado.iostream import StreamClosedError
 
 from tornado_records.audio import analyses
-from tornado_records.audio.clips import (
-    BadRange,
-    Clip,
-    Clips,
-    NotCuttable,
-    PastTheEnd,
-    Span,
-    TooMany,
-    ascii_name,
-    file_name,
-    parse_span,
-)
+from tornado_records.audio.clips import Clip, Clips, NotCuttable, PastTheEnd, TooMany
+from tornado_records.audio.spans import BadRange, Span, ascii_name, file_name, parse_span
 from tornado_records.audio.programs import ProgramFailed, Stopper
 from tornado_records.handlers.base import ApiError, BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
