@@ -12,7 +12,7 @@ EVENT = "0f339cb0-7ab4-43fe-852d-75708232f76c"
 @pytest.mark.parametrize(
     ("text", "seconds"),
     [("0", 0.0), ("12", 12.0), ("754.5", 754.5), ("0.000001", 0.000001), ("12:34", 754.0), ("12:34.5", 754.5),
-     ("90:00", 5400.0), ("1:02:03", 3723.0), ("01:02:03.250", 3723.25), ("0:00:00", 0.0), (" 5 ", 5.0)],
+     ("90:00", 5400.0), ("1:02:03", 3723.0), ("01:02:03.250", 3723.25), ("0:00:00", 0.0)],
 )  # fmt: skip
 def test_times_are_read_as_seconds_or_a_clock(text, seconds):
     assert parse_time(text, "from") == pytest.approx(seconds)
@@ -20,7 +20,7 @@ def test_times_are_read_as_seconds_or_a_clock(text, seconds):
 
 @pytest.mark.parametrize(
     "text", ["", "abc", "-1", "-0:01", "1e3", "nan", "inf", "1.2.3", "1:2:3:4", "1:60", "1:75:00", "1:00:60", ":30",
-             "12:", "1.5:00", "0x10", "１２"],
+             "12:", "1.5:00", "0x10", "１２", " 5", "5 "],
 )  # fmt: skip
 def test_other_times_are_refused(text):
     with pytest.raises(BadRange):

@@ -31,7 +31,6 @@ class Span:
 
 def parse_time(text: str, name: str) -> float:
     """Seconds from `12.5` or `[HH:]MM:SS[.fff]`; BadRange if the text is neither (or negative)."""
-    text = text.strip()
     if text.startswith("-"):
         raise BadRange(f"{name} must not be negative: {text[:40]!r}")
     if _SECONDS.fullmatch(text):
