@@ -21,6 +21,7 @@ from typing import Callable
 import figures.analysis
 import figures.analysis_beside
 import figures.append
+import figures.clip
 import figures.concurrent
 import figures.download
 import figures.list
@@ -50,6 +51,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "webhooks": figures.webhooks.run,
     "analysis": figures.analysis.run,
     "analysis-beside": figures.analysis_beside.run,
+    "clip": figures.clip.run,
 }
 
 

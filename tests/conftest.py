@@ -68,7 +68,7 @@ ON_EVERY_ENGINE = {
     "test_records", "test_conditional", "test_list", "test_events_list", "test_sse", "test_events", "test_append",
     "test_resumable", "test_resumable_restart", "test_ranges", "test_digest_fields", "test_eventlog", "test_live",
     "test_eventlog_restarts", "test_sse_clients", "test_audio_process", "test_dead_air", "test_webhooks",
-    "test_webhook_processes", "test_feeds", "test_event_details", "test_feeds_process", "test_caching",
+    "test_webhook_processes", "test_feeds", "test_event_details", "test_feeds_process", "test_caching", "test_clips",
 }  # fmt: skip
 
 

@@ -24,6 +24,8 @@ from tornado_records.events import CHANGE_EVENTS, EventHub
 from tornado_records.audio.analyzer import Analyzer
 from tornado_records.audio.deadair import DeadAir
 from tornado_records.handlers.audio import PeaksHandler
+from tornado_records.handlers.clips import ClipHandler
+from tornado_records.audio.clips import Clips
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.feeds import FeedHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
@@ -80,6 +82,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (rf"/records/{_EVENT}/{_START}/parts", PartsHandler),
             (rf"/records/{_EVENT}/{_START}/peaks", PeaksHandler),
             (rf"/feeds/{_EVENT}", FeedHandler),
+            (rf"/records/{_EVENT}/{_START}/clip", ClipHandler),
             (r"/uploads/?", UploadsHandler),
             (r"/uploads/([^/]+)", UploadHandler),
             (r"/sse", EventStreamHandler),
@@ -105,6 +108,7 @@ def make_app(config: Config) -> tornado.web.Application:
         appends=Appends(store, config.append_join_interval, config.append_takeover, dead_air),
         dead_air=dead_air,
         analyzer=Analyzer(store, hub, config.analysis_workers, config.silence_threshold, config.silence_min),
+        clips=Clips(store.tmp, config.clip_workers),
         metrics=Metrics(hub, config.data_dir, reader(config)),
         retention=None if config.retention is None else Retention(store, hub, reader(config), config.retention),
         webhooks=webhooks(config, hub),
@@ -181,6 +185,7 @@ async def stop_app(app: tornado.web.Application) -> None:
     app.settings["resumables"].stop()
     app.settings["store"].stop()
     await app.settings["analyzer"].stop()
+    app.settings["clips"].stop()
     await app.settings["dead_air"].stop()
     if app.settings["webhooks"] is not None:
         await app.settings["webhooks"].stop()
@@ -207,6 +212,7 @@ ROUTE_OF_HANDLER: dict[type, str] = {
     PartsHandler: "/records/{event}/{start}/parts",
     PeaksHandler: "/records/{event}/{start}/peaks",
     FeedHandler: "/feeds/{event}",
+    ClipHandler: "/records/{event}/{start}/clip",
     UploadsHandler: "/uploads",
     UploadHandler: "/uploads/{id}",
     EventStreamHandler: "/sse",

@@ -509,6 +509,13 @@ SETTINGS: tuple[Setting, ...] = (
         parse_workers,
     ),
     Setting(
+        "clip_workers",
+        "4",
+        "most clips (GET .../clip: a range of a record, cut by ffmpeg without re-encoding) being cut at once; one "
+        "more is answered 503 with Retry-After; 0: no clips",
+        parse_workers,
+    ),
+    Setting(
         "silence_threshold",
         "-50",
         "level in dBFS below which the analysis, and the live dead-air watch (--dead-air), count audio as silence",
@@ -566,6 +573,7 @@ class Config:
     webhook_secret_file: Secret | None
     webhook_events: frozenset[str] | None
     analysis_workers: int
+    clip_workers: int
     silence_threshold: float
     silence_min: float
     dead_air: float

@@ -1,6 +1,6 @@
 // The listening room: browse, play, watch and upload a station's recordings.
 // Talks to the service only through its public HTTP API and /sse, like any client. No build step, no CDN.
-/* global tus, Waveform, formatDuration */
+/* global tus, Waveform, formatDuration, ClipMarks, showFeed, copyButton, feedUrl */
 'use strict'
 
 const PAGE = 10
@@ -235,6 +235,7 @@ function renderEventHeading () {
   $('event-heading').classList.toggle('untitled', !title)
   $('event-uuid').textContent = state.open
   $('event-uuid').parentElement.hidden = !title // an untitled event's heading is its UUID already
+  showFeed(state.open)
   if (document.activeElement !== $('title-input')) $('title-input').value = title || ''
 }
 
@@ -251,7 +252,8 @@ function createRecordItem (record) {
   item.facts = ['duration', 'size', 'loudness', 'silence-note', 'type', 'modified']
     .map((name) => el('span', { className: name })) // shown in this order, those known, with a dot between
   item.waveform = new Waveform(audio)
-  item.append(item.waveform.node, audio,
+  item.clip = new ClipMarks(audio, item.waveform)
+  item.append(item.waveform.node, audio, item.clip.node,
     el('p', { className: 'actions' },
       el('a', { href: url, download: `${record.event}_${record.start.replaceAll(':', '-')}`, className: 'download' },
         'Download'), ' ', remove))
@@ -309,6 +311,7 @@ function updateRecordItem (item, record) {
   item.dataset.analysis = record.analysis
   if (facts) item.waveform.show(record)
   else item.waveform.hide()
+  item.clip.show(record)
   if (item.dataset.etag && item.dataset.etag !== record.etag && audio.paused) audio.load() // a new version
   item.dataset.etag = record.etag
 }
@@ -635,6 +638,7 @@ function start () {
   $('records-prev').addEventListener('click', pageBy('records', loadRecords, -PAGE))
   $('records-next').addEventListener('click', pageBy('records', loadRecords, PAGE))
   $('title-form').addEventListener('submit', saveTitle)
+  copyButton($('feed-copy'), $('feed-status'), () => feedUrl(state.open))
   $('upload-form').addEventListener('submit', uploadFile)
   $('upload-new-event').addEventListener('click', () => { $('upload-event').value = randomUuid() })
   $('upload-start').value = nowLocal()

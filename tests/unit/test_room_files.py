@@ -64,10 +64,11 @@ def test_the_page_loads_its_own_files_in_order_and_nothing_inline() -> None:
     page = Page()
     page.feed((ROOM / "index.html").read_text())
     assert page.inline == []
-    assert page.scripts == ["/room/vendor/tus.min.js", "/room/waveform.js", "/room/room.js"]  # waveform.js first
+    # waveform.js and clips.js first: room.js uses them
+    assert page.scripts == ["/room/vendor/tus.min.js", "/room/waveform.js", "/room/clips.js", "/room/room.js"]
     assert page.styles == ["/room/room.css"]
     for path in page.scripts + page.styles:
         assert (ROOM / path.removeprefix("/room/")).is_file(), path
-    for script in ("room.js", "waveform.js"):  # inline styles set as attributes are refused too; el.style.x is not
+    for script in ("room.js", "waveform.js", "clips.js"):  # inline styles set as attributes are refused too; el.style.x is not
         source = (ROOM / script).read_text()
         assert "setAttribute('style'" not in source and "innerHTML" not in source and "eval(" not in source, script

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from tornado_records.audio.programs import ProgramFailed, Programs
 
@@ -53,7 +53,7 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
     fds = (source,) if isinstance(source, int) else ()
     path = Path(f"/dev/fd/{source}") if isinstance(source, int) else source
     try:
-        probed = _probe(path, programs, fds)
+        probed = probe(path, programs, fds)
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     if probed is None:
@@ -78,7 +78,7 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
     size = os.fstat(source).st_size if isinstance(source, int) else path.stat().st_size
     bitrate = _int(stream.get("bit_rate")) or _int(container.get("bit_rate")) or round(size * 8 / duration)
     audio = {
-        "format": _format_name(container.get("format_name", "")),
+        "format": format_name(container.get("format_name", "")),
         "codec": stream.get("codec_name"),
         "duration": round(duration, 3),
         "bitrate": bitrate,
@@ -91,15 +91,25 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
     return Analysis("done", audio, peaks, pixel, sample_rate)
 
 
-def _probe(path: Path, programs: Programs, fds: tuple[int, ...]) -> tuple[dict, dict] | None:
-    """The first audio stream's facts and the container's, or None if there is no audio stream."""
+def probe(
+    path: Path | str,
+    programs: Programs,
+    fds: tuple[int, ...],
+    feed: Callable[[BinaryIO], None] | None = None,
+    count: bool = False,
+) -> tuple[dict, dict] | None:
+    """The first audio stream's facts and the container's, or None if there is no audio stream: of the file at `path`
+    (or ffmpeg's input URL), with `fds` open, and `feed` writing its standard input if given; with `count`, the
+    stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
     arguments = [
-        "ffprobe", "-v", "error", "-select_streams", "a:0",
-        "-show_entries", "format=format_name,duration,bit_rate:stream=codec_name,sample_rate,channels,bit_rate,duration",
+        "ffprobe", "-v", "error", "-select_streams", "a:0", *(("-count_packets",) if count else ()),
+        "-show_entries",
+        "format=format_name,duration,bit_rate:stream=codec_name,sample_rate,channels,bit_rate,duration"
+        + (",nb_read_packets" if count else ""),
         "-of", "json", str(path),
     ]  # fmt: skip
     try:
-        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds)
+        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds, feed=feed)
     except ProgramFailed as exc:
         if exc.returncode is not None and exc.returncode > 0:  # ffprobe found nothing it can read
             return None
@@ -176,7 +186,8 @@ def _silences(log: str, duration: float) -> list[dict[str, float]]:
     return silences
 
 
-def _format_name(names: str) -> str:
+def format_name(names: str) -> str:
+    """What a person calls a container that ffprobe names `names` (mp3, ogg, mp4, matroska, ...)."""
     first = names.split(",")[0]
     return FORMAT_NAMES.get(first, first)
 
