@@ -14,6 +14,7 @@ from tornado_records.audio.spans import BadRange, Span, ascii_name, file_name, p
 from tornado_records.audio.programs import ProgramFailed, Stopper
 from tornado_records.handlers.base import ApiError, BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
+from tornado_records.http.caching import REVALIDATE
 from tornado_records.http.semantics import Validators, precondition_status
 from tornado_records.http.sendfile import ShortFile, can_sendfile, send_runs
 from tornado_records.storage.model import PreconditionFailed, Record
@@ -47,7 +48,7 @@ class ClipHandler(BaseHandler):
         blob = store.open(event_id, start_at)
         try:
             record = blob.record
-            self.set_header("Cache-Control", "no-cache")
+            self.set_header("Cache-Control", REVALIDATE)
             if self._not_modified(record, span):
                 return
             state = analyses.described(store.rconn, [record])[0]
