@@ -22,7 +22,6 @@ from support.components import require
 from support.clips import ENCODINGS, MP3, OPUS, assert_clip_of, seconds_of, staircase
 from support.records import EVENT, record_url
 from support.waiting import eventually
-from tornado_records.app import start_app, stop_app
 
 START = "2024-03-01T08:00:00"
 SECONDS = 40.0
@@ -30,12 +29,12 @@ SECONDS = 40.0
 
 @contextlib.asynccontextmanager
 async def analysing(app):
-    """The app's background work running (its analyses), as the command starts it."""
-    start_app(app)
+    """The app's analyses running, as the command starts them (its clips go on after)."""
+    app.settings["analyzer"].start()
     try:
         yield
     finally:
-        await stop_app(app)
+        await app.settings["analyzer"].stop()
 
 
 async def upload(fetch, body: bytes, content_type: str, start: str = START, append: bool = False) -> None:

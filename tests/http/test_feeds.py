@@ -126,7 +126,9 @@ async def test_podcast_guid_follows_the_podcast_index_rule_and_the_channel_has_w
     for required in ("title", "description", "link", "language"):
         assert channel.findtext(required), required
     podcast = parsed(response)[1]  # as gPodder reads the same tags
-    assert podcast["import_prohibited"] is True and podcast["explicit"] is False and podcast["language"] == "en"
+    # (podcastparser 0.6.11 knows the Podcasting 2.0 namespace by its old GitHub URL only, not by the one the Podcast
+    # Index publishes and this feed declares, so it reads no podcast:locked: checked above in the XML)
+    assert podcast["explicit"] is False and podcast["language"] == "en"
     assert podcast["itunes_author"] == DETAILS["author"] and podcast["cover_url"] == DETAILS["image"]
     [item] = channel.findall("item")
     for required in ("title", "guid", "pubDate", "description"):

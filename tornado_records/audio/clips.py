@@ -328,6 +328,8 @@ class Clips:
     async def cut(self, blob: Blob, audio: dict[str, Any] | None, span: Span, stopper: Stopper) -> Clip:
         """The clip of the blob's audio (whose analysed `audio` facts are given where its analysis is done). TooMany if
         `workers` cuts run already; see `cut` for the rest."""
+        if self.programs.stopped:
+            raise TooMany("The service is stopping: it cuts no more clips")
         if self.running >= self.workers:
             raise TooMany(f"{self.workers} clips are being cut already: ask again in a moment")
         self.running += 1

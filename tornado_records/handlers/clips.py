@@ -93,7 +93,7 @@ class ClipHandler(BaseHandler):
     async def _send(self, record: Record, clip: Clip) -> None:
         """The clip, with its type, length and file name."""
         self.set_served_type(record.type)
-        title = self.settings["store"].title(self.event_id)
+        title = self.settings["store"].details(self.event_id).title
         name = file_name(title, record.event, record.start, clip.span, clip.extension)
         disposition = f'attachment; filename="{ascii_name(name)}"'
         if not name.isascii():
