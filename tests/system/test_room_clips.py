@@ -76,7 +76,8 @@ def test_the_feed_link_and_a_marked_clip(service, browsers, tmp_path: Path) -> N
     row.find_element("css selector", ".mark-to").click()
     marked = round(begin, 3)
     address = f"{proc.url}/records/{MORNING}/{START}/clip?from={marked:g}&to=12.6"
-    browser.wait(lambda: row.get_attribute("data-link") == address, what="the clip's link")
+    marks = row.find_element("css selector", ".clip")
+    browser.wait(lambda: marks.get_attribute("data-link") == address, what="the clip's link")
     assert row.find_element("css selector", ".clip-to").text == "0:12.6"
     band = row.find_element("css selector", ".clip-range")
     assert band.is_displayed()
