@@ -55,6 +55,7 @@ class Options:
     subscribers: int
     results: Path
     audio_seconds: float  # the length of the analysis figures' audio
+    quick: bool  # --quick: a smoke run, every size and duration small
 
 
 def parse_options(figures: Sequence[str], description: str, argv: list[str] | None = None) -> Options:
@@ -98,6 +99,7 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
         subscribers=500 if quick else 10_000,
         results=args.results,
         audio_seconds=60.0 * minutes,
+        quick=quick,
     )
 
 
