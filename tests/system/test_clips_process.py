@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import requests
@@ -18,6 +19,7 @@ from support.paths import REPO
 from support.records import EVENT
 
 START = "2024-01-01T00:00:00"
+ANALYSIS = 300.0  # seconds the analysis of three minutes may take on a busy machine (ffmpeg runs at nice 19)
 
 
 def put(url: str, body: bytes, kind: str) -> None:
@@ -88,3 +90,25 @@ def test_a_clip_of_ten_minutes_from_an_hour_of_mp3_keeps_its_frames(service, tmp
     # each minute of the hour is a little longer than 60 s (the encoder's padding, repeated): the step heard at
     # 25:00.3 is read from the hour itself, decoded from its start
     assert_clip_of(answer.content, hour, 1500.3, 600.0, tmp_path, step=step_heard(hour, 1500.3))
+
+
+def test_a_clip_of_an_mp3_as_a_live_recorder_streams_it_is_cut_at_the_asked_audio(service, tmp_path):
+    """An MP3 without an `Info` frame (a live recorder cannot go back to write one), whose analysis is done: the
+    service seeks it by its bitrate, which the analysis shows constant, and the clip still starts at the asked
+    audio (read from the file itself, decoded from its start) and lasts the asked length."""
+    proc = service()
+    short = staircase(tmp_path / "stairs.mp3", MP3, 60.0, rate=44100)
+    live = tmp_path / "live.mp3"  # three minutes, as ffmpeg streams them: no Info frame
+    subprocess.run([require("ffmpeg"), "-v", "error", "-stream_loop", "2", "-i", str(short), "-c", "copy",
+                    "-write_xing", "0", str(live)], check=True)  # fmt: skip
+    put(proc.url, live.read_bytes(), MP3.type)
+    deadline = time.monotonic() + ANALYSIS
+    while (item := requests.get(f"{proc.url}/records/{EVENT}", timeout=10).json()["records"][0])["analysis"] == "pending":
+        assert time.monotonic() < deadline, f"the analysis is still pending after {ANALYSIS} s"
+        time.sleep(0.2)
+    assert item["analysis"] == "done" and item["audio"]["bitrate"] == 128000
+    for start, end in ((100.3, 130.3), (2.6, 3.4), (150.05, 179.0)):
+        answer = requests.get(f"{proc.url}/records/{EVENT}/{START}/clip", params={"from": start, "to": end},
+                              timeout=60)  # fmt: skip
+        assert answer.status_code == 200, answer.text
+        assert_clip_of(answer.content, live, start, end - start, tmp_path, step=step_heard(live, start))

@@ -94,11 +94,13 @@ class Audio:
     codec: str
     sample_rate: int
     duration: float | None  # None: not known (a pipe's content that ffprobe could not measure)
+    bitrate: int | None = None  # as the analysis measured it, with the duration decoded (None: ffprobe's guesses)
 
     @classmethod
     def of(cls, facts: dict[str, Any]) -> Audio:
         """From the analysis's `audio` facts."""
-        return cls(facts["format"], facts["codec"] or "", facts["sample_rate"] or 0, facts["duration"])
+        return cls(facts["format"], facts["codec"] or "", facts["sample_rate"] or 0, facts["duration"],
+                   facts.get("bitrate"))  # fmt: skip
 
     @property
     def packet(self) -> float:
@@ -134,6 +136,7 @@ class Source:
     feed: Callable[[BinaryIO], None] | None = None
     first: tuple[int, int] | None = None
     blob: Blob | None = None  # the content that feeds it, where it has no file
+    size: int = 0  # the content's bytes
     absolute: bool = False  # fed from the middle of the content: ffmpeg is to keep its timestamps (-copyts)
 
     @property
@@ -150,7 +153,7 @@ def source_of(blob: Blob) -> Iterator[Source]:
     """The blob's content as ffmpeg reads it, for the block: its files' descriptors where it has files (one file, or
     its runs joined by ffmpeg's concat and subfile protocols), else its reader feeding a pipe. Blocks."""
     if not blob.file.local:
-        yield Source("pipe:0", feed=lambda pipe: _copy(blob, pipe), blob=blob)
+        yield Source("pipe:0", feed=lambda pipe: _copy(blob, pipe), blob=blob, size=blob.record.size)
         return
     runs: list[tuple[int, int, int]] = []
     try:
@@ -159,10 +162,10 @@ def source_of(blob: Blob) -> Iterator[Source]:
         fds = tuple(fd for fd, _, _ in runs)
         first = (runs[0][0], runs[0][1]) if runs else None
         if len(runs) == 1 and runs[0][1] == 0 and os.fstat(runs[0][0]).st_size == runs[0][2]:
-            yield Source(f"file:/dev/fd/{runs[0][0]}", fds, first=first)
+            yield Source(f"file:/dev/fd/{runs[0][0]}", fds, first=first, size=blob.record.size)
         else:
             parts = (f"subfile,,start,{offset},end,{offset + length},,:/dev/fd/{fd}" for fd, offset, length in runs)
-            yield Source("concat:" + "|".join(parts), fds, first=first)
+            yield Source("concat:" + "|".join(parts), fds, first=first, size=blob.record.size)
     finally:
         for fd, _, _ in runs:
             os.close(fd)
@@ -221,14 +224,19 @@ class Clip:
     extension: str
 
 
+def _tag_size(source: Source) -> int:
+    """The bytes of the ID3v2 tag that begins an MP3 (0: none)."""
+    head = source.read(0, 10)
+    if head[:3] == b"ID3" and len(head) == 10:  # its size is 4 bytes of 7 bits, and a footer if it says so
+        return 10 + int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big") + (10 if head[5] & 0x10 else 0)
+    return 0
+
+
 def constant_bitrate_mp3(source: Source) -> bool:
     """Whether the source is an MP3 whose first frame says it is of a constant bitrate (LAME's and ffmpeg's `Info`
     frame), so that a time's position is a matter of arithmetic: ffmpeg's fast seek is then exact to a frame (of a
     VBR file it would follow the Xing table, to within a hundredth of the file)."""
-    head = source.read(0, 10)
-    at = 0
-    if head[:3] == b"ID3" and len(head) == 10:  # an ID3v2 tag first: its size is 4 bytes of 7 bits
-        at = 10 + int.from_bytes(bytes(b & 0x7F for b in head[6:10]), "big") + (10 if head[5] & 0x10 else 0)
+    at = _tag_size(source)
     frame = source.read(at, 4 + 32 + 4)
     if len(frame) < 40 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
         return False
@@ -237,16 +245,33 @@ def constant_bitrate_mp3(source: Source) -> bool:
     return frame[4 + side : 8 + side] == b"Info"
 
 
+def frames_at(source: Source, audio: Audio, seconds: float) -> int | None:
+    """The byte where an MP3 without an `Info` frame (as live recorders stream it: they cannot go back to write
+    one) reaches `seconds`, by its bitrate, where its analysis shows that bitrate constant: its frames, at the
+    bitrate, last the duration decoded to within a frame (so each time is where the bitrate puts it). None where it
+    is not so, or not known (the analysis pending: ffprobe's duration of such a file is the bitrate's guess)."""
+    if audio.format != "mp3" or not audio.bitrate or audio.duration is None or not source.size:
+        return None
+    tag = _tag_size(source)
+    if abs((source.size - tag) * 8 / audio.bitrate - audio.duration) > audio.packet / 2:  # packet: two frames
+        return None
+    return tag + int(seconds * audio.bitrate / 8)  # ffmpeg finds the next frame's header from there
+
+
 def arguments(source: Source, audio: Audio, container: Container, span: Span, output: str) -> list[str]:
     """ffmpeg's arguments for a clip: a seek a little before the start (where the input can seek; by the bitrate for
-    an MP3 of a constant one), then the packets from the one holding the start to the one holding the end, copied."""
+    an MP3 of a constant one: by ffmpeg's fast seek where an `Info` frame says so, else from the byte the bitrate
+    gives where the analysis shows it constant), then the packets from the one holding the start to the one holding
+    the end, copied."""
     seek = max(0.0, span.start - SEEK_MARGIN) if source.seekable else 0.0
     first = max(0.0, span.start - audio.packet - seek)  # the packets starting before it are dropped
     fast = seek > 0 and audio.format == "mp3" and constant_bitrate_mp3(source)
+    skip = frames_at(source, audio, seek) if seek > 0 and not fast else None
+    where = ("-f", "mp3", "-skip_initial_bytes", str(skip)) if skip is not None else ("-ss", f"{seek:.6f}")
     return [
         "ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "warning", *(("-fflags", "+fastseek") if fast else ()),
         *(("-copyts",) if source.absolute else ()),
-        *(("-ss", f"{seek:.6f}") if seek > 0 else ()), "-i", source.url,
+        *(where if seek > 0 else ()), "-i", source.url,
         "-map", "0:a:0", "-c", "copy", "-map_chapters", "-1",
         "-ss", f"{first:.6f}", "-to", f"{span.end - seek:.6f}",
         "-f", container.muxer, *container.options, "-y", output,
