@@ -39,6 +39,7 @@ class _Link:
         self.client = client
         self.upstream = upstream
         self.sent = 0  # bytes towards the service
+        self.uploading_at: float | None = None  # when it had carried more than HEAD_BYTES towards the service
         self.frozen = threading.Event()
         self.broken = False
 
@@ -51,6 +52,8 @@ class _Link:
                 sink.sendall(data)
                 if towards_service:
                     self.sent += len(data)
+                    if self.uploading_at is None and self.sent > HEAD_BYTES:
+                        self.uploading_at = time.monotonic()
         except OSError:
             pass
         if self.frozen.is_set():
@@ -126,6 +129,16 @@ class BreakingProxy:
             threading.Thread(target=link.wait_for_service_close, daemon=True).start()
         else:
             raise ValueError(how)
+
+    def outage(self) -> float:
+        """The seconds, over all breaks made, from each break until an upload began to pass again (on a link whose
+        upload began after it): how long the recorder brought the service nothing, as slow as the machine made it."""
+        total = 0.0
+        for when, _, _ in self.done:
+            at = (self._first or 0.0) + when
+            later = [link.uploading_at for link in self.links if link.uploading_at and link.uploading_at > at]
+            total += min(later) - at if later else 0.0
+        return total
 
     def refuse_new(self) -> None:
         """From now on refuse new connections (the recorder's network is down for good); links open stay as they
