@@ -24,12 +24,12 @@ import dataclasses
 import datetime
 import hashlib
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from tornado_records.storage import catalogue, joins, parts, recovery, sqldb, upload_rows
+from tornado_records.storage.commits import CommitLine
 from tornado_records.storage.content import Receiver, open_content
 from tornado_records.storage.joins import Joins
 from tornado_records.storage.model import (
@@ -94,6 +94,7 @@ class RecordStore:
             room.create(self.wconn)
         self.rconn = sqldb.connect(index, root)
         self.joins = Joins(self)
+        self.commits = CommitLine(self)
         self.uploads = UploadRows(self)
         self.sharing = sharing_for(self)
         self.tmp = self.sharing.tmp
@@ -264,40 +265,15 @@ class RecordStore:
 
     async def commit(self, new: NewContent, condition: Condition | None = None) -> tuple[Record, bool]:
         """Make a whole upload the record's current version; returns it and whether the record is new. The upload's
-        content is made durable first (its receiver's finish), then placed in the index's transaction.
+        content is made durable first (its receiver's finish), then placed in the index's transaction, which the
+        commits that end together share (commits.py).
 
         `condition`, if given, is checked against the current version in the same transaction that replaces it
         (PreconditionFailed if it does not hold), so that no other change can slip in between. On a failure the
         previous version stays as it was, and the new content's blob is removed (its file in tmp/ is the caller's).
         """
         await new.receiver.finish(new.size)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.writer, self._commit, new, condition)
-
-    def _commit(self, new: NewContent, condition: Condition | None) -> tuple[Record, bool]:
-        name = new.receiver.name
-        modified = int(time.time())
-        record = Record(
-            str(new.event), new.start.isoformat(), new.type, new.size, new.digest.hexdigest(), modified, name
-        )
-        try:
-            with storage_errors(), self.wconn.transaction():
-                self.wconn.lock_record(record.event, record.start)
-                old = self.current(record.event, record.start)
-                if condition is not None and not condition(old):
-                    raise PreconditionFailed(new.event, new.start)
-                new.receiver.place(modified)
-                self.write_version(record, old)
-                parts.replace(self.wconn, record.event, record.start, record.size, new.began, time.time())
-        except sqldb.IndexUnavailable:
-            raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
-        except BaseException:
-            self.content.remove(name)
-            raise
-        self.sharing.starts.add(record.event, record.start)
-        self.keep_hash(new.digest)
-        self.unlink_unused(old, record)
-        return record, old is None
+        return await self.commits.commit(new, condition)
 
     def adopt(self, record: Record, name: str, details: dict[str, str | None] | None = None) -> bool:
         """Make `record`, a version copied from another data directory whose content is now the blob `name`, the
