@@ -78,17 +78,19 @@ class CommitLine:
         store = self.store
         modified = int(time.time())
         written: list[_Waiting] = []
+        events: list[tuple[str, dict]] = []  # their events, written to a shared log at once
         try:
             with storage_errors(), store.wconn.transaction():
                 for waiting in line:
                     if self._place(waiting, modified):
                         assert waiting.record is not None
-                        store.write_version(waiting.record, waiting.old)
+                        store.write_version(waiting.record, waiting.old, events)
                         new = waiting.new
                         record = waiting.record
                         parts.replace(store.wconn, record.event, record.start, record.size, new.began, time.time())
                         written.append(waiting)
                 if written:
+                    store.write_events(events)
                     store.content.sync_placed()
         except sqldb.IndexUnavailable as exc:
             # the outcome is unknown: the blobs stay (named, or orphans that a later start removes)

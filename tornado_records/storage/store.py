@@ -101,9 +101,9 @@ class RecordStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
         self.background: set[asyncio.Future] = set()  # work that the shutdown waits for (finish_later)
-        # With a shared event log: writes the event of a record's change in the change's transaction (the hub's
-        # write_change), given the writer's connection, the event's type and data.
-        self.change_event: Callable[[sqldb.Database, str, dict], None] | None = None
+        # With a shared event log: writes the events of records' changes in the changes' transaction (the hub's
+        # write_changes), given the writer's connection and each event's type and data.
+        self.change_events: Callable[[sqldb.Database, list[tuple[str, dict]]], None] | None = None
         recovery.recover(self)
 
     @property
@@ -290,14 +290,22 @@ class RecordStore:
         self.sharing.starts.add(record.event, record.start)
         return True
 
-    def write_version(self, record: Record, old: Record | None) -> None:
+    def write_version(self, record: Record, old: Record | None, events: list[tuple[str, dict]] | None = None) -> None:
         """In a writer transaction: make `record` the current version in place of `old`, counted in its event's
-        summary, and its event written where the event log is shared."""
+        summary, and its event written where the event log is shared (or added to `events`, for write_events)."""
         self.put_row(record)
         catalogue.count_change(self.wconn, record.event, None if old is None else old.size, record.size)
-        if self.change_event is not None:
-            change = "record-created" if old is None else "record-updated"
-            self.change_event(self.wconn, change, {"record": record.to_json()})
+        change = ("record-created" if old is None else "record-updated", {"record": record.to_json()})
+        if events is not None:
+            events.append(change)
+        else:
+            self.write_events([change])
+
+    def write_events(self, events: list[tuple[str, dict]]) -> None:
+        """In a writer transaction: the events (type, data) of its changes, written where the event log is shared
+        (all at once: the log's writer, which holds its lock between writes, has its say once)."""
+        if self.change_events is not None and events:
+            self.change_events(self.wconn, events)
 
     def put_row(self, record: Record) -> None:
         """In a writer transaction: the record's row, as it is (the same bytes in other runs: no event)."""
@@ -334,9 +342,7 @@ class RecordStore:
             self.wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
             catalogue.count_change(self.wconn, record.event, record.size, None)
             parts.remove(self.wconn, record.event, record.start)
-            if self.change_event is not None:
-                deleted = {"record": {"event": record.event, "start": record.start}}
-                self.change_event(self.wconn, "record-deleted", deleted)
+            self.write_events([("record-deleted", {"record": {"event": record.event, "start": record.start}})])
         self.sharing.starts.remove(record.event, record.start)
         self.unlink_unused(record, None)
         return record
