@@ -66,7 +66,7 @@ def make_app(config: Config) -> tornado.web.Application:
     store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
     if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction
-        store.change_event = hub.write_change
+        store.change_events = hub.write_changes
         hub.written_with_change = CHANGE_EVENTS
     dead_air = DeadAir(store, hub, config.dead_air, config.silence_threshold)
     spec_yaml, spec_json = openapi_document(resource("records.yaml"))

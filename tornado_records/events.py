@@ -169,17 +169,19 @@ class EventHub:
             [] if log is None else log.recent(), maxlen=replay if log is None else log.max_events
         )
         self._timer: asyncio.TimerHandle | None = None
-        # the events that the store writes to a shared log in the transaction of their change (see write_change)
+        # the events that the store writes to a shared log in the transaction of their change (see write_changes)
         self.written_with_change: frozenset[str] = frozenset()
         # what this process's events are told to besides the subscribers (the audio analysis): watch(type, data)
         self.watchers: list[Callable[[str, dict[str, Any]], None]] = []
 
-    def write_change(self, conn: Database, event_type: str, data: dict[str, Any]) -> None:
-        """Write the event of a record's change to the shared log in the change's transaction, on `conn` (the store
-        calls it, in its writer thread); the hub's `publish` of it then only counts it."""
+    def write_changes(self, conn: Database, changes: list[tuple[str, dict[str, Any]]]) -> None:
+        """Write the events (type, data) of records' changes to the shared log in the changes' transaction, on
+        `conn` (the store calls it, in its writer thread, once a transaction: the log's lock is then held to its
+        end); the hub's `publish` of each then only counts it."""
         assert self.log is not None and self.log.assigns_ids
-        self.log.wait_written()  # the upload's own events (upload-started, ...) before it
-        self.log.write_in(conn, [(event_body(event_type, data), time.time())])
+        self.log.wait_written()  # the uploads' own events (upload-started, ...) before them
+        created = time.time()
+        self.log.write_in(conn, [(event_body(event_type, data), created) for event_type, data in changes])
 
     def publish(self, event_type: str, data: dict[str, Any]) -> int | None:
         """Send an event to every subscriber and keep it for replay; returns its id (with a shared log: None, the

@@ -4,6 +4,7 @@ import asyncio
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -160,3 +161,18 @@ async def test_aborted_first_upload_leaves_no_record(blobs, fetch, http_port, da
     assert (await fetch(record_url())).code == 404
     assert json.loads((await fetch(f"/records/{EVENT}")).body)["count"] == 0
     assert list(blobs()) == []
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_uploads_that_end_together_are_answered_together_each_with_its_record(fetch) -> None:
+    # their commits share the writer's turns (storage/commits.py); on a shared index their events are written to the
+    # log once a turn (before, each waited a second for the log's lock that the turn held)
+    starts = [f"2024-05-01T{hour:02d}:00:00" for hour in range(20)]
+    bodies = {start: os.urandom(50_000) for start in starts}
+    began = time.monotonic()
+    answers = await asyncio.gather(*(fetch(record_url(start=s), method="PUT", body=bodies[s]) for s in starts))
+    assert [answer.code for answer in answers] == [204] * len(starts)
+    assert time.monotonic() - began < 4  # one of them alone takes a few milliseconds
+    for start in starts:
+        answer = await fetch(record_url(start=start))
+        assert answer.code == 200 and answer.body == bodies[start]

@@ -13,12 +13,14 @@ import io
 import random
 import secrets
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from support.waiting import eventually
 from tornado_records.commands.backup import backup
 from tornado_records.commands.check import check
 from tornado_records.commands.datadir import Source
@@ -391,3 +393,54 @@ async def test_uploads_at_once_to_many_records_are_all_kept(store: RecordStore) 
     await asyncio.gather(*(put(store, body(200_000, s.isoformat()), s, chunk=4096) for s in starts))
     for start in starts:
         assert read_all(store, start) == body(200_000, start.isoformat())
+
+
+# -- commits that end together -------------------------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_commits_that_end_together_share_a_turn_and_each_keeps_its_own_outcome(store: RecordStore) -> None:
+    existing = START + datetime.timedelta(hours=1)
+    taken, _ = await put(store, body(300, "taken"), existing)
+    writer_free = threading.Event()
+    store.writer.submit(writer_free.wait)  # the writer busy, as with another line: the commits wait together
+    try:
+        fresh = [START + datetime.timedelta(minutes=m) for m in range(6)]
+        uploads = [put(store, body(100_000, s.isoformat()), s) for s in fresh]
+        # two that want the same new record: one is refused; one whose record exists already: refused
+        only_if_new = lambda current: current is None  # noqa: E731
+        contested = START + datetime.timedelta(hours=2)
+        uploads += [put(store, body(500, f"contested {n}"), contested, condition=only_if_new) for n in range(2)]
+        uploads.append(put(store, body(700, "late"), existing, condition=only_if_new))
+        outcomes = asyncio.gather(*uploads, return_exceptions=True)
+        assert await eventually(lambda: store.commits.waiting == len(uploads)), "the commits did not all wait"
+    finally:
+        writer_free.set()
+    results = await outcomes
+    for start, result in zip(fresh, results[:6]):
+        assert result == (store.get(EVENT, start), True) and read_all(store, start) == body(100_000, start.isoformat())
+    contest = results[6:8]
+    assert sorted(type(r).__name__ for r in contest) == ["PreconditionFailed", "tuple"]
+    winner = next(n for n, r in enumerate(contest) if isinstance(r, tuple))
+    assert read_all(store, contested) == body(500, f"contested {winner}")
+    assert isinstance(results[8], PreconditionFailed) and store.get(EVENT, existing) == taken
+    named = {record.blob for record in (await store.list(EVENT, limit=100)).records}
+    assert set(store.content.names()) == named and list(store.tmp.iterdir()) == []  # no blob of a refused one
+
+
+@pytest.mark.gen_test
+async def test_commits_of_one_record_that_end_together_leave_the_last_one(store: RecordStore) -> None:
+    writer_free = threading.Event()
+    store.writer.submit(writer_free.wait)
+    try:
+        versions = [body(1000 + n, f"version {n}") for n in range(4)]
+        outcomes = []
+        for number, data in enumerate(versions):  # one after the other into the line: their order is known
+            outcomes.append(asyncio.ensure_future(put(store, data)))
+            assert await eventually(lambda: store.commits.waiting == number + 1)
+    finally:
+        writer_free.set()
+    results = await asyncio.gather(*outcomes)
+    assert [created for _, created in results] == [True, False, False, False]
+    assert store.get(EVENT, START) == results[-1][0] and read_all(store) == versions[-1]
+    assert store.content.names() == [results[-1][0].blob]

@@ -27,7 +27,8 @@ class Receiver(Protocol):
         """The file is whole (`size` bytes): keep all of it durably (fsync, or the object completed)."""
 
     def place(self, modified: int) -> None:
-        """In the commit's transaction, once the precondition held: the blob exists under its name (blocks)."""
+        """In the commit's transaction, once the precondition held: the blob exists under its name, durably once
+        the content store's `sync_placed` has run (blocks)."""
 
     def abort(self) -> None:
         """Keep nothing of it (blocks)."""
@@ -61,6 +62,10 @@ class ContentStore(Protocol):
     def piece_done(self, path: Path, piece: str, named: bool) -> None:
         """An append piece ended and all it brought is in its record (whose current version names its file, or
         not): give back what only the piece needed."""
+
+    def sync_placed(self) -> None:
+        """Make the blobs that receivers placed so far durable under their names (one fsync of a directory for all
+        of them, or nothing), before the commit's transaction ends. Blocks."""
 
     def remove(self, name: str) -> None:
         """Remove a blob (a reader that holds it goes on reading)."""

@@ -206,9 +206,12 @@ class FileBlobs:
 
     def place(self, path: Path, name: str, modified: int) -> None:
         """Make the durable file `path` (in tmp/) the blob `name`: renamed, its mtime the version's Last-Modified (so
-        that nginx sending it itself agrees), and the name made durable."""
+        that nginx sending it itself agrees); its name is durable after the next `sync_placed`."""
         os.rename(path, self.directory / name)
         os.utime(self.directory / name, (modified, modified))
+
+    def sync_placed(self) -> None:
+        """Make the names of the files placed so far durable: one fsync of blobs/ for all of them."""
         fsync_dir(self.directory)
 
     def remove(self, name: str) -> None:
@@ -239,7 +242,8 @@ class FileReceiver:
         await asyncio.get_running_loop().run_in_executor(None, fsync_content, self.path)
 
     def place(self, modified: int) -> None:
-        """In the commit's transaction: the file becomes the blob (blocks)."""
+        """In the commit's transaction: the file becomes the blob (its name durable at the store's sync_placed;
+        blocks)."""
         self.blobs.place(self.path, self.name, modified)
 
     def abort(self) -> None:

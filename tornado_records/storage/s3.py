@@ -184,6 +184,9 @@ class ObjectBlobs:
             sender.abort()
             raise
 
+    def sync_placed(self) -> None:
+        """Nothing: an object is durable under its name once complete."""
+
     @_unavailable
     def remove(self, name: str) -> None:
         """Remove the object. A download that has begun reading it goes on (its GET does); one that has not yet

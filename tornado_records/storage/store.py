@@ -24,12 +24,12 @@ import dataclasses
 import datetime
 import hashlib
 import os
-import time
 import uuid
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from tornado_records.storage import catalogue, joins, parts, recovery, sqldb, upload_rows
+from tornado_records.storage.commits import CommitLine
 from tornado_records.storage.content import Receiver, open_content
 from tornado_records.storage.joins import Joins
 from tornado_records.storage.model import (
@@ -94,15 +94,16 @@ class RecordStore:
             room.create(self.wconn)
         self.rconn = sqldb.connect(index, root)
         self.joins = Joins(self)
+        self.commits = CommitLine(self)
         self.uploads = UploadRows(self)
         self.sharing = sharing_for(self)
         self.tmp = self.sharing.tmp
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._hashes: collections.OrderedDict[str, "hashlib._Hash"] = collections.OrderedDict()
         self.background: set[asyncio.Future] = set()  # work that the shutdown waits for (finish_later)
-        # With a shared event log: writes the event of a record's change in the change's transaction (the hub's
-        # write_change), given the writer's connection, the event's type and data.
-        self.change_event: Callable[[sqldb.Database, str, dict], None] | None = None
+        # With a shared event log: writes the events of records' changes in the changes' transaction (the hub's
+        # write_changes), given the writer's connection and each event's type and data.
+        self.change_events: Callable[[sqldb.Database, list[tuple[str, dict]]], None] | None = None
         recovery.recover(self)
 
     @property
@@ -264,40 +265,15 @@ class RecordStore:
 
     async def commit(self, new: NewContent, condition: Condition | None = None) -> tuple[Record, bool]:
         """Make a whole upload the record's current version; returns it and whether the record is new. The upload's
-        content is made durable first (its receiver's finish), then placed in the index's transaction.
+        content is made durable first (its receiver's finish), then placed in the index's transaction, which the
+        commits that end together share (commits.py).
 
         `condition`, if given, is checked against the current version in the same transaction that replaces it
         (PreconditionFailed if it does not hold), so that no other change can slip in between. On a failure the
         previous version stays as it was, and the new content's blob is removed (its file in tmp/ is the caller's).
         """
         await new.receiver.finish(new.size)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.writer, self._commit, new, condition)
-
-    def _commit(self, new: NewContent, condition: Condition | None) -> tuple[Record, bool]:
-        name = new.receiver.name
-        modified = int(time.time())
-        record = Record(
-            str(new.event), new.start.isoformat(), new.type, new.size, new.digest.hexdigest(), modified, name
-        )
-        try:
-            with storage_errors(), self.wconn.transaction():
-                self.wconn.lock_record(record.event, record.start)
-                old = self.current(record.event, record.start)
-                if condition is not None and not condition(old):
-                    raise PreconditionFailed(new.event, new.start)
-                new.receiver.place(modified)
-                self.write_version(record, old)
-                parts.replace(self.wconn, record.event, record.start, record.size, new.began, time.time())
-        except sqldb.IndexUnavailable:
-            raise  # the commit's outcome is unknown: the blob stays (named, or an orphan that a later start removes)
-        except BaseException:
-            self.content.remove(name)
-            raise
-        self.sharing.starts.add(record.event, record.start)
-        self.keep_hash(new.digest)
-        self.unlink_unused(old, record)
-        return record, old is None
+        return await self.commits.commit(new, condition)
 
     def adopt(self, record: Record, name: str, details: dict[str, str | None] | None = None) -> bool:
         """Make `record`, a version copied from another data directory whose content is now the blob `name`, the
@@ -314,14 +290,22 @@ class RecordStore:
         self.sharing.starts.add(record.event, record.start)
         return True
 
-    def write_version(self, record: Record, old: Record | None) -> None:
+    def write_version(self, record: Record, old: Record | None, events: list[tuple[str, dict]] | None = None) -> None:
         """In a writer transaction: make `record` the current version in place of `old`, counted in its event's
-        summary, and its event written where the event log is shared."""
+        summary, and its event written where the event log is shared (or added to `events`, for write_events)."""
         self.put_row(record)
         catalogue.count_change(self.wconn, record.event, None if old is None else old.size, record.size)
-        if self.change_event is not None:
-            change = "record-created" if old is None else "record-updated"
-            self.change_event(self.wconn, change, {"record": record.to_json()})
+        change = ("record-created" if old is None else "record-updated", {"record": record.to_json()})
+        if events is not None:
+            events.append(change)
+        else:
+            self.write_events([change])
+
+    def write_events(self, events: list[tuple[str, dict]]) -> None:
+        """In a writer transaction: the events (type, data) of its changes, written where the event log is shared
+        (all at once: the log's writer, which holds its lock between writes, has its say once)."""
+        if self.change_events is not None and events:
+            self.change_events(self.wconn, events)
 
     def put_row(self, record: Record) -> None:
         """In a writer transaction: the record's row, as it is (the same bytes in other runs: no event)."""
@@ -358,9 +342,7 @@ class RecordStore:
             self.wconn.execute("DELETE FROM records WHERE event = ? AND start = ?", (record.event, record.start))
             catalogue.count_change(self.wconn, record.event, record.size, None)
             parts.remove(self.wconn, record.event, record.start)
-            if self.change_event is not None:
-                deleted = {"record": {"event": record.event, "start": record.start}}
-                self.change_event(self.wconn, "record-deleted", deleted)
+            self.write_events([("record-deleted", {"record": {"event": record.event, "start": record.start}})])
         self.sharing.starts.remove(record.event, record.start)
         self.unlink_unused(record, None)
         return record
