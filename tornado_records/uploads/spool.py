@@ -13,6 +13,10 @@ The lag is bounded in bytes and in time:
   arrived: what arrives is in the file within KICK_DELAY plus the write's own time (the page cache, not an fsync:
   durability stays with the commit, the joins and the offsets, which `drain` first).
 
+With `direct`, the writer writes the file's whole pages past the page cache (direct.py), for a file that nothing
+reads back soon (an upload that becomes a blob by a rename); every byte handed in is still in the file at the end of
+each turn.
+
 A failure of the writer (an OSError: ENOSPC for a full disk, or for the room a `room` function leaves) is kept, and
 raised by the next `put` or by `drain`; `written` then counts exactly the bytes that are in the file, hashed. The
 spool knows nothing of the store: its owners (store.Upload, appends.Piece, resumable.Resumable) turn errors into the
@@ -29,6 +33,8 @@ import hashlib
 import os
 import threading
 from typing import Awaitable, BinaryIO, Callable, Iterable
+
+from tornado_records.uploads.direct import DirectWriter, open_direct
 
 # Small enough that the writer copies bytes that are still in the CPU's cache (a 4 MiB lag with 1 MiB chunks tripled
 # the writer's time in the kernel's copy to the page cache: see docs/benchmarks.md).
@@ -58,7 +64,8 @@ class Spool:
 
     `room`, if given, is asked (in the writer thread) how many more bytes may be written; past it the writer stops
     with OSError(ENOSPC), having written what fit. A spool made `held` keeps what it receives from its file (within
-    the lag: its receiver waits past it) until `release()`.
+    the lag: its receiver waits past it) until `release()`. With `direct`, its file's whole pages are written past the
+    page cache where the file system allows (direct.py).
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class Spool:
         hashes: Iterable["hashlib._Hash"] = (),
         room: Callable[[], int] | None = None,
         held: bool = False,
+        direct: bool = False,
     ) -> None:
         self.received = 0
         self.written = 0
@@ -81,6 +89,8 @@ class Spool:
         self._running = False  # a writer thread owns the turn
         self._closing = False
         self._held = held
+        self._direct = direct  # until the writer's first turn opens `_pages`, where the file system allows
+        self._pages: DirectWriter | None = None
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -151,7 +161,7 @@ class Spool:
             running = self._running
             self._notify()
         if not running:
-            self._file.close()
+            self._close_file()
 
     # -- the event loop's side -------------------------------------------------------------------------------------
 
@@ -215,7 +225,7 @@ class Spool:
                     self._running = False
                     self._notify()
                     if self._closing:
-                        self._file.close()
+                        self._close_file()
                     return
                 batch = self._take()
             try:
@@ -225,6 +235,11 @@ class Spool:
                     self._error = exc
                     self._behind = 0
                     self._queue, self._queued = [], 0
+
+    def _close_file(self) -> None:
+        if self._pages is not None:
+            self._pages.close()
+        self._file.close()
 
     def _take(self) -> list[bytes]:
         """The chunks waiting, up to TURN_BYTES of them (at least one), off the queue (call with the lock held)."""
@@ -242,10 +257,20 @@ class Spool:
         total = sum(len(chunk) for chunk in batch)
         fit = total if self._room is None else max(0, min(total, self._room()))
         views = _cut(batch, fit)
+        if self._direct:
+            self._direct = False
+            self._pages = open_direct(self._fd)
+        pages = self._pages
         done = 0
         failure: BaseException | None = None
         try:
-            while views:
+            if pages is not None:
+                start = pages.at
+                try:
+                    pages.write(views)
+                finally:
+                    done = pages.at - start
+            while pages is None and views:
                 n = os.writev(self._fd, views[:_IOV_MAX])
                 done += n
                 views = _skip(views, n)
@@ -256,7 +281,8 @@ class Spool:
         for view in _cut(batch, done):
             for digest in self._hashes:
                 digest.update(view)
-        if _sync_file_range is not None and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
+        writeback = pages is None and _sync_file_range is not None
+        if writeback and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
             _sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # the whole file's dirty pages; errors ignored
         with self._lock:
             self.written += done
