@@ -13,7 +13,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from tornado_records.uploads.spool import KICK_BYTES, LAG_BYTES, Spool
+from tornado_records.uploads.spool import DROP_BEHIND, KICK_BYTES, LAG_BYTES, WRITEBACK_BYTES, Spool
 
 
 def held_spool(path: Path) -> tuple[Spool, threading.Event, threading.Event]:
@@ -90,23 +90,20 @@ def test_a_held_spool_writes_nothing_until_released_and_bounds_its_lag(tmp_path:
     assert path.read_bytes() == b"a" * KICK_BYTES + b"b" * LAG_BYTES
 
 
-def test_a_direct_spool_writes_every_byte_in_order_and_each_turn_whole(tmp_path: Path) -> None:
-    """A spool that writes whole pages past the page cache (uploads/direct.py) and the rest through it: chunks of
-    every size and alignment, onto a file that already holds bytes (a resumable upload taken up again), arrive in
-    order, hashed; what a turn took is in the file when the writer is idle, whole pages or not."""
+
+def test_an_uncached_spool_writes_every_byte_in_order(tmp_path: Path) -> None:
+    """A spool that drops its file's pages from the page cache as they reach the disk (an upload's, on the files
+    engine): chunks of every size, onto a file that already holds bytes (a resumable upload taken up again), arrive
+    whole and in order, hashed, however far past the pages dropped."""
     path = tmp_path / "file"
     path.write_bytes(b"0" * 1000)
-    sizes = [1, 4095, 4096, 4097, 3000, KICK_BYTES + 7, 700_000, 12, 8192, LAG_BYTES + 4096 * 3 + 5, 333]
+    sizes = [1, 4095, 4097, KICK_BYTES + 7, 700_000, 12, LAG_BYTES + 5] * 8 + [DROP_BEHIND + 3 * WRITEBACK_BYTES + 1]
     chunks = [bytes([65 + n % 26]) * size for n, size in enumerate(sizes)]
     digest = hashlib.sha256()
 
     async def main() -> None:
-        spool = Spool(open(path, "ab", buffering=0), [digest], direct=True)
-        for chunk in chunks[:3]:
-            spool.put(chunk)
-        await spool.drain()  # a turn that ends within a page: its bytes are in the file all the same
-        assert path.stat().st_size == 1000 + sum(sizes[:3]) and spool.written == sum(sizes[:3])
-        for chunk in chunks[3:]:
+        spool = Spool(open(path, "ab", buffering=0), [digest], uncached=True)
+        for chunk in chunks:
             lagging = spool.put(memoryview(bytearray(chunk)))  # as the body's reader hands them in
             if lagging is not None:
                 await lagging

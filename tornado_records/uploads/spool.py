@@ -13,10 +13,6 @@ The lag is bounded in bytes and in time:
   arrived: what arrives is in the file within KICK_DELAY plus the write's own time (the page cache, not an fsync:
   durability stays with the commit, the joins and the offsets, which `drain` first).
 
-With `direct`, the writer writes the file's whole pages past the page cache (direct.py), for a file that nothing
-reads back soon (an upload that becomes a blob by a rename); every byte handed in is still in the file at the end of
-each turn.
-
 A failure of the writer (an OSError: ENOSPC for a full disk, or for the room a `room` function leaves) is kept, and
 raised by the next `put` or by `drain`; `written` then counts exactly the bytes that are in the file, hashed. The
 spool knows nothing of the store: its owners (store.Upload, appends.Piece, resumable.Resumable) turn errors into the
@@ -34,8 +30,6 @@ import os
 import threading
 from typing import Awaitable, BinaryIO, Callable, Iterable
 
-from tornado_records.uploads.direct import DirectWriter, open_direct
-
 # Small enough that the writer copies bytes that are still in the CPU's cache (a 4 MiB lag with 1 MiB chunks tripled
 # the writer's time in the kernel's copy to the page cache: see docs/benchmarks.md).
 LAG_BYTES = 1 << 20  # received but not yet in the file: the most an upload holds in memory (plus one chunk)
@@ -50,10 +44,17 @@ _IOV_MAX = 1024
 # (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
 # write (a whole GiB took it 0.5-0.8 s here) rather than the whole upload.
 WRITEBACK_BYTES = 8 << 20
+# An `uncached` spool then also waits for the writeback of what lies more than DROP_BEHIND bytes back (long done, as
+# a rule) and drops those pages from the page cache, so that an upload's file holds a few windows of it, not all of
+# it. The pages it writes next are then those just freed, where the kernel would otherwise find new ones: on a
+# virtual machine whose host takes back the guest's free memory, the first touch of such a page costs a fault in the
+# host, and the copy into new cache pages swung from 0.2 to 2 s of CPU per GiB (docs/benchmarks.md).
+DROP_BEHIND = 2 * WRITEBACK_BYTES
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER: the range is on the disk when it returns
 
 _writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="spool-writer")
 
@@ -64,8 +65,8 @@ class Spool:
 
     `room`, if given, is asked (in the writer thread) how many more bytes may be written; past it the writer stops
     with OSError(ENOSPC), having written what fit. A spool made `held` keeps what it receives from its file (within
-    the lag: its receiver waits past it) until `release()`. With `direct`, its file's whole pages are written past the
-    page cache where the file system allows (direct.py).
+    the lag: its receiver waits past it) until `release()`. An `uncached` spool drops its file's pages from the page
+    cache once they are on the disk (for a file that nothing reads again soon).
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class Spool:
         hashes: Iterable["hashlib._Hash"] = (),
         room: Callable[[], int] | None = None,
         held: bool = False,
-        direct: bool = False,
+        uncached: bool = False,
     ) -> None:
         self.received = 0
         self.written = 0
@@ -89,8 +90,8 @@ class Spool:
         self._running = False  # a writer thread owns the turn
         self._closing = False
         self._held = held
-        self._direct = direct  # until the writer's first turn opens `_pages`, where the file system allows
-        self._pages: DirectWriter | None = None
+        self._uncached = uncached
+        self._dropped = 0  # the file's bytes before this offset left the page cache (uncached)
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -161,7 +162,7 @@ class Spool:
             running = self._running
             self._notify()
         if not running:
-            self._close_file()
+            self._file.close()
 
     # -- the event loop's side -------------------------------------------------------------------------------------
 
@@ -225,7 +226,7 @@ class Spool:
                     self._running = False
                     self._notify()
                     if self._closing:
-                        self._close_file()
+                        self._file.close()
                     return
                 batch = self._take()
             try:
@@ -235,11 +236,6 @@ class Spool:
                     self._error = exc
                     self._behind = 0
                     self._queue, self._queued = [], 0
-
-    def _close_file(self) -> None:
-        if self._pages is not None:
-            self._pages.close()
-        self._file.close()
 
     def _take(self) -> list[bytes]:
         """The chunks waiting, up to TURN_BYTES of them (at least one), off the queue (call with the lock held)."""
@@ -257,20 +253,10 @@ class Spool:
         total = sum(len(chunk) for chunk in batch)
         fit = total if self._room is None else max(0, min(total, self._room()))
         views = _cut(batch, fit)
-        if self._direct:
-            self._direct = False
-            self._pages = open_direct(self._fd)
-        pages = self._pages
         done = 0
         failure: BaseException | None = None
         try:
-            if pages is not None:
-                start = pages.at
-                try:
-                    pages.write(views)
-                finally:
-                    done = pages.at - start
-            while pages is None and views:
+            while views:
                 n = os.writev(self._fd, views[:_IOV_MAX])
                 done += n
                 views = _skip(views, n)
@@ -281,9 +267,10 @@ class Spool:
         for view in _cut(batch, done):
             for digest in self._hashes:
                 digest.update(view)
-        writeback = pages is None and _sync_file_range is not None
-        if writeback and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
+        if _sync_file_range is not None and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
             _sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # the whole file's dirty pages; errors ignored
+            if self._uncached:
+                self._drop_behind()
         with self._lock:
             self.written += done
             self._behind -= done
@@ -292,6 +279,14 @@ class Spool:
             self._event_loop_threadsafe_call(self.on_written)
         if failure is not None:
             raise failure
+
+    def _drop_behind(self) -> None:
+        """Drop the file's pages more than DROP_BEHIND bytes back from the page cache, once they are on the disk."""
+        end = os.lseek(self._fd, 0, os.SEEK_CUR) - DROP_BEHIND  # the file's end: the writes go there (also "ab")
+        if end > self._dropped:
+            _sync_file_range(self._fd, self._dropped, end - self._dropped, _SYNC_FILE_RANGE_WAIT)  # errors ignored
+            os.posix_fadvise(self._fd, self._dropped, end - self._dropped, os.POSIX_FADV_DONTNEED)
+            self._dropped = end
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
