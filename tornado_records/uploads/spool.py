@@ -46,9 +46,10 @@ _IOV_MAX = 1024
 WRITEBACK_BYTES = 8 << 20
 # An `uncached` spool then also waits for the writeback of what lies more than DROP_BEHIND bytes back (long done, as
 # a rule) and drops those pages from the page cache, so that an upload's file holds a few windows of it, not all of
-# it. The pages it writes next are then those just freed, where the kernel would otherwise find new ones: on a
-# virtual machine whose host takes back the guest's free memory, the first touch of such a page costs a fault in the
-# host, and the copy into new cache pages swung from 0.2 to 2 s of CPU per GiB (docs/benchmarks.md).
+# it, and the pages it writes next are those it just freed. Without it, once earlier uploads had filled the memory
+# with cache, the kernel's copy into the cache (pages reclaimed from long-unused ones; likely a fault in the virtual
+# machine's host on their first touch) took the server's CPU for a 1 GiB upload from 1.5 s to 3.6 s, and its rate
+# halved; with it, 1.6 s throughout (docs/benchmarks.md).
 DROP_BEHIND = 2 * WRITEBACK_BYTES
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
 if _sync_file_range is not None:
