@@ -44,18 +44,19 @@ _IOV_MAX = 1024
 # (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
 # write (a whole GiB took it 0.5-0.8 s here) rather than the whole upload.
 WRITEBACK_BYTES = 8 << 20
-# An `uncached` spool then also waits for the writeback of what lies more than DROP_BEHIND bytes back (long done, as
-# a rule) and drops those pages from the page cache, so that an upload's file holds a few windows of it, not all of
-# it, and the pages it writes next are those it just freed. Without it, once earlier uploads had filled the memory
-# with cache, the kernel's copy into the cache (pages reclaimed from long-unused ones; likely a fault in the virtual
-# machine's host on their first touch) took the server's CPU for a 1 GiB upload from 1.5 s to 3.6 s, and its rate
-# halved; with it, 1.6 s throughout (docs/benchmarks.md).
+# An `uncached` spool then also drops the pages more than DROP_BEHIND bytes back from the page cache (those on the
+# disk already, as a rule; the others stay until a later turn finds them written), so that an upload's file holds a
+# few windows of it, not all of it, and the pages it writes next are those it just freed. Without it, once earlier
+# uploads had filled the memory with cache, the kernel's copy into the cache (pages reclaimed from long-unused ones;
+# likely a fault in the virtual machine's host on their first touch) took the server's CPU for a 1 GiB upload from
+# 1.5 s to 3.6 s, and its rate halved; with it, 1.6 s throughout (docs/benchmarks.md). It does not wait for the
+# disk: waiting for those pages' writeback held the first upload after the bench wrote its source file (the disk
+# busy) to 0.78-0.94x of nginx, against 1.0-1.2x without the drop.
 DROP_BEHIND = 2 * WRITEBACK_BYTES
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _SYNC_FILE_RANGE_WRITE = 2
-_SYNC_FILE_RANGE_WAIT = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER: the range is on the disk when it returns
 
 _writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="spool-writer")
 
@@ -92,7 +93,6 @@ class Spool:
         self._closing = False
         self._held = held
         self._uncached = uncached
-        self._dropped = 0  # the file's bytes before this offset left the page cache (uncached)
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -282,12 +282,10 @@ class Spool:
             raise failure
 
     def _drop_behind(self) -> None:
-        """Drop the file's pages more than DROP_BEHIND bytes back from the page cache, once they are on the disk."""
+        """Drop the file's pages more than DROP_BEHIND bytes back from the page cache, those that are on the disk."""
         end = os.lseek(self._fd, 0, os.SEEK_CUR) - DROP_BEHIND  # the file's end: the writes go there (also "ab")
-        if end > self._dropped:
-            _sync_file_range(self._fd, self._dropped, end - self._dropped, _SYNC_FILE_RANGE_WAIT)  # errors ignored
-            os.posix_fadvise(self._fd, self._dropped, end - self._dropped, os.POSIX_FADV_DONTNEED)
-            self._dropped = end
+        if end > 0:
+            os.posix_fadvise(self._fd, 0, end, os.POSIX_FADV_DONTNEED)  # dirty pages, and those being written, stay
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
