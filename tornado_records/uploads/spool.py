@@ -50,8 +50,7 @@ WRITEBACK_BYTES = 8 << 20
 # uploads had filled the memory with cache, the kernel's copy into the cache (pages reclaimed from long-unused ones;
 # likely a fault in the virtual machine's host on their first touch) took the server's CPU for a 1 GiB upload from
 # 1.5 s to 3.6 s, and its rate halved; with it, 1.6 s throughout (docs/benchmarks.md). It does not wait for the
-# disk: waiting for those pages' writeback held the first upload after the bench wrote its source file (the disk
-# busy) to 0.78-0.94x of nginx, against 1.0-1.2x without the drop.
+# disk (the commit's fsync does): the writer is never held back by it midway.
 DROP_BEHIND = 2 * WRITEBACK_BYTES
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
 if _sync_file_range is not None:
