@@ -90,7 +90,6 @@ def test_a_held_spool_writes_nothing_until_released_and_bounds_its_lag(tmp_path:
     assert path.read_bytes() == b"a" * KICK_BYTES + b"b" * LAG_BYTES
 
 
-
 def test_an_uncached_spool_writes_every_byte_in_order(tmp_path: Path) -> None:
     """A spool that drops its file's pages from the page cache as they reach the disk (an upload's, on the files
     engine): chunks of every size, onto a file that already holds bytes (a resumable upload taken up again), arrive
