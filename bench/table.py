@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import sys
 from typing import Callable
 
 MB = 1_000_000
@@ -112,9 +113,20 @@ def medians(samples: list[dict[str, float]]) -> dict[str, float]:
     return {key: statistics.median(sample[key] for sample in samples) for key in samples[0]}
 
 
+def each_run(runs: int, measure: Callable[[], dict[str, float]]) -> list[dict[str, float]]:
+    """Run `measure` `runs` times; each run's figures, also printed (to stderr) as each run ends, so that a ratio
+    can be read from one run, not only from the medians."""
+    samples = []
+    for run in range(1, runs + 1):
+        samples.append(measure())
+        figures = ", ".join(f"{key} {value:.4g}" for key, value in samples[-1].items())
+        print(f"  run {run}/{runs}: {figures}", file=sys.stderr, flush=True)
+    return samples
+
+
 def repeat(runs: int, measure: Callable[[], dict[str, float]]) -> dict[str, float]:
     """Run `measure` `runs` times and return the median of each figure it returns."""
-    return medians([measure() for _ in range(runs)])
+    return medians(each_run(runs, measure))
 
 
 def percentile(values: list[float], q: float) -> float:
