@@ -29,6 +29,7 @@ from tornado_records.audio.clips import Clips
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.feeds import FeedHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
+from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.handlers.listings import EventsHandler, PartsHandler, RecordsHandler
 from tornado_records.handlers.live import LiveHandler, UploadsHandler
 from tornado_records.handlers.records import RecordHandler
@@ -59,9 +60,10 @@ _EVENT = r"([^/]+)"
 _START = r"([^/]+)"
 
 
-def make_app(config: Config) -> tornado.web.Application:
-    """The application serving the records kept in `config.data_dir`; TornadoChanged if the installed Tornado lacks
-    a private attribute the service relies on (http/insides.py)."""
+def make_app(config: Config, notices: list[str] | None = None) -> tornado.web.Application:
+    """The application serving the records kept in `config.data_dir`, with the `notices` its listening room's page
+    shows (cli.py's; none: no /room/notices.json); TornadoChanged if the installed Tornado lacks a private attribute
+    the service relies on (http/insides.py)."""
     check_tornado()
     store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
@@ -94,6 +96,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
             (r"/openapi/(standalone\.js)", FileHandler, {"path": resource(SCALAR_BUNDLE).parent}),
             (r"/", RoomPageHandler, {"body": room, "content_type": "text/html; charset=utf-8", "headers": PAGE_HEADERS}),
+            *([] if notices is None else [(r"/room/notices\.json", NoticesHandler, {"notices": notices})]),
             (r"/room/(.+)", RoomHandler, {"path": resource("static/room")}),
         ],
         default_handler_class=NotFoundHandler,
@@ -141,7 +144,8 @@ class RecordsApplication(tornado.web.Application):
     would reach (no handler, nor a file on disk, is looked up for it)."""
 
     def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
-        if _CONTROL.search(request.path) or _CONTROL.search(urllib.parse.unquote(request.path, "latin1")):
+        path = request.path
+        if _CONTROL.search(path) or ("%" in path and _CONTROL.search(urllib.parse.unquote(path, "latin1"))):
             return self.get_handler_delegate(request, BadPathHandler)
         return super().find_handler(request, **kwargs)
 
@@ -243,11 +247,15 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     trusted proxy)."""
     request = handler.request
     status = handler.get_status()
-    sent = handler.bytes_sent if isinstance(handler, BaseHandler) else 0
+    ours = isinstance(handler, BaseHandler)
+    sent = handler.bytes_sent if ours else 0
     handler.settings["metrics"].observe(ROUTE_OF_HANDLER.get(type(handler), "other"), request.method, status, sent)
-    client = handler.client if isinstance(handler, BaseHandler) else request.remote_ip
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not access_log.isEnabledFor(level):  # the line's fields cost more than the check: made only when written
+        return
+    client = handler.client if ours else request.remote_ip
     access_log.log(
-        logging.WARNING if status >= 500 else logging.INFO,
+        level,
         "%s %s %d %dB %.1fms %s",
         request.method,
         _escaped(request.uri or ""),
