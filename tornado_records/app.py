@@ -56,6 +56,7 @@ BODY_IDLE_MARGIN = 1.0  # seconds past --upload-idle-timeout at which the server
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNPRINTABLE = re.compile(r"[^\x21-\x5b\x5d-\x7e]")  # what the access log writes escaped (\xNN)
+_PLAIN = re.compile(r"[\w/-]+")  # a route's pattern that matches only itself
 _EVENT = r"([^/]+)"
 _START = r"([^/]+)"
 
@@ -141,13 +142,36 @@ def page_policy(page: bytes) -> dict[str, str]:
 
 class RecordsApplication(tornado.web.Application):
     """The service's routes; a path holding a control character, raw or percent-encoded, is a 400 whatever route it
-    would reach (no handler, nor a file on disk, is looked up for it)."""
+    would reach (no handler, nor a file on disk, is looked up for it). A path that a route names as it is (`/ping`,
+    `/sse`, `/metrics`, `/`) is looked up in a dict, ahead of any route added later (`add_handlers`), rather than
+    by each route's pattern in turn."""
+
+    def __init__(self, handlers: list, **settings: Any) -> None:
+        super().__init__(handlers, **settings)
+        self.plain_routes = plain_routes(self.wildcard_router.rules)
 
     def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
         path = request.path
         if _CONTROL.search(path) or ("%" in path and _CONTROL.search(urllib.parse.unquote(path, "latin1"))):
             return self.get_handler_delegate(request, BadPathHandler)
+        plain = self.plain_routes.get(path)
+        if plain is not None:
+            return self.get_handler_delegate(request, *plain)
         return super().find_handler(request, **kwargs)
+
+
+def plain_routes(rules: list[tornado.routing.Rule]) -> dict[str, tuple[type, dict[str, Any]]]:
+    """The routes whose pattern is a plain path (letters, digits, `/`, `-`, `_`) that no route before them matches:
+    their handler and its arguments, by path."""
+    found: dict[str, tuple[type, dict[str, Any]]] = {}
+    for index, rule in enumerate(rules):
+        if type(rule.matcher) is not tornado.routing.PathMatches:  # a matcher of its own (CreationRequests) looks
+            continue  # at more than the path
+        path = rule.matcher.regex.pattern.removesuffix("$")
+        earlier = (other.matcher for other in rules[:index] if isinstance(other.matcher, tornado.routing.PathMatches))
+        if _PLAIN.fullmatch(path) and not any(matcher.regex.match(path) for matcher in earlier):
+            found[path] = (rule.target, rule.target_kwargs)
+    return found
 
 
 def reader(config: Config) -> sqldb.Database:
