@@ -2,9 +2,9 @@
 
 Requests and the bytes of their answers are counted as each request ends (from the access log's function), in plain
 dicts: a request pays one or two dict increments, and the counters are made of the dicts only when the metrics are
-scraped (prometheus-client's own Counter takes a lock and builds its label key on every increment, a tenth of a
-/ping's time in the service's own code). The rest is read when the metrics are scraped too: the hub's counts (events, subscribers, uploads in flight, bytes received), the
-disk holding the data directory, and the records stored (one query of the index, on a read-only connection).
+scraped (prometheus-client's own Counter takes a lock and builds its label key at every increment). The rest is read
+when the metrics are scraped: the hub's counts (events, subscribers, uploads in flight, bytes received), the disk
+holding the data directory, and the records stored (one query of the index, on a read-only connection).
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ class _Reading(tornado.httputil.HTTPMessageDelegate):
     connection among those waiting for a head (`heads`) until its head has arrived."""
 
     def __init__(
-        self, inner: tornado.httputil.HTTPMessageDelegate, guard: _Guard, heads: dict[object, float]
+        self, inner: tornado.httputil.HTTPMessageDelegate, guard: _Guard, heads: dict[tornado.iostream.IOStream, float]
     ) -> None:
         self.inner = inner
         self.guard = guard
@@ -273,16 +273,15 @@ class RecordsHTTPServer(tornado.httpserver.HTTPServer):
             *args,
             max_body_size=max_body_size,
             max_header_size=MAX_HEADER_SIZE,
-            idle_connection_timeout=header_timeout,  # Tornado bounds the wait for each request's head with it
             **kwargs,
         )
-        self.conn_params.header_timeout = None  # kept by _check_heads
+        self.conn_params.header_timeout = None  # Tornado's bound on each head, kept by _check_heads instead
         self.header_timeout = header_timeout
         self.body_limit = max_body_size or 100 * 1024 * 1024  # Tornado's default buffer size
         self.body_idle_timeout = body_idle_timeout
         self.max_connections = max_connections
         self._guards: dict[object, _Guard] = {}
-        self._heads: dict[object, float] = {}  # the connections waiting for a request's head, since when
+        self._heads: dict[tornado.iostream.IOStream, float] = {}  # the connections waiting for a head, since when
         interval = min(1.0, header_timeout / HEAD_CHECKS)
         self._head_timer = tornado.ioloop.PeriodicCallback(self._check_heads, interval * 1000)
 
@@ -301,7 +300,7 @@ class RecordsHTTPServer(tornado.httpserver.HTTPServer):
         for stream, since in list(self._heads.items()):
             if since <= overdue:
                 del self._heads[stream]
-                stream.close()  # type: ignore[attr-defined]
+                stream.close()
         if not self._guards:
             self._head_timer.stop()  # started again by the next connection
 
@@ -318,7 +317,7 @@ class RecordsHTTPServer(tornado.httpserver.HTTPServer):
     def on_close(self, server_conn: object) -> None:
         stream = getattr(server_conn, "stream", None)
         self._guards.pop(stream, None)
-        self._heads.pop(stream, None)
+        self._heads.pop(stream, None)  # type: ignore[arg-type]
         super().on_close(server_conn)
 
 
