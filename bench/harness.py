@@ -49,6 +49,7 @@ class Options:
     size: int  # the big transfer (1 GiB)
     only: tuple[str, ...]
     service: Path
+    baseline: Path | None  # --baseline: a second tornado-records command that the ping figure measures beside
     ping_seconds: int
     list_counts: tuple[int, int]
     list_requests: int
@@ -72,6 +73,12 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
         default=Path(sys.executable).with_name("tornado-records"),
         help="the tornado-records command to measure (default: the one beside this Python)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another tornado-records command (an install of an earlier version) that the ping figure measures too, "
+        "in the same runs, with the ratio of --service's requests/s to its",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.md", help="markdown table output")
     parser.add_argument(
         "--audio-minutes",
@@ -93,6 +100,7 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
         size=(args.size_mib or (32 if quick else 1024)) * MiB,
         only=only or tuple(figures),
         service=args.service,
+        baseline=args.baseline,
         ping_seconds=1 if quick else 5,
         list_counts=(100, 2_000 if quick else 100_000),
         list_requests=50 if quick else 200,
@@ -273,9 +281,7 @@ class Bench:
         self.servers: list[Server] = []
         self._sources: dict[int, Path] = {}
         self._serial = 0
-        self.service_help = subprocess.run(
-            [str(options.service), "--help"], capture_output=True, text=True, check=True
-        ).stdout
+        self._helps: dict[Path, str] = {}
 
     def close(self) -> None:
         """Stop every server still running and remove the temporary directory."""
@@ -301,9 +307,15 @@ class Bench:
             self._sources[size] = path
         return self._sources[size]
 
-    def supports(self, flag: str) -> bool:
-        """Whether the measured service has this flag (new ones are being built on other branches)."""
-        return flag in self.service_help
+    def supports(self, flag: str, command: Path | None = None) -> bool:
+        """Whether the measured service (or another tornado-records `command`) has this flag (new ones are being
+        built on other branches)."""
+        command = command or self.options.service
+        if command not in self._helps:
+            self._helps[command] = subprocess.run(
+                [str(command), "--help"], capture_output=True, text=True, check=True
+            ).stdout
+        return flag in self._helps[command]
 
     def _start(self, argv: list[str], port: int, name: str) -> Server:
         log = self.root / f"{name}-{self._serial}.log"
@@ -315,16 +327,18 @@ class Bench:
         return server
 
     @contextlib.contextmanager
-    def service(self, data_dir: Path | None = None, *flags: str) -> Iterator[Server]:
-        """A tornado-records process on a free port, on `data_dir` (default: a fresh one, removed afterwards)."""
+    def service(self, data_dir: Path | None = None, *flags: str, command: Path | None = None) -> Iterator[Server]:
+        """A tornado-records process on a free port, on `data_dir` (default: a fresh one, removed afterwards); the
+        measured service, or another `command` (--baseline)."""
         owned = data_dir is None
         data_dir = data_dir or self.fresh_dir("data")
         port = free_port()
-        argv = [str(self.options.service), "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+        command = command or self.options.service
+        argv = [str(command), "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
         # The caps raised past the figures' own loads: tens of thousands of subscribers, all from this machine's one
         # address (docs/reliability.md, "Hostile clients").
         for cap in ("--max-connections", "--max-client-streams"):
-            if self.supports(cap):
+            if self.supports(cap, command):
                 argv += [cap, "1000000"]
         server = self._start([*argv, "--log-level", "warning", *flags], port, "service")
         try:
@@ -482,4 +496,5 @@ def describe(options: Options) -> str:
     return (
         f"{when}; {version or 'tornado-records'} vs {nginx}; {os.cpu_count()} CPUs; "
         f"medians of {options.runs} run(s); big transfer {mib(options.size)}"
+        + (f"; baseline {options.baseline}" if options.baseline else "")
     )

@@ -29,6 +29,7 @@ from tornado_records.audio.clips import Clips
 from tornado_records.handlers.base import BadPathHandler, BaseHandler, NotFoundHandler
 from tornado_records.handlers.feeds import FeedHandler
 from tornado_records.handlers.meta import DocumentHandler, FileHandler, MetricsHandler, PingHandler
+from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.handlers.listings import EventsHandler, PartsHandler, RecordsHandler
 from tornado_records.handlers.live import LiveHandler, UploadsHandler
 from tornado_records.handlers.records import RecordHandler
@@ -55,13 +56,15 @@ BODY_IDLE_MARGIN = 1.0  # seconds past --upload-idle-timeout at which the server
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNPRINTABLE = re.compile(r"[^\x21-\x5b\x5d-\x7e]")  # what the access log writes escaped (\xNN)
+_PLAIN = re.compile(r"[\w/-]+")  # a route's pattern that matches only itself
 _EVENT = r"([^/]+)"
 _START = r"([^/]+)"
 
 
-def make_app(config: Config) -> tornado.web.Application:
-    """The application serving the records kept in `config.data_dir`; TornadoChanged if the installed Tornado lacks
-    a private attribute the service relies on (http/insides.py)."""
+def make_app(config: Config, notices: list[str] | None = None) -> tornado.web.Application:
+    """The application serving the records kept in `config.data_dir`, with the `notices` its listening room's page
+    shows (cli.py's; none: no /room/notices.json); TornadoChanged if the installed Tornado lacks a private attribute
+    the service relies on (http/insides.py)."""
     check_tornado()
     store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
@@ -94,6 +97,7 @@ def make_app(config: Config) -> tornado.web.Application:
             (r"/openapi/openapi\.yaml", DocumentHandler, {"body": spec_yaml, "content_type": "application/yaml"}),
             (r"/openapi/(standalone\.js)", FileHandler, {"path": resource(SCALAR_BUNDLE).parent}),
             (r"/", RoomPageHandler, {"body": room, "content_type": "text/html; charset=utf-8", "headers": PAGE_HEADERS}),
+            *([] if notices is None else [(r"/room/notices\.json", NoticesHandler, {"notices": notices})]),
             (r"/room/(.+)", RoomHandler, {"path": resource("static/room")}),
         ],
         default_handler_class=NotFoundHandler,
@@ -138,12 +142,36 @@ def page_policy(page: bytes) -> dict[str, str]:
 
 class RecordsApplication(tornado.web.Application):
     """The service's routes; a path holding a control character, raw or percent-encoded, is a 400 whatever route it
-    would reach (no handler, nor a file on disk, is looked up for it)."""
+    would reach (no handler, nor a file on disk, is looked up for it). A path that a route names as it is (`/ping`,
+    `/sse`, `/metrics`, `/`) is looked up in a dict, ahead of any route added later (`add_handlers`), rather than
+    by each route's pattern in turn."""
+
+    def __init__(self, handlers: list, **settings: Any) -> None:
+        super().__init__(handlers, **settings)
+        self.plain_routes = plain_routes(self.wildcard_router.rules)
 
     def find_handler(self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any) -> Any:
-        if _CONTROL.search(request.path) or _CONTROL.search(urllib.parse.unquote(request.path, "latin1")):
+        path = request.path
+        if _CONTROL.search(path) or ("%" in path and _CONTROL.search(urllib.parse.unquote(path, "latin1"))):
             return self.get_handler_delegate(request, BadPathHandler)
+        plain = self.plain_routes.get(path)
+        if plain is not None:
+            return self.get_handler_delegate(request, *plain)
         return super().find_handler(request, **kwargs)
+
+
+def plain_routes(rules: list[tornado.routing.Rule]) -> dict[str, tuple[type, dict[str, Any]]]:
+    """The routes whose pattern is a plain path (letters, digits, `/`, `-`, `_`) that no route before them matches:
+    their handler and its arguments, by path."""
+    found: dict[str, tuple[type, dict[str, Any]]] = {}
+    for index, rule in enumerate(rules):
+        if type(rule.matcher) is not tornado.routing.PathMatches:  # a matcher of its own (CreationRequests) looks
+            continue  # at more than the path
+        path = rule.matcher.regex.pattern.removesuffix("$")
+        earlier = (other.matcher for other in rules[:index] if isinstance(other.matcher, tornado.routing.PathMatches))
+        if _PLAIN.fullmatch(path) and not any(matcher.regex.match(path) for matcher in earlier):
+            found[path] = (rule.target, rule.target_kwargs)
+    return found
 
 
 def reader(config: Config) -> sqldb.Database:
@@ -243,11 +271,15 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     trusted proxy)."""
     request = handler.request
     status = handler.get_status()
-    sent = handler.bytes_sent if isinstance(handler, BaseHandler) else 0
+    ours = isinstance(handler, BaseHandler)
+    sent = handler.bytes_sent if ours else 0
     handler.settings["metrics"].observe(ROUTE_OF_HANDLER.get(type(handler), "other"), request.method, status, sent)
-    client = handler.client if isinstance(handler, BaseHandler) else request.remote_ip
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not access_log.isEnabledFor(level):  # the line's fields cost more than the check: made only when written
+        return
+    client = handler.client if ours else request.remote_ip
     access_log.log(
-        logging.WARNING if status >= 500 else logging.INFO,
+        level,
         "%s %s %d %dB %.1fms %s",
         request.method,
         _escaped(request.uri or ""),

@@ -30,7 +30,6 @@ from tornado_records.storage.model import BlobsError
 from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.commands.datadir import CommandError, Source
-from tornado_records.handlers.notices import NoticesHandler
 from tornado_records.http.insides import TornadoChanged, check as check_tornado
 from tornado_records.redact import MaskingFormatter, mask, secrets_of_environment
 
@@ -251,8 +250,11 @@ async def serve(config: Config) -> None:
         sockets = tornado.netutil.bind_sockets(config.port, config.host)
     except OSError as exc:
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    notices = exposure_notices(sockets, config)
     try:
-        app = make_app(config)
+        # the notices in the routes' one table: a rule of a host of its own (add_handlers) would be tried first by
+        # every request
+        app = make_app(config, notices)
     except (OSError, sqlite3.DatabaseError) as exc:
         raise StartupError(storage_error(exc, config.data_dir)) from None
     except sqldb.Database.errors as exc:  # a PostgreSQL index (SQLite's errors are DatabaseErrors, above)
@@ -261,12 +263,10 @@ async def serve(config: Config) -> None:
     except BlobsError as exc:
         raise StartupError(f"cannot keep recordings in {config.blobs}: {exc}") from None
     raise_open_files_limit(config.max_connections)
-    notices = exposure_notices(sockets, config)
     for notice in notices:
         log.warning("%s", notice)
     if (stale := stale_index(config)) is not None:
         log.warning("%s", stale)
-    app.add_handlers(r".*", [(r"/room/notices\.json", NoticesHandler, {"notices": notices})])
     server = make_server(app)
     server.add_sockets(sockets)
     start_app(app)

@@ -1,17 +1,20 @@
 """Metrics: what `GET /metrics` shows, in the Prometheus text format, from one registry per application.
 
-Requests and the bytes of their answers are counted as each request ends (from the access log's function); the rest
-is read when the metrics are scraped: the hub's counts (events, subscribers, uploads in flight, bytes received), the
-disk holding the data directory, and the records stored (one query of the index, on a read-only connection).
+Requests and the bytes of their answers are counted as each request ends (from the access log's function), in plain
+dicts: a request pays one or two dict increments, and the counters are made of the dicts only when the metrics are
+scraped (prometheus-client's own Counter takes a lock and builds its label key at every increment). The rest is read
+when the metrics are scraped: the hub's counts (events, subscribers, uploads in flight, bytes received), the disk
+holding the data directory, and the records stored (one query of the index, on a read-only connection).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 from pathlib import Path
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -27,28 +30,17 @@ class Metrics:
 
     def __init__(self, hub: EventHub, data_dir: Path, index: Database) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            PREFIX + "http_requests",
-            "HTTP requests answered, by route, method and status",
-            ["route", "method", "status"],
-            registry=self.registry,
-        )
-        self.sent = Counter(
-            PREFIX + "http_sent_bytes",
-            "Body bytes of the answers sent, by route (counted when each request ends; /sse events are counted in "
-            "tornado_records_sse_sent_bytes_total)",
-            ["route"],
-            registry=self.registry,
-        )
+        self.requests = RequestCollector()
+        self.registry.register(self.requests)
         self.state = StateCollector(hub, data_dir, index)
         self.registry.register(self.state)
         ProcessCollector(registry=self.registry)
 
     def observe(self, route: str, method: str, status: int, sent: int) -> None:
-        """Count a finished request."""
-        self.requests.labels(route, method if method in METHODS else "other", str(status)).inc()
+        """Count a finished request (on the event loop: the counts are not locked)."""
+        self.requests.answered[route, method if method in METHODS else "other", status] += 1
         if sent:
-            self.sent.labels(route).inc(sent)
+            self.requests.sent[route] += sent
 
     def exposition(self) -> bytes:
         """The metrics in the Prometheus text format. Blocks (it queries the index): run it in a thread."""
@@ -56,6 +48,33 @@ class Metrics:
 
     def close(self) -> None:
         self.state.close()
+
+
+class RequestCollector(Collector):
+    """The requests answered and the bytes of their answers, counted in dicts as each request ends."""
+
+    def __init__(self) -> None:
+        self.answered: collections.Counter[tuple[str, str, int]] = collections.Counter()  # (route, method, status)
+        self.sent: collections.Counter[str] = collections.Counter()  # by route
+
+    def collect(self) -> Iterator[Metric]:
+        answered, sent = dict.copy(self.answered), dict.copy(self.sent)  # copied at once: the event loop adds
+        requests = CounterMetricFamily(
+            PREFIX + "http_requests", "HTTP requests answered, by route, method and status",
+            labels=["route", "method", "status"],
+        )  # fmt: skip
+        for (route, method, status), count in sorted(answered.items()):
+            requests.add_metric([route, method, str(status)], count)
+        yield requests
+        sent_bytes = CounterMetricFamily(
+            PREFIX + "http_sent_bytes",
+            "Body bytes of the answers sent, by route (counted when each request ends; /sse events are counted in "
+            "tornado_records_sse_sent_bytes_total)",
+            labels=["route"],
+        )
+        for route, count in sorted(sent.items()):
+            sent_bytes.add_metric([route], count)
+        yield sent_bytes
 
 
 class StateCollector(Collector):

@@ -1,13 +1,16 @@
 """Ping, the OpenAPI document and page, and the JSON errors of unknown routes, wrong methods and faults."""
 
+import email.utils
 import json
 import re
+import time
 
 import pytest
 import yaml
 
 from support.paths import REPO
 from support.records import record_url
+from tornado_records import __version__
 
 
 @pytest.mark.gen_test
@@ -16,6 +19,20 @@ async def test_ping_is_204_not_cached(fetch, method):
     response = await fetch("/ping", method=method)
     assert response.code == 204 and response.body == b""
     assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("path, status", [("/ping", 204), ("/records", 200), ("/no/such/route", 404)])
+async def test_every_answer_says_its_server_its_date_and_no_sniffing(fetch, path, status):
+    for _ in range(2):  # the second within the same second as the first, most likely: the same date, not an older one
+        before = time.time()
+        response = await fetch(path)
+        after = time.time()
+        assert response.code == status
+        assert response.headers["Server"] == f"tornado-records/{__version__}"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+        date = email.utils.parsedate_to_datetime(response.headers["Date"]).timestamp()
+        assert int(before) <= date <= after, response.headers["Date"]
 
 
 @pytest.mark.gen_test

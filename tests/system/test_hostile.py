@@ -237,6 +237,29 @@ def test_stalled_bodies_and_headers_are_closed_within_their_bounds_and_free_thei
     assert json.loads(request(svc.url, "GET", f"/records/{EVENT}")[2])["count"] == 0
 
 
+def test_a_kept_alive_connection_left_idle_is_closed_at_the_header_bound_and_a_busy_one_is_not(service) -> None:
+    svc = service("--header-timeout", "1")
+    idle, busy = (socket.create_connection(("127.0.0.1", svc.port)) for _ in range(2))
+    started = time.monotonic()
+    for sock in (idle, busy):
+        sock.sendall(request_head("GET", "/ping", {}))
+        assert read_until(sock, b"\r\n\r\n").startswith(b"HTTP/1.1 204")
+    idle.setblocking(False)
+    with pytest.raises(BlockingIOError):  # still open, nothing to read
+        idle.recv(1)
+    deadline = started + 1 + 0.1 + 2  # the bound, a tenth of it, and slack for a loaded machine
+    while time.monotonic() < started + 1.5:  # the busy one asks again and again, each head well within the bound
+        busy.sendall(request_head("GET", "/ping", {}))
+        assert read_until(busy, b"\r\n\r\n").startswith(b"HTTP/1.1 204")
+        time.sleep(0.2)  # the client's own pace
+    idle.settimeout(deadline - time.monotonic())
+    assert idle.recv(1) == b""  # closed by the server, within the deadline (a timeout would raise)
+    busy.sendall(request_head("GET", "/ping", {}))
+    assert read_until(busy, b"\r\n\r\n").startswith(b"HTTP/1.1 204")
+    idle.close()
+    busy.close()
+
+
 # -- caps --------------------------------------------------------------------------------------------------------
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import collections
+import email.utils
 import functools
 import http
 import json
 import logging
+import time
 import traceback
 from typing import Any
 
@@ -15,7 +17,7 @@ import tornado.web
 from tornado_records import __version__
 from tornado_records.http.access import bearer_token, client_address
 from tornado_records.http.caching import NEVER
-from tornado_records.http.insides import buffered_bytes, finished
+from tornado_records.http.insides import begin_answer, buffered_bytes, finished
 from tornado_records.http.semantics import served_type
 from tornado_records.storage.model import (
     BlobsUnavailable,
@@ -32,6 +34,7 @@ from tornado_records.storage.sqldb import IndexUnavailable
 log = logging.getLogger("tornado_records.handlers")
 
 CHALLENGE = 'Bearer realm="tornado-records"'  # the WWW-Authenticate of a 401 (RFC 6750 §3)
+SERVER = f"tornado-records/{__version__}"  # the Server header of every answer
 RETRY_AFTER_STREAMS = 10  # seconds a client refused for holding too many streams is asked to wait
 
 # The one place where the store's exceptions become HTTP statuses.
@@ -102,9 +105,10 @@ class BaseHandler(tornado.web.RequestHandler):
                 del places[self.stream_place]
             self.stream_place = None
 
-    def set_default_headers(self) -> None:
-        self.set_header("Server", f"tornado-records/{__version__}")
-        self.set_header("X-Content-Type-Options", "nosniff")  # a type is what it says: no answer is sniffed into HTML
+    def clear(self) -> None:
+        # Tornado's clear(), with the headers every answer begins with made once a second, not at every request
+        begin_answer(self, first_headers())
+        self.set_default_headers()
 
     def set_served_type(self, stored: str) -> None:
         """Headers for a record's bytes stored with type `stored`: the type itself when it is a passive media type,
@@ -218,6 +222,21 @@ class BaseHandler(tornado.web.RequestHandler):
             log.log(level, "%s %s: %s%s", self.request.method, self.request.uri, value, cause)
             return
         super().log_exception(typ, value, tb)
+
+
+def first_headers() -> dict[str, str]:
+    """The headers every answer begins with: those of Tornado's `clear`, with our Server, and no sniffing."""
+    return _first_headers(int(time.time()))
+
+
+@functools.lru_cache(maxsize=1)
+def _first_headers(second: int) -> dict[str, str]:
+    return {
+        "Server": SERVER,
+        "Content-Type": "text/html; charset=UTF-8",
+        "Date": email.utils.formatdate(second, usegmt=True),
+        "X-Content-Type-Options": "nosniff",  # a type is what it says: no answer is sniffed into HTML
+    }
 
 
 def _phrase(status_code: int) -> str:

@@ -71,8 +71,12 @@ INSIDES: tuple[Inside, ...] = (
            kind=bool),  # fmt: skip
     Inside(RequestHandler, "_headers_written", HERE, "headers_sent(): a download cut off once its headers are sent",
            kind=bool),  # fmt: skip
-    Inside(RequestHandler, "_write_buffer", HERE, "buffered_bytes(): the body bytes the access log counts",
-           kind=list),  # fmt: skip
+    Inside(RequestHandler, "_write_buffer", HERE, "buffered_bytes(): the body bytes the access log counts; "
+           "begin_answer() empties it", kind=list),  # fmt: skip
+    Inside(RequestHandler, "_headers", HERE, "begin_answer(): the answer's headers, made from ready values",
+           kind=tornado.httputil.HTTPHeaders),  # fmt: skip
+    Inside(RequestHandler, "_status_code", HERE, "begin_answer(): the status, 200 to begin with", kind=int),
+    Inside(RequestHandler, "_reason", HERE, "begin_answer(): the status's reason phrase", kind=str),
 )
 
 
@@ -94,6 +98,15 @@ def headers_sent(handler: tornado.web.RequestHandler) -> bool:
 def buffered_bytes(handler: tornado.web.RequestHandler) -> int:
     """How many bytes of the answer's body wait in the handler, written but not yet flushed to the connection."""
     return sum(len(part) for part in handler._write_buffer)
+
+
+def begin_answer(handler: tornado.web.RequestHandler, headers: dict[str, str]) -> None:
+    """Reset the handler's answer as `RequestHandler.clear` does (200, nothing written), its headers `headers`: values
+    ready for the wire, taken as they are (clear formats the date and checks each value at every request)."""
+    handler._headers = tornado.httputil.HTTPHeaders(headers)
+    handler._write_buffer = []
+    handler._status_code = 200
+    handler._reason = "OK"
 
 
 def check() -> None:
