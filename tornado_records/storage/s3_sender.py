@@ -1,9 +1,9 @@
 """A file of the data directory on its way to be one object of the S3 content engine (s3.py): a multipart upload
 whose parts are sent as the file fills, several at once, and botocore's errors turned into the store's.
 
-The parts are sent by the content store's `senders`, a few threads that every upload of the process shares: each
-reads its part from the file (the spool wrote it there) and sends it, so that the memory the object store's uploads
-take is at most SENDERS parts, however many uploads there are.
+The parts are sent by the content store's `senders`, a few threads that every upload of the process shares, each
+part read from the file as botocore hashes and sends it (`FilePart`): no part is ever whole in memory, and the memory
+the object store's uploads take does not grow with the part's size nor with the number of uploads.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import io
 import os
 import threading
 from pathlib import Path
@@ -51,6 +52,39 @@ def unavailable(method: Callable) -> Callable:
             ) from None
 
     return wrapper
+
+
+class FilePart(io.RawIOBase):
+    """`length` bytes of an open file from `offset`, as a file of their own: botocore reads a part's body twice (its
+    SHA-256 for the signature, its CRC32), seeks back, and sends it, a block at a time; given bytes, it would hold the
+    whole part in memory while doing so."""
+
+    def __init__(self, fd: int, offset: int, length: int) -> None:
+        super().__init__()
+        self._fd, self._offset, self._length = fd, offset, length
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._at
+        data = os.pread(self._fd, left if size < 0 else min(size, left), self._offset + self._at)
+        if not data and left:
+            raise BlobsError("the file is shorter than its upload")
+        self._at += len(data)
+        return data
+
+    def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._length}[whence]
+        self._at = min(max(0, base + position), self._length)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
 
 
 class ObjectSender:
@@ -113,18 +147,11 @@ class ObjectSender:
             part.result()
         self.complete()
 
-    def _read(self, offset: int, length: int) -> bytes:
-        with open(self.path, "rb") as file:
-            data = os.pread(file.fileno(), length, offset)
-        if len(data) < length:
-            raise BlobsError(f"the file {self.path.name} is shorter than its upload")
-        return data
-
     @unavailable
     def _put_whole(self, size: int) -> None:
-        self.blobs.client.put_object(
-            Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), Body=self._read(self.at, size - self.at)
-        )
+        with open(self.path, "rb") as file:
+            body = FilePart(file.fileno(), self.at, size - self.at)
+            self.blobs.client.put_object(Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), Body=body)
 
     @unavailable
     def _send_part(self, number: int, offset: int, length: int) -> None:
@@ -136,10 +163,11 @@ class ObjectSender:
                 self.upload_id = self.blobs.client.create_multipart_upload(
                     Bucket=self.blobs.bucket, Key=self.blobs.key(self.name)
                 )["UploadId"]
-        answer = self.blobs.client.upload_part(
-            Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id, PartNumber=number,
-            Body=self._read(offset, length),
-        )  # fmt: skip
+        with open(self.path, "rb") as file:
+            answer = self.blobs.client.upload_part(
+                Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id, PartNumber=number,
+                Body=FilePart(file.fileno(), offset, length),
+            )  # fmt: skip
         self._etags[number] = answer["ETag"]
 
     @unavailable
