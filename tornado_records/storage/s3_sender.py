@@ -27,10 +27,14 @@ try:
 except ImportError:  # without the [scale] extra there is no object store, and none of its errors
     BotoCoreError = ClientError = type("NoBotocoreError", (Exception,), {})
 
-PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
-# Parts sent at once by a process. One part's request waits on the store's answer about a third of its time
-# (py-spy, 1 GiB to SeaweedFS); four keep the store busy, and their memory (4 x PART) under the service's bound.
+# Bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last). 16 MiB did no
+# better against SeaweedFS (the parts' memory does not depend on it, see FilePart), and leaves more to send at the end.
+PART = 8 << 20
+# Parts sent at once by a process. Sent one at a time, a part's request waited on the store's answer a third of its
+# time (py-spy, 1 GiB to SeaweedFS); four keep the store busy (eight did no better, and took 10 MB more: each thread
+# keeps an allocator arena of its own).
 SENDERS = 4
+READ_BLOCK = 256 << 10  # urllib3 sends a body 16 KiB at a time: a system call for 16 of them
 
 
 def unavailable(method: Callable) -> Callable:
@@ -55,9 +59,9 @@ def unavailable(method: Callable) -> Callable:
 
 
 class FilePart(io.RawIOBase):
-    """`length` bytes of an open file from `offset`, as a file of their own: botocore reads a part's body twice (its
-    SHA-256 for the signature, its CRC32), seeks back, and sends it, a block at a time; given bytes, it would hold the
-    whole part in memory while doing so."""
+    """`length` bytes of an open file from `offset`, as a file of their own. botocore reads a part's body to hash it
+    for the signature, seeks back, and sends it a block at a time; given bytes, it would hold the whole part in memory
+    meanwhile. See `part_body`."""
 
     def __init__(self, fd: int, offset: int, length: int) -> None:
         super().__init__()
@@ -70,13 +74,13 @@ class FilePart(io.RawIOBase):
     def seekable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        left = self._length - self._at
-        data = os.pread(self._fd, left if size < 0 else min(size, left), self._offset + self._at)
-        if not data and left:
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._length - self._at]
+        got = os.preadv(self._fd, [view], self._offset + self._at)
+        if not got and len(view):
             raise BlobsError("the file is shorter than its upload")
-        self._at += len(data)
-        return data
+        self._at += got
+        return got
 
     def seek(self, position: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: self._length}[whence]
@@ -85,6 +89,12 @@ class FilePart(io.RawIOBase):
 
     def tell(self) -> int:
         return self._at
+
+
+def part_body(fd: int, offset: int, length: int) -> io.BufferedReader:
+    """A part's body for botocore: the file's bytes read a MiB at a time (its hashing reads a MiB at a time, and
+    urllib3's sending 16 KiB at a time: from the buffer, not a system call each)."""
+    return io.BufferedReader(FilePart(fd, offset, length), READ_BLOCK)
 
 
 class ObjectSender:
@@ -150,7 +160,7 @@ class ObjectSender:
     @unavailable
     def _put_whole(self, size: int) -> None:
         with open(self.path, "rb") as file:
-            body = FilePart(file.fileno(), self.at, size - self.at)
+            body = part_body(file.fileno(), self.at, size - self.at)
             self.blobs.client.put_object(Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), Body=body)
 
     @unavailable
@@ -166,7 +176,7 @@ class ObjectSender:
         with open(self.path, "rb") as file:
             answer = self.blobs.client.upload_part(
                 Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id, PartNumber=number,
-                Body=FilePart(file.fileno(), offset, length),
+                Body=part_body(file.fileno(), offset, length),
             )  # fmt: skip
         self._etags[number] = answer["ETag"]
 
