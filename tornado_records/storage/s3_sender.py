@@ -121,7 +121,8 @@ class ObjectSender:
 
     def written(self, size: int) -> None:
         """The file now has `size` bytes: queue its full parts (on the event loop; does not block)."""
-        if not any(part.done() and part.exception() for part in self._parts[-1:]):  # not past a failure
+        last = self._parts[-1] if self._parts else None
+        if last is None or not last.done() or last.cancelled() or last.exception() is None:  # not past a failure
             self._queue(size, last=False)
 
     def _queue(self, upto: int, last: bool) -> None:
