@@ -151,7 +151,7 @@ class ObjectBlobs:
             self.prefix += "/"
         self.url = f"s3://{self.bucket}/{self.prefix}"
         # No CRC32 of each part (botocore's default since 1.36, 8 % of an upload's CPU): over HTTP the signature
-        # carries each part's SHA-256, which the store checks; over HTTPS, TLS guards the bytes.
+        # carries each part's SHA-256 (x-amz-content-sha256, checked against the body); over HTTPS, TLS guards it.
         config = botocore.config.Config(
             max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4},
             request_checksum_calculation="when_required",
