@@ -113,11 +113,11 @@ class ObjectContent:
             self._body = None
 
     def close(self) -> None:
-        """Close the GET; a read ahead under way closes it when it ends."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and not ahead[1].done():
-            ahead[1].add_done_callback(lambda _: self._close_body())
+        """Close the GET; a read ahead under way closes it when it ends (however often this is called meanwhile)."""
+        if self._ahead is not None and not self._ahead[1].done():
+            self._ahead[1].add_done_callback(lambda _: self._close_body())
         else:
+            self._ahead = None
             self._close_body()
 
 
