@@ -13,8 +13,9 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tornado_records" / "__i
 
 # What the service needs past one machine (docs/scale-out.md): psycopg 3 for --index postgresql://... (the binary
 # extra bundles libpq; tested with 3.3), and botocore, AWS's own S3 client, for --blobs s3://... (multipart uploads,
-# ranged reads, credentials and endpoint from the usual AWS variables; tested with 1.43).
-SCALE = ["psycopg[binary]>=3.2,<4", "botocore>=1.34,<2"]
+# ranged reads, credentials and endpoint from the usual AWS variables; 1.36 for request_checksum_calculation; tested with
+# 1.43).
+SCALE = ["psycopg[binary]>=3.2,<4", "botocore>=1.36,<2"]
 
 
 class BuildWithData(build_py):

@@ -48,6 +48,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
     "append": figures.append.run,
     "ping-storm": figures.ping_storm.run,
     "scale-out": figures.scale_out.run,
+    "scale-out-s3": figures.scale_out.run_s3,  # its S3 half alone (bench/objects.py: raw botocore beside it)
     "webhooks": figures.webhooks.run,
     "analysis": figures.analysis.run,
     "analysis-beside": figures.analysis_beside.run,

@@ -5,13 +5,24 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from harness import Bench, BenchError, Server, record_path
+from harness import Bench, BenchError, Server, proc_status, record_path
+from objects import bucket_of, get_ranges, get_stream, put_parts, s3_client
 from subscribers import subscribers
-from table import Row, Target, compare, mib, percentile, repeat
+from table import MB, Row, Target, alone, compare, mib, percentile, repeat
 from transfers import at_once, fetch, put_small, upload
 
 
 def run(bench: Bench) -> list[Row]:
+    """11. Both set-ups (see `setups`)."""
+    return setups(bench, s3_only=False)
+
+
+def run_s3(bench: Bench) -> list[Row]:
+    """11, its S3 half alone (`--only scale-out-s3`): PostgreSQL + S3, beside nginx and raw botocore."""
+    return setups(bench, s3_only=True)
+
+
+def setups(bench: Bench, s3_only: bool) -> list[Row]:
     """11. The scale-out set-ups (docs/scale-out.md): the index in PostgreSQL with the recordings in the data
     directory, then with them in an S3 object store (SeaweedFS); each with one process, then two behind nginx: the big
     upload and download, eight uploads and eight downloads at once, and one event published on one process reaching
@@ -28,7 +39,7 @@ def run(bench: Bench) -> list[Row]:
         def nginx_eight() -> float:
             return at_once([nginx.url(f"/files/up-{i}") for i in range(8)], theirs, part, eighth)
 
-        for name, blobs in (("PostgreSQL index", None), ("PostgreSQL + S3", bucket)):
+        for name, blobs in (("PostgreSQL index", None), ("PostgreSQL + S3", bucket))[1 if s3_only else 0 :]:
             rows += scale_out_rows(bench, name, database, blobs, nginx, nginx_eight)
     return rows
 
@@ -51,20 +62,29 @@ def scale_out_rows(
         ups, downs = [server.url(record_path(8 + i)) for i in range(8)], [server.url(record_path(i)) for i in range(8)]
         return at_once(ups, downs, part, eighth)
 
-    def flags() -> tuple[str, ...]:
-        return ("--index", database()) + (("--blobs", bucket()) if bucket else ())
+    def flags(blobs: str | None = None) -> tuple[str, ...]:
+        blobs = blobs or (bucket() if bucket else None)
+        return ("--index", database()) + (("--blobs", blobs) if blobs else ())
 
-    with bench.service(bench.fresh_dir("data"), *flags()) as one:
+    blobs = bucket() if bucket else None
+    store = s3_client() if blobs else None
+    with bench.service(bench.fresh_dir("data"), *flags(blobs)) as one:
 
         def big() -> dict[str, float]:
-            return {
+            figures = {
                 "up": upload(one.url(record_path()), source).mb_per_s,
                 "down": fetch(one.url(record_path()), size).mb_per_s,
                 "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
                 "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
             }
+            if store is not None:  # the same store, straight: parallel parts up, parallel ranges down
+                figures["boto_up"] = put_parts(store, bucket_of(blobs), "botocore/big", source)
+                figures["boto_down"] = get_ranges(store, bucket_of(blobs), "botocore/big", size)
+                figures["boto_stream"] = get_stream(store, bucket_of(blobs), "botocore/big", size)
+            return figures
 
         m = repeat(runs, big)
+        peak = proc_status(one.pid, "VmHWM") / MB
         for i in range(8):
             upload(one.url(record_path(i)), part)
         c1 = repeat(runs, lambda: {"ours": eight_each(one), "nginx": nginx_eight()})
@@ -92,11 +112,14 @@ def scale_out_rows(
 
         e = repeat(runs, one_event)
     eights = f"8 up + 8 down of {mib(eighth)} (MB/s)"
+    if store is not None:
+        store.close()
     return [
         compare(f"{name}, 1 process: upload {mib(size)} (MB/s)", m["up"], m["nginx_up"], "{:.0f}", Target(">=", 1.0)),
         compare(
             f"{name}, 1 process: download {mib(size)} (MB/s)", m["down"], m["nginx_down"], "{:.0f}", Target(">=", 1.0)
         ),
+        *(object_store_rows(name, size, m, peak) if store is not None else []),
         compare(f"{name}, 1 process: {eights}", c1["ours"], c1["nginx"], "{:.0f}", Target(">=", 0.8)),
         compare(f"{name}, 2 processes behind nginx: {eights}", c2["ours"], c2["nginx"], "{:.0f}", Target(">=", 0.8)),
         Row(
@@ -106,3 +129,23 @@ def scale_out_rows(
             verdict=Target("<=", 500).verdict(e["p99"]),
         ),
     ]
+
+
+def object_store_rows(name: str, size: int, m: dict[str, float], peak: float) -> list[Row]:
+    """The big upload and download beside raw botocore against the same bucket (bench/objects.py), and the peak
+    memory of the process through them."""
+    return [
+        compare(
+            f"{name}, 1 process: upload {mib(size)} (MB/s), vs raw botocore (8 MiB parts, 10 threads)",
+            m["up"], m["boto_up"], "{:.0f}", Target(">=", 0.8),
+        ),
+        compare(
+            f"{name}, 1 process: download {mib(size)} (MB/s), vs raw botocore (8 MiB ranges, 10 threads)",
+            m["down"], m["boto_down"], "{:.0f}", Target(">=", 0.8),
+        ),
+        compare(
+            f"{name}, 1 process: download {mib(size)} (MB/s), vs raw botocore (one GET)",
+            m["down"], m["boto_stream"], "{:.0f}", Target(">=", 0.8),
+        ),
+        alone(f"{name}, 1 process: peak RSS through the transfers above (MB)", peak, "{:.0f}", Target("<=", 100, " MB")),
+    ]  # fmt: skip

@@ -2,8 +2,8 @@
 Knows nothing of HTTP nor of the index (see content.py for the interface).
 
 The data directory still holds what is in flight (tmp/, append pieces while they arrive, resumable uploads), and an
-object is written in parts of PART bytes as its file fills (`ObjectSender`), so that the commit at the end of an
-upload has at most one part left to send. A join of an append piece is an object of its own, `PIECE.AT`; when the
+object is written in parts as its file fills, several at once (`ObjectSender`, s3_sender.py), so that the commit at
+the end of an upload has little left to send. A join of an append piece is an object of its own, `PIECE.AT`; when the
 piece ends its runs are merged into one object, `PIECE.AT.merged`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import os
@@ -19,42 +20,15 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from tornado_records.storage.model import MERGED, BlobsError, BlobsUnavailable, Segment, run_of
-
-try:
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # without the [scale] extra there is no object store, and none of its errors
-    BotoCoreError = ClientError = type("NoBotocoreError", (Exception,), {})
+from tornado_records.storage.model import MERGED, BlobsError, Segment, run_of
+from tornado_records.storage.s3_sender import SENDERS, ClientError, ObjectSender, unavailable
 
 log = logging.getLogger("tornado_records.storage")
 
-PART = 8 << 20  # bytes of each part of a multipart upload but the last (S3 refuses parts under 5 MiB but the last)
-
-
-def _unavailable(method: Callable) -> Callable:
-    """Turn botocore's errors in `method` into BlobsUnavailable, saying what the object store answered."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            reason = f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
-            raise BlobsUnavailable(
-                f"the object store refused: {reason}", "The object store refused the request: try again shortly"
-            ) from None
-        except BotoCoreError as exc:
-            raise BlobsUnavailable(
-                f"the object store is out of reach: {exc}", "The object store cannot be reached: try again shortly"
-            ) from None
-
-    return wrapper
-
-
 
 class ObjectContent:
-    """The bytes of a version in objects, open for reading: one ranged GET a run, kept open while reads follow on."""
+    """The bytes of a version in objects, open for reading: one ranged GET a run, kept open while reads follow on.
+    `aread` reads ahead: while the caller sends what it got, the next as many bytes are read in a thread."""
 
     local = False
 
@@ -65,34 +39,62 @@ class ObjectContent:
         self._body: Any = None  # the open GET's body
         self._body_at = -1  # the position in the content its next byte has
         self._body_left = 0
+        self._ahead: tuple[int, concurrent.futures.Future] | None = None  # a read from a position, begun ahead
 
     def seek(self, position: int) -> None:
         self._at = position
 
-    @_unavailable
     def read(self, size: int) -> bytes:
         """Up to `size` bytes from the position (fewer at the end of a run; empty at the end). Blocks."""
-        if self._body is None or self._body_at != self._at or self._body_left == 0:
-            if not self._open():
+        self._drop_ahead()
+        data = self._read_at(self._at, size)
+        self._at += len(data)
+        return data
+
+    async def aread(self, size: int) -> bytes:
+        """read(), in a thread, and the next read begun."""
+        position, ahead = self._at, self._ahead
+        self._ahead = None
+        if ahead is not None and ahead[0] != position:
+            with contextlib.suppress(Exception):  # it has the GET's body until it ends; its outcome is not wanted
+                await asyncio.wrap_future(ahead[1])
+            ahead = None
+        if ahead is None:
+            ahead = (position, self._blobs.readers.submit(self._read_at, position, size))
+        data = await asyncio.wrap_future(ahead[1])
+        if len(data) > size:  # read ahead for a bigger read than this one
+            rest: concurrent.futures.Future = concurrent.futures.Future()
+            rest.set_result(data[size:])
+            data = data[:size]
+            self._ahead = (position + size, rest)
+        elif data:
+            self._ahead = (position + len(data), self._blobs.readers.submit(self._read_at, position + len(data), size))
+        self._at = position + len(data)
+        return data
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            concurrent.futures.wait([self._ahead[1]])
+            self._ahead = None
+
+    @unavailable
+    def _read_at(self, position: int, size: int) -> bytes:
+        if self._body is None or self._body_at != position or self._body_left == 0:
+            if not self._open(position):
                 return b""
         data = self._body.read(min(size, self._body_left))
         if not data:
             raise BlobsError("the object store ended a read before the run's end")
-        self._at += len(data)
-        self._body_at = self._at
+        self._body_at = position + len(data)
         self._body_left -= len(data)
         return data
 
-    async def aread(self, size: int) -> bytes:
-        """read(), in a thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._blobs.readers, self.read, size)
-
-    def _open(self) -> bool:
-        self.close()
+    def _open(self, position: int) -> bool:
+        self._close_body()
         base = 0
         for segment in self._segments:
-            if self._at < base + segment.length:
-                skip = self._at - base
+            if position < base + segment.length:
+                skip = position - base
                 try:
                     self._body = self._blobs.get(segment.name, segment.offset + skip, segment.length - skip)
                 except FileNotFoundError:
@@ -100,15 +102,23 @@ class ObjectContent:
                     if moved is None:
                         raise
                     self._body = self._blobs.get(moved.name, moved.offset + skip, moved.length - skip)
-                self._body_at, self._body_left = self._at, segment.length - skip
+                self._body_at, self._body_left = position, segment.length - skip
                 return True
             base += segment.length
         return False
 
-    def close(self) -> None:
+    def _close_body(self) -> None:
         if self._body is not None:
             self._body.close()
             self._body = None
+
+    def close(self) -> None:
+        """Close the GET; a read ahead under way closes it when it ends (however often this is called meanwhile)."""
+        if self._ahead is not None and not self._ahead[1].done():
+            self._ahead[1].add_done_callback(lambda _: self._close_body())
+        else:
+            self._ahead = None
+            self._close_body()
 
 
 @functools.cache
@@ -140,16 +150,22 @@ class ObjectBlobs:
         if self.prefix and not self.prefix.endswith("/"):
             self.prefix += "/"
         self.url = f"s3://{self.bucket}/{self.prefix}"
-        config = botocore.config.Config(max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4})
+        # No CRC32 of each part (botocore's default since 1.36, 8 % of an upload's CPU): over HTTP the signature
+        # carries each part's SHA-256 (x-amz-content-sha256, checked against the body); over HTTPS, TLS guards it.
+        config = botocore.config.Config(
+            max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4},
+            request_checksum_calculation="when_required",
+        )  # fmt: skip
         session = botocore.session.get_session()
         session.register_component("data_loader", _models())
         self.client = session.create_client("s3", endpoint_url=endpoint or None, config=config)
         self.readers = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="records-s3-read")
+        self.senders = concurrent.futures.ThreadPoolExecutor(SENDERS, thread_name_prefix="records-s3-send")
 
     def __str__(self) -> str:
         return self.url
 
-    @_unavailable
+    @unavailable
     def check(self) -> None:
         """BlobsError, saying why, unless the bucket answers (at start-up: a clear error rather than failed uploads)."""
         self.client.list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
@@ -160,7 +176,7 @@ class ObjectBlobs:
     def open(self, segments: list[Segment], whole: bool) -> ObjectContent:  # noqa: ARG002 (checked as it is read)
         return ObjectContent(self, segments)
 
-    @_unavailable
+    @unavailable
     def get(self, name: str, offset: int, length: int) -> Any:
         """The body of a GET of `length` bytes of the object from `offset` (FileNotFoundError: no such object)."""
         try:
@@ -171,15 +187,14 @@ class ObjectBlobs:
             raise FileNotFoundError(f"{self.key(name)} in {self.bucket}") from None
         return answer["Body"]
 
-    @_unavailable
+    @unavailable
     def send(self, path: Path, name: str, at: int = 0, upto: int | None = None) -> None:
         """Write the bytes at..upto of the file `path` (to its end: None) as the object `name` (blocks). Nothing
         is left behind where it fails."""
         upto = os.path.getsize(path) if upto is None else upto
         sender = ObjectSender(self, path, name, at)
         try:
-            sender.send_parts(upto, last=True)
-            sender.complete()
+            sender.send(upto)
         except BaseException:
             sender.abort()
             raise
@@ -187,20 +202,20 @@ class ObjectBlobs:
     def sync_placed(self) -> None:
         """Nothing: an object is durable under its name once complete."""
 
-    @_unavailable
+    @unavailable
     def remove(self, name: str) -> None:
         """Remove the object. A download that has begun reading it goes on (its GET does); one that has not yet
         begun a run of it (an appended record, replaced or deleted during its download) is cut off there."""
         self.client.delete_object(Bucket=self.bucket, Key=self.key(name))
 
-    @_unavailable
+    @unavailable
     def remove_all(self, names: list[str]) -> None:
         """Remove the objects (a thousand to a request)."""
         for at in range(0, len(names), 1000):
             keys = [{"Key": self.key(name)} for name in names[at : at + 1000]]
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
 
-    @_unavailable
+    @unavailable
     def merged(self, segment: Segment) -> Segment | None:
         """Where the bytes of the run `segment` of an append piece are once the piece's runs were merged into one
         object (None: nowhere)."""
@@ -222,7 +237,7 @@ class ObjectBlobs:
     def describe(self, name: str) -> str:
         return f"{self.url}{name}"
 
-    @_unavailable
+    @unavailable
     def stat(self, name: str) -> tuple[int, float] | None:
         """The object's size and last change (Unix time), or None if there is none."""
         try:
@@ -233,7 +248,7 @@ class ObjectBlobs:
             raise
         return answer["ContentLength"], answer["LastModified"].timestamp()
 
-    @_unavailable
+    @unavailable
     def names(self, older_than: float | None = None) -> list[str]:
         """The objects under the prefix (those last changed before the Unix time `older_than`, if given)."""
         found = []
@@ -243,7 +258,7 @@ class ObjectBlobs:
                     found.append(item["Key"][len(self.prefix) :])
         return [name for name in found if "/" not in name]
 
-    @_unavailable
+    @unavailable
     def unfinished(self) -> list[tuple[str, str]]:
         """The multipart uploads under the prefix that were begun and neither completed nor aborted: (name, id)."""
         found = []
@@ -253,7 +268,7 @@ class ObjectBlobs:
                 found.append((item["Key"][len(self.prefix) :], item["UploadId"]))
         return found
 
-    @_unavailable
+    @unavailable
     def abort(self, name: str, upload_id: str) -> None:
         self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key(name), UploadId=upload_id)
 
@@ -318,103 +333,5 @@ class ObjectBlobs:
 
     def close(self) -> None:
         self.readers.shutdown(wait=False)
+        self.senders.shutdown(wait=False)
         self.client.close()
-
-
-class ObjectSender:
-    """Writes a growing file to one object, a part of PART bytes at a time as the file fills (a multipart upload,
-    begun with the first full part); `complete` sends the rest and makes the object, `abort` leaves nothing."""
-
-    def __init__(self, blobs: ObjectBlobs, path: Path, name: str, at: int = 0) -> None:
-        self.blobs = blobs
-        self.path = path
-        self.name = name
-        self.sent = at  # the file's bytes up to here are in parts sent
-        self.upload_id: str | None = None
-        self.parts: list[dict] = []
-        self._rest = b""  # what was left under a part (last=True), for complete()
-        self._busy: asyncio.Future | None = None
-        self._size = at  # the file's size, as last heard
-        self.error: BaseException | None = None
-
-    @property
-    def pending(self) -> bool:
-        """A multipart upload was begun and neither completed nor aborted."""
-        return self.upload_id is not None
-
-    def written(self, size: int) -> None:
-        """The file now has `size` bytes: send its full parts in a thread, unless a sending is under way (called on
-        the event loop)."""
-        self._size = size
-        if size - self.sent >= PART and (self._busy is None or self._busy.done()) and self.error is None:
-            self._busy = asyncio.get_running_loop().run_in_executor(None, self._send_logged)
-
-    def _send_logged(self) -> None:
-        try:
-            while self._size - self.sent >= PART:  # what was written while a part was sent, too
-                self.send_parts(self._size, last=False)
-        except BaseException as exc:  # noqa: BLE001 (kept: complete() raises it)
-            self.error = exc
-
-    @_unavailable
-    def send_parts(self, upto: int, last: bool) -> None:
-        """Send the file's bytes up to `upto` in parts of PART bytes (with `last`, what is left under a part is
-        read for complete(), else it waits for more). Blocks."""
-        client = self.blobs.client
-        with open(self.path, "rb") as file:
-            while upto - self.sent >= PART or (last and upto > self.sent):
-                data = os.pread(file.fileno(), min(PART, upto - self.sent), self.sent)
-                if len(data) < min(PART, upto - self.sent):
-                    raise BlobsError(f"the file {self.path.name} is shorter than its upload")
-                if len(data) < PART and self.upload_id is None:
-                    self._rest = data  # one small object: complete() puts it whole
-                    self.sent += len(data)
-                    return
-                if self.upload_id is None:
-                    self.upload_id = client.create_multipart_upload(
-                        Bucket=self.blobs.bucket, Key=self.blobs.key(self.name)
-                    )["UploadId"]
-                number = len(self.parts) + 1
-                answer = client.upload_part(
-                    Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id,
-                    PartNumber=number, Body=data,
-                )  # fmt: skip
-                self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
-                self.sent += len(data)
-
-    async def finish(self, size: int) -> None:
-        """Send the rest of the file (it has `size` bytes) and complete the object; raises what a part's sending
-        met."""
-        loop = asyncio.get_running_loop()
-        if self._busy is not None:
-            await self._busy
-        if self.error is not None:
-            raise self.error
-        await loop.run_in_executor(None, self.send_parts, size, True)
-        await loop.run_in_executor(None, self.complete)
-
-    @_unavailable
-    def complete(self) -> None:
-        """Make the object of the parts sent (or of the small rest alone). Blocks."""
-        client = self.blobs.client
-        if self.upload_id is None:
-            client.put_object(Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), Body=self._rest)
-            return
-        client.complete_multipart_upload(
-            Bucket=self.blobs.bucket, Key=self.blobs.key(self.name), UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.parts},
-        )  # fmt: skip
-        self.upload_id = None
-
-    def abort(self) -> None:
-        """Abort the multipart upload, if one was begun and not completed (blocks; a failure is left to the sweep of
-        unfinished uploads at a next start)."""
-        if self.upload_id is not None:
-            upload_id, self.upload_id = self.upload_id, None
-            try:
-                self.blobs.abort(self.name, upload_id)
-            except Exception:  # noqa: BLE001
-                pass
-
-    def place(self, modified: int) -> None:
-        """In the commit's transaction: nothing, the object is whole already."""
