@@ -56,6 +56,53 @@ def hold_subscribers(port: int, count: int, conn: multiprocessing.connection.Con
         sock.close()
 
 
+def serve_bare(
+    listener: socket.socket, count: int, events: list[bytes], conn: multiprocessing.connection.Connection
+) -> None:
+    """In a server process: the floor of a fan-out in Python. Answer `count` GETs of /sse as the service does (HTTP/1.1,
+    chunked), then, at each word from `conn`, send each of `events` to them all (one chunk, one `send` each, in one
+    loop an event) and send back the monotonic time the last loop began."""
+    socks = []
+    while len(socks) < count:
+        sock, _ = listener.accept()
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        socks.append(sock)
+    chunks = [b"%x\r\n%s\r\n" % (len(event), event) for event in events]
+    while conn.recv():
+        for chunk in chunks:
+            began = time.monotonic()
+            for sock in socks:
+                sock.send(chunk)
+        conn.send(began)
+
+
+@contextlib.contextmanager
+def bare_server(count: int, events: list[bytes]) -> Iterator[tuple[int, multiprocessing.connection.Connection]]:
+    """A process holding `count` /sse streams of its own (`serve_bare`); yields its port and the pipe that starts the
+    fan-outs of `events` (send True, receive the time the last began)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=4096)
+    ours, theirs = multiprocessing.get_context("fork").Pipe()
+    server = multiprocessing.get_context("fork").Process(
+        target=serve_bare, args=(listener, count, events, theirs), daemon=True
+    )
+    server.start()
+    port = listener.getsockname()[1]
+    listener.close()
+    try:
+        yield port, ours
+    finally:
+        ours.send(False)
+        server.join(timeout=5)
+        if server.is_alive():
+            server.kill()
+            server.join()
+
+
 @contextlib.contextmanager
 def subscribers(port: int, count: int, processes: int = 4) -> Iterator[list[multiprocessing.connection.Connection]]:
     """`count` /sse subscribers held by client processes; yields a pipe per process once all are subscribed."""

@@ -61,13 +61,17 @@ def event_bytes(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
 
 
 class Subscriber:
-    """One subscriber: writes go straight to its client while it keeps up, and queue behind a write in flight.
+    """One subscriber: while it keeps up, each event is handed to its client at once; behind, they queue.
 
-    `send(batch)` writes a list of byte strings to the client and returns a future that is done once they are
-    sent; only one is in flight at a time. A client that keeps up costs one `send` per event and no task switch.
+    `write(data)` hands bytes to the client at once without waiting (a non-blocking socket's `send`): it returns how
+    many it took, raises BlockingIOError if none, another OSError if the client is gone. What it does not take goes
+    through `send(batch)`, which returns a future done once the batch is sent; only one is in flight at a time, and
+    what comes meanwhile queues behind it. Without `write`, everything goes through `send`. `frame` turns the hub's
+    bytes into those of this client's stream (HTTP/1.1's chunks); the hub frames each event once per frame.
     """
 
-    __slots__ = ("send", "on_drop", "since", "after", "queue", "unsent", "closed", "done", "_busy", "_in_flight")
+    __slots__ = ("write", "send", "frame", "on_drop", "since", "after", "queue", "unsent", "closed", "done", "_busy",
+                 "_in_flight")  # fmt: skip
 
     def __init__(
         self,
@@ -75,8 +79,12 @@ class Subscriber:
         on_drop: Callable[[], None],
         since: float = -math.inf,
         after: float = -math.inf,
+        write: Callable[[bytes], int] | None = None,
+        frame: Callable[[bytes], bytes] | None = None,
     ) -> None:
+        self.write = write
         self.send = send
+        self.frame = frame
         self.since = since  # events published before this (Unix time) are not for it: it came without a Last-Event-ID
         self.after = after  # nor those of ids up to this: its client had them (from another process sharing the log)
         self.on_drop = on_drop
@@ -88,14 +96,26 @@ class Subscriber:
         self._in_flight = 0
 
     def put(self, data: bytes) -> None:
-        """Send bytes to the client now, or queue them behind the write in flight."""
+        """Hand (framed) bytes to the client now, or queue them behind those in flight."""
         if self.closed:
             return
-        self.unsent += len(data)
         if self._busy:
+            self.unsent += len(data)
             self.queue.append(data)
-        else:
-            self._write([data])
+            return
+        if self.write is not None:
+            try:
+                taken = self.write(data)
+            except (BlockingIOError, InterruptedError):
+                taken = 0
+            except OSError:
+                self.close()  # the client is gone
+                return
+            if taken == len(data):
+                return
+            data = data[taken:]
+        self.unsent += len(data)
+        self._write([data])
 
     def start(self) -> None:
         """Begin sending: what was queued until now goes first."""
@@ -231,9 +251,11 @@ class EventHub:
         send: Callable[[list[bytes]], asyncio.Future],
         last_id: int | None = None,
         on_drop: Callable[[], None] = lambda: None,
+        write: Callable[[bytes], int] | None = None,
+        frame: Callable[[bytes], bytes] | None = None,
     ) -> Subscriber:
-        """A new subscriber that sends through `send`, its queue holding the buffered events after `last_id` (none
-        if it is None); it sends nothing until its `start()`.
+        """A new subscriber that sends through `write` and `send` (see Subscriber), its queue holding the buffered
+        events after `last_id` (none if it is None); it sends nothing until its `start()`.
 
         A `last_id` beyond the newest event comes from an earlier run of the service: every buffered event is new
         to it. `on_drop` is called if the hub gives up on the subscriber (too far behind, or still there at close).
@@ -242,7 +264,7 @@ class EventHub:
         # With a shared log, ids are the one stream's: a Last-Event-ID past this process's newest is an event it has
         # not delivered yet, which the client had from another process (nothing of it is sent again).
         after = last_id if shared and last_id is not None else -math.inf
-        subscriber = Subscriber(send, on_drop, -math.inf if last_id is not None else time.time(), after)
+        subscriber = Subscriber(send, on_drop, -math.inf if last_id is not None else time.time(), after, write, frame)
         self._listen()
         if self.closed:
             subscriber.close()
@@ -252,7 +274,7 @@ class EventHub:
             oldest = -math.inf if self.log is None else self.log.oldest()
             for event_id, wire, created in self._replay:
                 if (missed or event_id > last_id) and created >= oldest:
-                    subscriber.put(wire)
+                    subscriber.put(wire if frame is None else frame(wire))
         self.subscribers.add(subscriber)
         if self._timer is None:
             self._schedule_keepalive()
@@ -297,14 +319,23 @@ class EventHub:
 
     def _send(self, wire: bytes, created: float = math.inf, event_id: float = math.inf) -> None:
         """Send to every subscriber (those that came without a Last-Event-ID after the event was published skip
-        it: a shared log delivers it a little later than it was published; so do those whose client had it)."""
-        self.sent_bytes += len(wire) * len(self.subscribers)
+        it: a shared log delivers it a little later than it was published; so do those whose client had it).
+
+        The fan-out's hot path (10,000 subscribers: 10,000 turns of this loop an event): the bytes are framed once
+        per frame, and each subscriber that keeps up hands them to its client's socket at once."""
+        subscribers = tuple(self.subscribers)
+        self.sent_bytes += len(wire) * len(subscribers)
+        framed: dict[Callable[[bytes], bytes] | None, bytes] = {None: wire}
+        max_unsent = self.max_unsent
         behind = []
-        for subscriber in tuple(self.subscribers):
+        for subscriber in subscribers:
             if created < subscriber.since or event_id <= subscriber.after:
                 continue
-            subscriber.put(wire)
-            if subscriber.unsent > self.max_unsent:
+            data = framed.get(subscriber.frame)
+            if data is None:
+                data = framed[subscriber.frame] = subscriber.frame(wire)
+            subscriber.put(data)
+            if subscriber.unsent > max_unsent:
                 behind.append(subscriber)
         for subscriber in behind:
             log.warning("dropping an event-stream subscriber %d bytes behind", subscriber.unsent)

@@ -17,8 +17,9 @@ def parse(wire: bytes) -> tuple[int, dict]:
 
 
 class Client:
-    """The far end of a subscriber in these tests: it keeps what the hub sends it. A slow one leaves each write in
-    flight until `catch_up()`; a fast one has each write sent at once."""
+    """The far end of a subscriber in these tests: it keeps what the hub sends it. A fast one takes each event at
+    once, as a socket with room does (`write`); a slow one takes nothing at once, and leaves each write in flight
+    until `catch_up()`."""
 
     def __init__(self, hub: EventHub, last_id: int | None = None, slow: bool = False) -> None:
         self.received: list[bytes] = []
@@ -26,8 +27,13 @@ class Client:
         self.slow = slow
         self.pending: list[asyncio.Future] = []
         self.dropped = False
-        self.subscriber = hub.subscribe(self.send, last_id, on_drop=self.drop)
+        self.subscriber = hub.subscribe(self.send, last_id, on_drop=self.drop, write=None if slow else self.write)
         self.subscriber.start()
+
+    def write(self, data: bytes) -> int:
+        self.received.append(data)
+        self.writes += 1
+        return len(data)
 
     def send(self, batch: list[bytes]) -> asyncio.Future:
         self.received.extend(batch)

@@ -194,6 +194,50 @@ async def test_a_failed_write_ends_the_subscriber() -> None:
 
 
 @pytest.mark.gen_test
+async def test_what_the_socket_does_not_take_at_once_is_sent_after_and_later_events_wait_behind_it() -> None:
+    hub = EventHub(first_id=1)
+    taken: list[bytes] = []
+    sent: list[list[bytes]] = []
+    in_flight = asyncio.get_running_loop().create_future()
+
+    def write(data: bytes) -> int:  # a socket with room for 10 bytes, then none
+        room = 10 - sum(map(len, taken))
+        if room <= 0:
+            raise BlockingIOError()
+        taken.append(data[:room])
+        return len(taken[-1])
+
+    def frame(data: bytes) -> bytes:
+        return b"[" + data + b"]"
+
+    subscriber = hub.subscribe(lambda batch: sent.append(batch) or in_flight, write=write, frame=frame)
+    subscriber.start()
+    hub.publish("test", {})
+    hub.publish("test", {})
+    assert len(sent) == 1 and len(subscriber.queue) == 1  # the first's rest in flight; the second waits behind it
+    in_flight.set_result(None)
+    await asyncio.sleep(0)
+    stream = b"".join(taken + [data for batch in sent for data in batch])
+    assert stream.startswith(b"[") and stream.endswith(b"]")  # each event framed, and whole
+    assert [parse(wire)[0] for wire in stream[1:-1].split(b"][")] == [1, 2]
+    assert subscriber.unsent == 0 and not subscriber.closed
+
+
+@pytest.mark.gen_test
+async def test_a_socket_that_fails_ends_the_subscriber() -> None:
+    hub = EventHub()
+
+    def write(data: bytes) -> int:
+        raise ConnectionResetError()
+
+    subscriber = hub.subscribe(lambda batch: pytest.fail("nothing is left to send"), write=write)
+    subscriber.start()
+    hub.publish("test", {})
+    await asyncio.wait_for(subscriber.done, 1)
+    assert subscriber.closed
+
+
+@pytest.mark.gen_test
 async def test_upload_events_started_throttled_progress_and_one_ending() -> None:
     hub = EventHub(first_id=1, progress_interval=0.1)
     client = Client(hub)
