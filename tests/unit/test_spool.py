@@ -13,7 +13,7 @@ import hashlib
 import threading
 from pathlib import Path
 
-from tornado_records.uploads.spool import DROP_BEHIND, KICK_BYTES, LAG_BYTES, WRITEBACK_BYTES, Spool
+from tornado_records.uploads.spool import KICK_BYTES, LAG_BYTES, Spool
 
 
 def held_spool(path: Path) -> tuple[Spool, threading.Event, threading.Event]:
@@ -88,28 +88,3 @@ def test_a_held_spool_writes_nothing_until_released_and_bounds_its_lag(tmp_path:
 
     asyncio.run(main())
     assert path.read_bytes() == b"a" * KICK_BYTES + b"b" * LAG_BYTES
-
-
-def test_an_uncached_spool_writes_every_byte_in_order(tmp_path: Path) -> None:
-    """A spool that drops its file's pages from the page cache as they reach the disk (an upload's, on the files
-    engine): chunks of every size, onto a file that already holds bytes (a resumable upload taken up again), arrive
-    whole and in order, hashed, however far past the pages dropped."""
-    path = tmp_path / "file"
-    path.write_bytes(b"0" * 1000)
-    sizes = [1, 4095, 4097, KICK_BYTES + 7, 700_000, 12, LAG_BYTES + 5] * 8 + [DROP_BEHIND + 3 * WRITEBACK_BYTES + 1]
-    chunks = [bytes([65 + n % 26]) * size for n, size in enumerate(sizes)]
-    digest = hashlib.sha256()
-
-    async def main() -> None:
-        spool = Spool(open(path, "ab", buffering=0), [digest], uncached=True)
-        for chunk in chunks:
-            lagging = spool.put(memoryview(bytearray(chunk)))  # as the body's reader hands them in
-            if lagging is not None:
-                await lagging
-        await spool.drain()
-        assert spool.written == spool.received == sum(sizes)
-        spool.close()
-
-    asyncio.run(main())
-    assert path.read_bytes() == b"0" * 1000 + b"".join(chunks)
-    assert digest.hexdigest() == hashlib.sha256(b"".join(chunks)).hexdigest()

@@ -96,10 +96,6 @@ class FileBlobs:
     The files that open contents (FileContent) may still read are held: removing one of them (a version replaced or
     deleted, an append piece that ended) waits until the last content holding it is closed."""
 
-    # An upload's file becomes a blob by a rename, and nothing reads it back meanwhile: its spool may drop its pages
-    # from the page cache as they reach the disk (uploads/spool.py). An engine that sends the file on (an object
-    # store's parts) says nothing.
-    reads_uploads = False
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory

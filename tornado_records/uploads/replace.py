@@ -67,7 +67,7 @@ class Upload(Sink):
 
     def _open(self) -> Spool:
         assert self._file is not None, "upload already sealed or discarded"
-        return Spool(self._file, self._hashes.values(), uncached=not getattr(self.store.content, "reads_uploads", True))
+        return Spool(self._file, self._hashes.values())
 
     def _written(self) -> None:
         self.receiver.written(self.written)

@@ -129,8 +129,7 @@ class Resumable(Sink):
 
     def _open(self) -> Spool:
         self._file = open(self.path, "ab", buffering=0)
-        uncached = not getattr(self.resumables.store.content, "reads_uploads", True)  # see FileBlobs.reads_uploads
-        return Spool(self._file, [] if self._hash is None else [self._hash], uncached=uncached)
+        return Spool(self._file, [] if self._hash is None else [self._hash])
 
     def _written(self) -> None:
         if self.events is not None:

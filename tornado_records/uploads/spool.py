@@ -44,14 +44,6 @@ _IOV_MAX = 1024
 # (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
 # write (a whole GiB took it 0.5-0.8 s here) rather than the whole upload.
 WRITEBACK_BYTES = 8 << 20
-# An `uncached` spool then also drops the pages more than DROP_BEHIND bytes back from the page cache (those on the
-# disk already, as a rule; the others stay until a later turn finds them written), so that an upload's file holds a
-# few windows of it, not all of it, and the pages it writes next are those it just freed. Without it, once earlier
-# uploads had filled the memory with cache, the kernel's copy into the cache (pages reclaimed from long-unused ones;
-# likely a fault in the virtual machine's host on their first touch) took the server's CPU for a 1 GiB upload from
-# 1.5 s to 3.6 s, and its rate halved; with it, 1.6 s throughout (docs/benchmarks.md). It does not wait for the
-# disk (the commit's fsync does): the writer is never held back by it midway.
-DROP_BEHIND = 2 * WRITEBACK_BYTES
 _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)  # Linux (glibc)
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
@@ -66,8 +58,7 @@ class Spool:
 
     `room`, if given, is asked (in the writer thread) how many more bytes may be written; past it the writer stops
     with OSError(ENOSPC), having written what fit. A spool made `held` keeps what it receives from its file (within
-    the lag: its receiver waits past it) until `release()`. An `uncached` spool drops its file's pages from the page
-    cache once they are on the disk (for a file that nothing reads again soon).
+    the lag: its receiver waits past it) until `release()`.
     """
 
     def __init__(
@@ -76,7 +67,6 @@ class Spool:
         hashes: Iterable["hashlib._Hash"] = (),
         room: Callable[[], int] | None = None,
         held: bool = False,
-        uncached: bool = False,
     ) -> None:
         self.received = 0
         self.written = 0
@@ -91,7 +81,6 @@ class Spool:
         self._running = False  # a writer thread owns the turn
         self._closing = False
         self._held = held
-        self._uncached = uncached
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -269,8 +258,6 @@ class Spool:
                 digest.update(view)
         if _sync_file_range is not None and (self.written + done) // WRITEBACK_BYTES > self.written // WRITEBACK_BYTES:
             _sync_file_range(self._fd, 0, 0, _SYNC_FILE_RANGE_WRITE)  # the whole file's dirty pages; errors ignored
-            if self._uncached:
-                self._drop_behind()
         with self._lock:
             self.written += done
             self._behind -= done
@@ -279,12 +266,6 @@ class Spool:
             self._event_loop_threadsafe_call(self.on_written)
         if failure is not None:
             raise failure
-
-    def _drop_behind(self) -> None:
-        """Drop the file's pages more than DROP_BEHIND bytes back from the page cache, those that are on the disk."""
-        end = os.lseek(self._fd, 0, os.SEEK_CUR) - DROP_BEHIND  # the file's end: the writes go there (also "ab")
-        if end > 0:
-            os.posix_fadvise(self._fd, 0, end, os.POSIX_FADV_DONTNEED)  # dirty pages, and those being written, stay
 
 
 def _resolve(waiter: asyncio.Future[None]) -> None:
