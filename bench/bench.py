@@ -58,7 +58,7 @@ FIGURES: dict[str, Callable[[Bench], list[Row]]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen figures, print the table, write it to the results file; 1 if a figure failed to run."""
-    options = parse_options(tuple(FIGURES), __doc__.split("\n\n")[0], argv)
+    options = parse_options(tuple(FIGURES), __doc__.split("\n\n")[0], argv, parts=("scale-out-s3",))
     raise_open_files_limit()
     table, failed = Table(), False
     began = time.monotonic()

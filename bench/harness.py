@@ -59,9 +59,11 @@ class Options:
     quick: bool  # --quick: a smoke run, every size and duration small
 
 
-def parse_options(figures: Sequence[str], description: str, argv: list[str] | None = None) -> Options:
-    """Options from the command line, `--only` among `figures`; `--quick` shrinks every size and duration for a
-    smoke run."""
+def parse_options(
+    figures: Sequence[str], description: str, argv: list[str] | None = None, parts: Sequence[str] = ()
+) -> Options:
+    """Options from the command line, `--only` among `figures` (by default all but `parts`, which are halves of
+    others, run alone only when named); `--quick` shrinks every size and duration for a smoke run."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, help="runs per figure; the table shows medians (default 3, quick 1)")
     parser.add_argument("--size-mib", type=int, help="size of the big transfer in MiB (default 1024, quick 32)")
@@ -98,7 +100,7 @@ def parse_options(figures: Sequence[str], description: str, argv: list[str] | No
     return Options(
         runs=args.runs or (1 if quick else 3),
         size=(args.size_mib or (32 if quick else 1024)) * MiB,
-        only=only or tuple(figures),
+        only=only or tuple(name for name in figures if name not in parts),
         service=args.service,
         baseline=args.baseline,
         ping_seconds=1 if quick else 5,
