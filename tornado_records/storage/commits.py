@@ -37,7 +37,6 @@ class _Waiting:
     record: Record | None = None  # the version it made
     old: Record | None = None  # the version it replaced
     error: BaseException | None = None
-    unused: list[str] = dataclasses.field(default_factory=list)  # the blobs of `old` that `record` does not use
 
 
 class CommitLine:
@@ -66,7 +65,6 @@ class CommitLine:
         await asyncio.shield(turn)  # a commit given up on must not cancel the others' turn
         if waiting.error is not None:
             raise waiting.error
-        await self.store.remove_unused(waiting.unused)
         assert waiting.record is not None
         return waiting.record, waiting.old is None
 
@@ -109,7 +107,7 @@ class CommitLine:
             assert waiting.record is not None
             store.sharing.starts.add(waiting.record.event, waiting.record.start)
             store.keep_hash(waiting.new.digest)
-            waiting.unused = store.unused(waiting.old, waiting.record)
+            store.unlink_unused(waiting.old, waiting.record)
 
     def _place(self, waiting: _Waiting, modified: int) -> bool:
         """In the line's transaction: lock the record, check the commit's condition against its current version and

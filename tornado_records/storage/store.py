@@ -311,21 +311,16 @@ class RecordStore:
         """In a writer transaction: the record's row, as it is (the same bytes in other runs: no event)."""
         self.wconn.execute(_PUT_RECORD, dataclasses.astuple(record))
 
-    def unused(self, old: Record | None, new: Record | None) -> list[str]:
-        """In the writer thread: the blobs of a replaced or deleted version `old` that the new one does not use (nor
-        an append request that still writes one); `remove_unused` removes them."""
+    def unlink_unused(self, old: Record | None, new: Record | None) -> None:
+        """Remove the blobs of a replaced or deleted version that the new one does not use (nor an append request
+        that still writes one)."""
         if old is None:
-            return []
+            return
         keep = {s.name for s in new.segments} if new is not None else set()
         keep |= self.joins.writing | self.sharing.written_elsewhere(old.event, old.start)
-        return [segment.name for segment in old.segments if segment.name not in keep]
-
-    async def remove_unused(self, names: list[str]) -> None:
-        """Remove blobs that no version uses any more, off the writer thread: the unlink of a big file takes a while,
-        and the writer's next transaction need not wait for it (the change's answer does). A caller given up on does
-        not stop it."""
-        if names:
-            await asyncio.shield(asyncio.get_running_loop().run_in_executor(None, self.content.remove_all, names))
+        for segment in old.segments:
+            if segment.name not in keep:
+                self.content.remove(segment.name)
 
     async def delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None = None) -> Record:
         """Remove a record and its content; returns what was removed.
@@ -334,13 +329,9 @@ class RecordStore:
         (or for its absence), checked in the transaction that removes it.
         """
         loop = asyncio.get_running_loop()
-        record, unused = await loop.run_in_executor(self.writer, self._delete, event, start, condition)
-        await self.remove_unused(unused)
-        return record
+        return await loop.run_in_executor(self.writer, self._delete, event, start, condition)
 
-    def _delete(
-        self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None
-    ) -> tuple[Record, list[str]]:
+    def _delete(self, event: uuid.UUID, start: datetime.datetime, condition: Condition | None) -> Record:
         with storage_errors(), self.wconn.transaction():
             self.wconn.lock_record(str(event), start.isoformat())
             record = self.current(event, start)
@@ -353,7 +344,8 @@ class RecordStore:
             parts.remove(self.wconn, record.event, record.start)
             self.write_events([("record-deleted", {"record": {"event": record.event, "start": record.start}})])
         self.sharing.starts.remove(record.event, record.start)
-        return record, self.unused(record, None)
+        self.unlink_unused(record, None)
+        return record
 
     def current(
         self, event: uuid.UUID | str, start: datetime.datetime | str, conn: sqldb.Database | None = None
