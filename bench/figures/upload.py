@@ -20,10 +20,12 @@ def measure(bench: Bench, service: Server, nginx: Server) -> dict[str, float]:
 def rows(bench: Bench, m: dict[str, float], setting: str = "") -> list[Row]:
     """The rows of `measure`'s medians; `setting` says how the service ran, where that is not its default."""
     size = mib(bench.options.size)
-    lowest = [alone(f"upload {size}: the lowest run's ratio", m["lowest"], "{:.2f}x", Target(">=", 1.0))]
+    lowest = [alone(f"upload {size}: the lowest run's ratio", m["lowest"], "{:.2f}x", Target(">=", 1.0))] if (
+        "lowest" in m
+    ) else []  # fmt: skip
     return [
         compare(f"upload {size}, chunked{setting} (MB/s)", m["ours"], m["nginx"], "{:.0f}", Target(">=", 1.0)),
-        *(lowest if "lowest" in m else []),
+        *lowest,
         compare(f"upload{setting}: server CPU per GiB (s)", m["ours_cpu"], m["nginx_cpu"], "{:.2f}",
                 Target("<=", 1.5)),  # issue 27: at most nginx's + 50 %
         compare(f"resumable upload {size}{setting}: one tus PATCH (MB/s)", m["tus"], m["nginx"], "{:.0f}",
