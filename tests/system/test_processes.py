@@ -13,7 +13,7 @@ from support.appender import Appender, body_of
 from support.rawhttp import request
 from support.records import EVENT, record_url
 from support.waiting import wait_until
-from support.processes import children_of
+from support.processes import children_of, kill_9
 
 
 def two_serving(svc) -> set[int]:  # noqa: ANN001
@@ -68,3 +68,19 @@ def test_a_process_that_cannot_start_ends_them_all_with_its_error(tmp_path: Path
     )  # fmt: skip
     assert done.returncode == 1
     assert "is damaged" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_data_directory_goes_from_one_process_to_several_and_back(service) -> None:
+    """What a service of one kind leaves (uploads in flight cut off by a SIGKILL) the other kind tidies at its start,
+    and serves the same records."""
+    for flags in (("--processes", "2"), (), ("--processes", "2")):
+        svc = service(*flags)
+        assert request(svc.url, "PUT", record_url(start=f"2024-01-01T00:00:0{len(flags)}"), b"kept")[0] == 204
+        unfinished = Appender(svc.url, record_url(start="2024-01-02T00:00:00"))
+        unfinished.send(os.urandom(100_000))
+        tmp = svc.data_dir / "tmp"
+        assert wait_until(lambda: sum(p.stat().st_size for p in tmp.rglob("*.part")) == 100_000)
+        kill_9(svc)
+    last = service("--processes", "2")
+    assert not list((last.data_dir / "tmp").rglob("*.part"))
+    assert json.loads(request(last.url, "GET", f"/records/{EVENT}")[2])["count"] == 2
