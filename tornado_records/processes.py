@@ -42,7 +42,7 @@ def supervise(count: int, run: Callable[[int], int]) -> int:
     for _ in range(count):
         fork()
     status, stopping, respawn_at, wanted = 0, False, 0.0, 0
-    while children:
+    while children or wanted:
         received = signal.sigtimedwait(_SIGNALS, 0.2 if wanted else 1.0)
         if received is not None and received.si_signo != signal.SIGCHLD:
             name = signal.Signals(received.si_signo).name
