@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
         sockets = bind(config)
         if config.processes > 1:
             prepare_shared_index(config)
-            sys.exit(processes.supervise(config.processes, lambda parent: serve_in_child(config, sockets, parent)))
+            serving = processes.supervise(config.processes, lambda parent: serve_in_child(config, sockets, parent), sockets)
+            sys.exit(serving)
         uvloop.run(serve(config, sockets))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
     except StartupError as exc:
         _fail(str(exc))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from typing import Callable
@@ -25,10 +26,11 @@ RESPAWN_PAUSE = 1.0  # seconds between replacing a child that lived less than th
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
 
 
-def supervise(count: int, run: Callable[[int], int]) -> int:
+def supervise(count: int, run: Callable[[int], int], listening: list[socket.socket]) -> int:
     """Fork `count` children, each running `run(parent)` (`parent`: the read end of the pipe that closes when the
     parent ends or asks them to end; returns its exit status), and keep them running until a signal; the exit status
-    for the parent."""
+    for the parent. The `listening` sockets are closed when the children are asked to end, so that new connections
+    are refused once the children have stopped listening too, as one process refuses them."""
     parent, asking = os.pipe()
     signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     children: dict[int, float] = {}  # pid -> when it was forked (monotonic)
@@ -54,7 +56,7 @@ def supervise(count: int, run: Callable[[int], int]) -> int:
             else:
                 log.info("%s: ending the %d process(es)", name, len(children))
                 stopping, wanted = True, 0
-                os.close(asking)
+                _ask_to_end(asking, listening)
         for pid, ended in _reaped():
             forked = children.pop(pid)
             if stopping:
@@ -62,7 +64,7 @@ def supervise(count: int, run: Callable[[int], int]) -> int:
             if os.WIFEXITED(ended) and os.WEXITSTATUS(ended) != 0 and time.monotonic() - forked < STARTING:
                 log.error("process %d could not start: ending the others", pid)
                 status, stopping, wanted = os.WEXITSTATUS(ended), True, 0
-                os.close(asking)
+                _ask_to_end(asking, listening)
                 continue
             log.warning("process %d ended (%s): starting another", pid, _how(ended))
             wanted += 1
@@ -72,6 +74,12 @@ def supervise(count: int, run: Callable[[int], int]) -> int:
             fork()
             wanted -= 1
     return status
+
+
+def _ask_to_end(asking: int, listening: list[socket.socket]) -> None:
+    os.close(asking)
+    for sock in listening:
+        sock.close()
 
 
 def _child(run: Callable[[int], int], parent: int, asking: int) -> int:

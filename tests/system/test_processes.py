@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 from support.appender import Appender, body_of
-from support.rawhttp import request
+from support.rawhttp import connect, open_event_stream, read_until, request
 from support.records import EVENT, record_url
 from support.waiting import wait_until
 from support.processes import children_of, kill_9
@@ -84,3 +85,42 @@ def test_a_data_directory_goes_from_one_process_to_several_and_back(service) -> 
     last = service("--processes", "2")
     assert not list((last.data_dir / "tmp").rglob("*.part"))
     assert json.loads(request(last.url, "GET", f"/records/{EVENT}")[2])["count"] == 2
+
+
+def test_sigterm_lets_an_upload_finish_refuses_new_connections_and_a_second_signal_kills_at_once(service) -> None:
+    svc = service("--processes", "2")
+    streams = [open_event_stream(svc.url) for _ in range(4)]  # on either process
+    body = os.urandom(1 << 20)
+    upload = Appender(svc.url, record_url())  # a plain PUT, chunked
+    upload.send(body[:1000])
+    assert wait_until(lambda: len(list((svc.data_dir / "tmp").rglob("*.part"))) == 1)
+    svc.proc.send_signal(signal.SIGTERM)
+    for stream in streams:  # each ends at once, cleanly, as with one process
+        assert read_until(stream, b"\r\n0\r\n\r\n", timeout=3).endswith(b"\r\n0\r\n\r\n")
+    assert wait_until(lambda: refused(svc.url), timeout=3)  # neither the processes nor the parent listen
+    assert svc.proc.poll() is None  # waiting for the upload
+    upload.send(body[1000:])
+    assert upload.end().status == 204
+    assert svc.proc.wait(timeout=10) == 0 and svc.log.count("tornado_records: stopped") == 2
+
+    again = service("--processes", "2")
+    assert body_of(again.url) == body
+    stalled = Appender(again.url, record_url(start="2024-01-02T00:00:00"))
+    stalled.send(b"x" * 1000)
+    assert wait_until(lambda: len(list((again.data_dir / "tmp").rglob("*.part"))) == 1)
+    pids = two_serving(again)
+    again.proc.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: "SIGTERM: ending the 2 process(es)" in again.log)
+    began = time.monotonic()
+    again.proc.send_signal(signal.SIGINT)
+    assert again.proc.wait(timeout=5) == 1 and time.monotonic() - began < 2
+    assert "second SIGINT: killing the 2 process(es) at once" in again.log
+    assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids))
+
+
+def refused(url: str) -> bool:
+    try:
+        connect(url).close()
+    except OSError:
+        return True
+    return False
