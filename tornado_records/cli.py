@@ -212,8 +212,7 @@ def main(argv: list[str] | None = None) -> None:
         sockets = bind(config)
         if config.processes > 1:
             prepare_shared_index(config)
-            serving = processes.supervise(config.processes, lambda parent: serve_in_child(config, sockets, parent), sockets)
-            sys.exit(serving)
+            sys.exit(processes.supervise(config.processes, lambda fd: serve_in_child(config, sockets, fd), sockets))
         uvloop.run(serve(config, sockets))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
     except StartupError as exc:
         _fail(str(exc))
@@ -309,7 +308,7 @@ async def serve(config: Config, sockets: list[socket.socket], parent: int | None
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    signalled = []
+    signalled: list[int] = []  # the signals had: a second one ends the process at once
 
     def on_signal(signum: int) -> None:
         if signalled:

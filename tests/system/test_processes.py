@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 from support.appender import Appender, body_of
 from support.rawhttp import connect, open_event_stream, read_until, request
+from support.service import COMMAND
 from support.records import EVENT, record_url
 from support.waiting import wait_until
 from support.processes import children_of, kill_9
@@ -56,10 +58,6 @@ def test_sigterm_ends_every_process_as_one_process_ends(service) -> None:
 
 
 def test_a_process_that_cannot_start_ends_them_all_with_its_error(tmp_path: Path) -> None:
-    import subprocess
-
-    from support.service import COMMAND
-
     data = tmp_path / "data"
     data.mkdir()
     (data / "records.sqlite3").write_bytes(b"not a database" * 100)
