@@ -50,6 +50,7 @@ class Options:
     only: tuple[str, ...]
     service: Path
     baseline: Path | None  # --baseline: a second tornado-records command that the ping figure measures beside
+    processes: int  # --processes: the measured service's --processes (1: not given)
     ping_seconds: int
     list_counts: tuple[int, int]
     list_requests: int
@@ -81,6 +82,12 @@ def parse_options(
         help="another tornado-records command (an install of an earlier version) that the ping figure measures too, "
         "in the same runs, with the ratio of --service's requests/s to its",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="start the measured service (not --baseline) with --processes N, N processes on one data directory",
+    )
     parser.add_argument("--results", type=Path, default=REPO / "bench" / "results.md", help="markdown table output")
     parser.add_argument(
         "--audio-minutes",
@@ -103,6 +110,7 @@ def parse_options(
         only=only or tuple(name for name in figures if name not in parts),
         service=args.service,
         baseline=args.baseline,
+        processes=args.processes,
         ping_seconds=1 if quick else 5,
         list_counts=(100, 2_000 if quick else 100_000),
         list_requests=50 if quick else 200,
@@ -335,6 +343,8 @@ class Bench:
         owned = data_dir is None
         data_dir = data_dir or self.fresh_dir("data")
         port = free_port()
+        if command is None and self.options.processes > 1:
+            flags = ("--processes", str(self.options.processes), *flags)
         command = command or self.options.service
         argv = [str(command), "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
         # The caps raised past the figures' own loads: tens of thousands of subscribers, all from this machine's one

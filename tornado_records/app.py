@@ -66,11 +66,13 @@ def make_app(config: Config, notices: list[str] | None = None) -> tornado.web.Ap
     shows (cli.py's; none: no /room/notices.json); TornadoChanged if the installed Tornado lacks a private attribute
     the service relies on (http/insides.py)."""
     check_tornado()
-    store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint)
+    store = RecordStore(config.data_dir, config.index.url, config.blobs, config.s3_endpoint, shares_index(config))
     hub = EventHub(keepalive=config.sse_keepalive, log=event_log(config))
     if hub.log is not None and hub.log.assigns_ids:  # shared: a record's change and its event in one transaction
         store.change_events = hub.write_changes
         hub.written_with_change = CHANGE_EVENTS
+        if store.wconn.writes_in_turn:  # SQLite: the log's writer cannot write while a change holds the index, so
+            store.wconn.before_begin.append(hub.log.wait_written)  # the uploads' own events are written before it
     dead_air = DeadAir(store, hub, config.dead_air, config.silence_threshold)
     spec_yaml, spec_json = openapi_document(resource("records.yaml"))
     page = versioned_links(resource("static/openapi.html").read_bytes(), "/openapi/", resource(SCALAR_BUNDLE).parent)
@@ -179,11 +181,16 @@ def reader(config: Config) -> sqldb.Database:
     return sqldb.connect(config.index.url, config.data_dir, read_only=True)
 
 
+def shares_index(config: Config) -> bool:
+    """Whether the process shares a SQLite index with others (--processes N; a PostgreSQL index is always shared)."""
+    return config.processes > 1
+
+
 def event_log(config: Config) -> EventLog:
-    """The event log in the index: this process's, or that of every process sharing a PostgreSQL index."""
-    index = sqldb.connect(config.index.url, config.data_dir)
+    """The event log in the index: this process's, or that of every process sharing the index."""
+    index = sqldb.connect(config.index.url, config.data_dir, shared=shares_index(config))
     if index.shared:
-        return SharedEventLog(index, sqldb.connect(config.index.url, config.data_dir))
+        return SharedEventLog(index, sqldb.connect(config.index.url, config.data_dir, shared=True))
     return EventLog(index)
 
 
@@ -192,7 +199,9 @@ def webhooks(config: Config, hub: EventHub) -> Webhooks | None:
     if not config.webhook or config.webhook_secret_file is None:
         return None
     secret = config.webhook_secret_file.value
-    return Webhooks(config.webhook, secret, config.webhook_events, config.index.url, config.data_dir, hub.log)
+    return Webhooks(
+        config.webhook, secret, config.webhook_events, config.index.url, config.data_dir, hub.log, shares_index(config)
+    )
 
 
 def start_app(app: tornado.web.Application) -> None:

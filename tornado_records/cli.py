@@ -12,6 +12,7 @@ import os
 import pwd
 import resource
 import signal
+import socket
 import sqlite3
 import sys
 import tempfile
@@ -23,7 +24,7 @@ import tornado.netutil
 import tornado.web
 import uvloop
 
-from tornado_records import __version__
+from tornado_records import __version__, processes
 from tornado_records.commands import analyze, backup, check, migrate
 from tornado_records.storage import sqldb
 from tornado_records.storage.model import BlobsError
@@ -208,9 +209,42 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(exc), status=2)
     set_up_logging(config)
     try:
-        uvloop.run(serve(config))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
+        sockets = bind(config)
+        if config.processes > 1:
+            prepare_shared_index(config)
+            sys.exit(processes.supervise(config.processes, lambda fd: serve_in_child(config, sockets, fd), sockets))
+        uvloop.run(serve(config, sockets))  # asyncio's loop, faster: +35 % /ping requests/s in bench/ (issue 8)
     except StartupError as exc:
         _fail(str(exc))
+
+
+def bind(config: Config) -> list[socket.socket]:
+    """The listening sockets of --host and --port."""
+    try:
+        return tornado.netutil.bind_sockets(config.port, config.host)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+
+
+def prepare_shared_index(config: Config) -> None:
+    """Before the fork: make the SQLite index a write-ahead log once, rather than by processes starting together
+    (the connection is closed: none crosses the fork)."""
+    if sqldb.is_postgresql(config.index.url):
+        return
+    try:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        sqldb.connect(config.index.url, config.data_dir).close()
+    except (OSError, sqlite3.DatabaseError) as exc:
+        raise StartupError(storage_error(exc, config.data_dir)) from None
+
+
+def serve_in_child(config: Config, sockets: list[socket.socket], parent: int) -> int:
+    """One of --processes N: serve on the parent's sockets until a signal, or until the parent ends."""
+    try:
+        uvloop.run(serve(config, sockets, parent))
+    except StartupError as exc:
+        _fail(str(exc))
+    return 0
 
 
 def set_up_logging(config: Config) -> None:
@@ -244,12 +278,9 @@ def _fail(message: str, status: int = 1) -> NoReturn:
     sys.exit(status)
 
 
-async def serve(config: Config) -> None:
-    """Serve until a signal, then stop accepting, let requests in flight finish (up to the grace), and return."""
-    try:
-        sockets = tornado.netutil.bind_sockets(config.port, config.host)
-    except OSError as exc:
-        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+async def serve(config: Config, sockets: list[socket.socket], parent: int | None = None) -> None:
+    """Serve on `sockets` until a signal (or, for one of --processes N, until its `parent` pipe closes), then stop
+    accepting, let requests in flight finish (up to the grace), and return."""
     notices = exposure_notices(sockets, config)
     try:
         # the notices in the routes' one table: a rule of a host of its own (add_handlers) would be tried first by
@@ -277,16 +308,26 @@ async def serve(config: Config) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
 
+    signalled: list[int] = []  # the signals had: a second one ends the process at once
+
     def on_signal(signum: int) -> None:
-        if stopping.is_set():
+        if signalled:
             log.warning("second %s: exiting at once", signal.Signals(signum).name)
             os._exit(1)
+        signalled.append(signum)
         log.info("%s: shutting down", signal.Signals(signum).name)
+        stopping.set()
+
+    def on_parent_gone() -> None:
+        if not stopping.is_set():
+            log.info("asked to end by the parent process: shutting down")
         stopping.set()
 
     # before the line that says it serves: a SIGTERM right after that line is a graceful stop, not the default's end
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    if parent is not None:
+        processes.watch_parent(parent, on_parent_gone)
     port = sockets[0].getsockname()[1]
     log.info(
         "tornado-records %s serving on http://%s:%d, data in %s, index %s%s",

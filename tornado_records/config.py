@@ -81,6 +81,15 @@ SETTINGS: tuple[Setting, ...] = (
         parse_index,
     ),
     Setting(
+        "processes",
+        "1",
+        "processes serving the data directory together, to use more than one core: past 1, the service binds its "
+        "port, forks that many processes sharing the index (SQLite or PostgreSQL), restarts one that dies, and ends "
+        "them all on SIGTERM or SIGINT; the per-process bounds (--max-connections, --max-subscribers, "
+        "--max-client-streams) are each process's",
+        parse_count,
+    ),
+    Setting(
         "blobs",
         "",
         "where the recordings are kept: empty for blobs/ in the data directory, or s3://bucket/prefix in an "
@@ -289,6 +298,7 @@ class Config:
     port: int
     data_dir: Path
     index: Index
+    processes: int
     blobs: str
     s3_endpoint: str
     max_body_size: int

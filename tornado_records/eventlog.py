@@ -6,9 +6,10 @@ event loop, for every event); one thread writes what has queued in one fsynced t
 FLUSH_DELAY seconds, so a crash or a power cut loses at most the events of the last FLUSH_DELAY seconds (plus one
 fsync). Knows no HTTP.
 
-SharedEventLog is the log of processes that share a PostgreSQL index: the table is the one stream of them all. A
-process's events get their ids in the transaction that writes them (under a lock: ids commit in their order), a
-NOTIFY wakes every process, and each one sends its subscribers the rows after the last it sent, its own included.
+SharedEventLog is the log of processes that share an index (PostgreSQL, or SQLite with --processes N): the table is
+the one stream of them all. A process's events get their ids in the transaction that writes them (under a lock: ids
+commit in their order), a NOTIFY wakes every process (SQLite: each looks at the table every EVENTS_POLL seconds), and
+each one sends its subscribers the rows after the last it sent, its own included.
 
 Readers (table `event_readers`) are consumers that must see every event, such as a webhook's URL: each has its
 position in the index (the newest event it is done with), and the log keeps the events after the lowest position past
@@ -186,7 +187,7 @@ def frame(event_id: int, body: str) -> bytes:
 
 
 class SharedEventLog(EventLog):
-    """The event log of processes sharing a PostgreSQL index: `publish` queues an event's body; the writer thread
+    """The event log of processes sharing an index: `publish` queues an event's body; the writer thread
     gives it the next id (the time in microseconds for the first, as the hub does) and writes it with a NOTIFY; a
     listening thread hands each process the rows after the last it had (`deliver`, called on the event loop)."""
 
@@ -215,14 +216,13 @@ class SharedEventLog(EventLog):
     def start(self, deliver: Callable[[list[Event]], None], loop: "asyncio.AbstractEventLoop") -> None:
         """Hand the events of every process to `deliver` on `loop`, from now on."""
         self.deliver = lambda rows: loop.call_soon_threadsafe(deliver, rows)
-        self._listen.execute(f"LISTEN {self.CHANNEL}")
-        self._listen.on_reconnect.append(lambda: self._listen.execute(f"LISTEN {self.CHANNEL}"))
+        self._listen.listen(self.CHANNEL)
         self._listener = threading.Thread(target=self._listen_for_events, name="records-eventlog-listen", daemon=True)
         self._listener.start()
 
     def _stopped(self) -> None:
         with contextlib.suppress(Exception):  # wake the listener now, rather than at its next look (POLL)
-            self._conn.execute(f"NOTIFY {self.CHANNEL}")
+            self._conn.notify(self.CHANNEL)
 
     def close(self) -> None:
         super().close()
@@ -238,12 +238,12 @@ class SharedEventLog(EventLog):
     def write_in(self, conn: Database, events: list[tuple[str, float]]) -> None:
         """Write events (body, created) in `conn`'s transaction, which must be under way: a change of a record
         writes its event in its own transaction (see store.py), so that both are kept or neither."""
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (_EVENTS_LOCK,))
+        conn.lock_key(_EVENTS_LOCK)
         (last,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
         first = last + 1 if last else time.time_ns() // 1000  # as the hub's: from the time, then one by one
         rows = [(first + n, frame(first + n, body), created) for n, (body, created) in enumerate(events)]
         conn.executemany("INSERT INTO events (id, wire, created) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", rows)
-        conn.execute(f"NOTIFY {self.CHANNEL}")  # sent at the commit
+        conn.notify(self.CHANNEL)  # sent at the commit
         self.written_id = max(self.written_id, rows[-1][0])
 
     def wait_written(self) -> None:

@@ -199,7 +199,8 @@ class EventHub:
         `conn` (the store calls it, in its writer thread, once a transaction: the log's lock is then held to its
         end); the hub's `publish` of each then only counts it."""
         assert self.log is not None and self.log.assigns_ids
-        self.log.wait_written()  # the uploads' own events (upload-started, ...) before them
+        if not conn.writes_in_turn:  # (SQLite: waited for before the transaction began, see app.py)
+            self.log.wait_written()  # the uploads' own events (upload-started, ...) before them
         created = time.time()
         self.log.write_in(conn, [(event_body(event_type, data), created) for event_type, data in changes])
 

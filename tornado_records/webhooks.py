@@ -89,12 +89,13 @@ class Webhooks:
         index: str,
         data_dir: Path,
         events: EventLog,
+        shared: bool = False,
     ) -> None:
         self.targets = [Target(url) for url in urls]
         self.types = types
         self.signer = standardwebhooks.Webhook(secret.decode())
         self.collector = WebhookCollector(self)
-        self._db = sqldb.connect(index, data_dir)  # used in the thread below only
+        self._db = sqldb.connect(index, data_dir, shared=shared)  # used in the thread below only
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records-webhooks")
         self._generation = 0  # one more each time the connection to the index is made again (its names are lost)
         if isinstance(self._db, sqldb.PostgresDatabase):

@@ -37,7 +37,9 @@ from tornado_records.uploads import replace
 
 EVENT = uuid.UUID("0f339cb0-7ab4-43fe-852d-75708232f76c")
 START = datetime.datetime(2024, 1, 1)
-ENGINES = ("sqlite", "postgresql", "s3", "sqlite-s3")  # the index, then the content's engine where not files
+ENGINES = ("sqlite", "postgresql", "s3", "sqlite-s3", "sqlite-shared")  # the index, then the content's engine where
+# not files; sqlite-shared: the SQLite index as the processes of --processes N share it
+SHARED_ROOT = "shared-data"  # the data directory of sqlite-shared's store
 
 
 @pytest.fixture(params=ENGINES)
@@ -53,12 +55,12 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> Source:
         for variable, value in request.getfixturevalue("s3_env").items():
             monkeypatch.setenv(variable, value)
         blobs = f"s3://{request.getfixturevalue('shared_bucket')}/{secrets.token_hex(6)}/records"
-    return Source(tmp_path / "data", index, blobs)
+    return Source(tmp_path / (SHARED_ROOT if name == "sqlite-shared" else "data"), index, blobs)
 
 
 @pytest.fixture
 def store(where: Source) -> Iterator[RecordStore]:
-    store = RecordStore(where.root, where.index, where.blobs)
+    store = open_store(where)
     yield store
     store.close()
 
@@ -66,7 +68,11 @@ def store(where: Source) -> Iterator[RecordStore]:
 def reopen(store: RecordStore, where: Source) -> RecordStore:
     """The store closed and opened again on the same engines (a restart)."""
     store.close()
-    return RecordStore(where.root, where.index, where.blobs)
+    return open_store(where)
+
+
+def open_store(where: Source) -> RecordStore:
+    return RecordStore(where.root, where.index, where.blobs, shared=where.root.name == SHARED_ROOT)
 
 
 def body(size: int, seed: str = "") -> bytes:

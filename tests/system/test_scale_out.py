@@ -1,4 +1,5 @@
-"""Several `tornado-records` processes on one PostgreSQL index (and one data directory), behind nginx: what one
+"""Several `tornado-records` processes on one PostgreSQL index (and one data directory), behind nginx, or on one SQLite
+index (services of --processes 2, started by hand on one data directory, port each): what one
 stores, the others list and send; every process's /sse gives every event of every process once, in one order; a
 process killed with SIGKILL leaves nothing visible, and what it leaves behind is tidied by another; writers racing on
 two processes leave one whole winner."""
@@ -10,13 +11,15 @@ import hashlib
 import http.client
 import json
 import os
-import signal
 import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from support.appender import Appender, body_of
+from support.processes import kill_9
 from support.races import race_writers
 from support.rawhttp import request
 from support.records import EVENT, files_in, record_url, run_on_index
@@ -29,13 +32,23 @@ from support.waiting import wait_until
 UPLOADS_EVENTS_ONLY = ("--analysis-workers", "0")
 
 
-def processes(service, postgres_url: str, count: int = 2, *flags: str) -> list:  # noqa: ANN001
-    """`count` processes on one data directory and one PostgreSQL index."""
-    return [service("--index", postgres_url, *flags) for _ in range(count)]
+@pytest.fixture(params=["postgresql", "sqlite"])
+def shared(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The index the processes share, as `engine` gives it: a PostgreSQL database, or the data directory's SQLite
+    file (for services of --processes 2)."""
+    return {"index": request.getfixturevalue("postgres_url")} if request.param == "postgresql" else {}
 
 
-def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, nginx, postgres_url) -> None:
-    a, b = processes(service, postgres_url, 2, "--accel-redirect", "/_blobs/")
+def processes(service, shared: dict[str, str], count: int = 2, *flags: str) -> list:  # noqa: ANN001
+    """`count` services on one data directory and one index: on PostgreSQL, a process each; on SQLite, each of two
+    processes (--processes 2), so that two of them are sure to answer through different processes."""
+    on = ("--index", shared["index"]) if shared else ("--processes", "2")
+    return [service(*on, *flags) for _ in range(count)]
+
+
+
+def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, nginx, shared) -> None:
+    a, b = processes(service, shared, 2, "--accel-redirect", "/_blobs/")
     body = os.urandom(300_000)
     assert request(a.url, "PUT", record_url(), body, {"Content-Type": "audio/ogg"})[0] == 204
     status, headers, listed = request(b.url, "GET", f"/records/{EVENT}")
@@ -52,8 +65,8 @@ def test_what_one_process_stores_the_other_lists_sends_and_deletes(service, ngin
     assert request(a.url, "GET", record_url())[0] == 404
 
 
-def test_every_process_streams_every_event_once_in_one_order(service, nginx, postgres_url) -> None:
-    a, b = processes(service, postgres_url, 2, *UPLOADS_EVENTS_ONLY)
+def test_every_process_streams_every_event_once_in_one_order(service, nginx, shared) -> None:
+    a, b = processes(service, shared, 2, *UPLOADS_EVENTS_ONLY)
     front = nginx(a, [b])
     uploads = 6
     expected = uploads * 2 + 1  # upload-started and record-created each, then record-deleted
@@ -78,18 +91,17 @@ def test_every_process_streams_every_event_once_in_one_order(service, nginx, pos
     assert replay == seen_a[5:]
 
 
-def test_kill_9_during_an_upload_leaves_nothing_and_the_others_tidy_up(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+def test_kill_9_during_an_upload_leaves_nothing_and_the_others_tidy_up(service, shared) -> None:
+    a, b = processes(service, shared)
     data = a.data_dir
     unfinished = Appender(a.url, record_url())  # a plain PUT this time, left unfinished
     unfinished.send(os.urandom(200_000))
     assert wait_until(lambda: sum(p.stat().st_size for p in (data / "tmp").rglob("*.part")) == 200_000)
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait()
+    kill_9(a)
     assert request(b.url, "GET", record_url())[0] == 404  # nothing visible
     assert request(b.url, "PUT", record_url(start="2024-01-02T00:00:00"), b"still serving")[0] == 204
     assert files_in(data / "tmp") != []  # the killed process's upload is still there: no live process owns it
-    c = service("--index", postgres_url)  # a process that starts tidies what ended processes left
+    (c,) = processes(service, shared, 1)  # a process that starts tidies what ended processes left
     assert files_in(data / "tmp") == []
     assert request(c.url, "GET", f"/records/{EVENT}")[0] == 200
     assert len(files_in(data / "blobs")) == 1  # the one record's blob; nothing leaked
@@ -97,27 +109,26 @@ def test_kill_9_during_an_upload_leaves_nothing_and_the_others_tidy_up(service, 
     c.stop()
 
 
-def test_an_append_of_a_killed_process_joins_before_the_next_on_another(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+def test_an_append_of_a_killed_process_joins_before_the_next_on_another(service, shared) -> None:
+    a, b = processes(service, shared)
     first = Appender(a.url)
     first.send(b"head of the broadcast;")
 
     def in_its_file() -> bool:  # the piece is listed in the index, and its bytes are in its file (spool.py's lag)
-        rows = run_on_index({"index": postgres_url}, a.data_dir, "SELECT blob FROM appends")
+        rows = run_on_index(shared, a.data_dir, "SELECT blob FROM appends")
         return len(rows) == 1 and (a.data_dir / "blobs" / rows[0][0]).stat().st_size == 22
 
     assert wait_until(in_its_file)
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait()
+    kill_9(a)
     second = Appender(b.url)
     second.send(b" the rest.")
     assert second.end().status == 204
     assert body_of(b.url) == b"head of the broadcast; the rest."
-    assert run_on_index({"index": postgres_url}, a.data_dir, "SELECT count(*) FROM appends") == [(0,)]
+    assert run_on_index(shared, a.data_dir, "SELECT count(*) FROM appends") == [(0,)]
 
 
-def test_racing_writers_on_two_processes_leave_one_whole_winner(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+def test_racing_writers_on_two_processes_leave_one_whole_winner(service, shared) -> None:
+    a, b = processes(service, shared)
     bodies = [bytes([n]) * 500_000 for n in range(8)]
     statuses = race_writers(a, b, bodies)
     assert sorted(statuses) == [204] + [412] * (len(bodies) - 1), statuses
@@ -126,8 +137,8 @@ def test_racing_writers_on_two_processes_leave_one_whole_winner(service, postgre
     assert len(files_in(a.data_dir / "blobs")) == 1 and files_in(a.data_dir / "tmp") == []
 
 
-def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url)
+def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(service, shared) -> None:
+    a, b = processes(service, shared)
     body = os.urandom(600_000)
     status, headers, _ = request(a.url, "POST", record_url(), b"", {**TUS, "Upload-Length": str(len(body))})
     assert status == 201
@@ -152,8 +163,8 @@ def test_a_resumable_upload_goes_on_through_any_process_one_request_at_a_time(se
 
 
 def test_connections_to_the_index_that_are_lost_are_made_again(service, postgres_url) -> None:
-    a, b = processes(service, postgres_url, 2, *UPLOADS_EVENTS_ONLY)
     engine = {"index": postgres_url}
+    a, b = processes(service, engine, 2, *UPLOADS_EVENTS_ONLY)
     seen: list = []
     reader = events_of(b.url, 4, seen)
     # PostgreSQL ends every connection of the processes (as a restart of the server or a failover would)
@@ -172,33 +183,33 @@ def test_connections_to_the_index_that_are_lost_are_made_again(service, postgres
     assert held == [(2,)]
 
 
-def test_a_change_and_its_event_are_kept_in_one_transaction(service, postgres_url) -> None:
-    """With a PostgreSQL index, a record's change writes its event in the change's own transaction: once the change
+def test_a_change_and_its_event_are_kept_in_one_transaction(service, shared) -> None:
+    """With a shared index, a record's change writes its event in the change's own transaction: once the change
     is answered its event is in the table (a crash cannot keep one without the other), after the upload's own."""
-    svc = service("--index", postgres_url)
+    (svc,) = processes(service, shared, 1)
     for n in range(10):
         path = record_url(start=f"2024-01-01T00:00:{n:02d}")
         status, headers, _ = request(svc.url, "PUT", path, b"take %d" % n)
         assert status == 204
-        last = changes(postgres_url, svc.data_dir)[-2:]
+        last = changes(shared, svc.data_dir)[-2:]
         assert [e["type"] for e in last] == ["upload-started", "record-created"]
         assert last[1]["data"]["record"]["etag"] == headers["ETag"]
     assert request(svc.url, "DELETE", path)[0] == 204
-    assert changes(postgres_url, svc.data_dir)[-1]["type"] == "record-deleted"
+    assert changes(shared, svc.data_dir)[-1]["type"] == "record-deleted"
 
 
-def changes(postgres_url: str, data_dir: Path) -> list[dict]:
+def changes(shared: dict[str, str], data_dir: Path) -> list[dict]:
     """The events in the index's table, in order, but for the analyses' (which come whenever an analysis ends)."""
-    rows = run_on_index({"index": postgres_url}, data_dir, "SELECT wire FROM events ORDER BY id")
+    rows = run_on_index(shared, data_dir, "SELECT wire FROM events ORDER BY id")
     events = [json.loads(bytes(wire).split(b"data: ")[1]) for (wire,) in rows]
     return [e for e in events if e["type"] != "record-analyzed"]
 
 
-def test_a_long_listing_on_one_process_shows_at_once_what_another_created_or_deleted(service, postgres_url) -> None:
+def test_a_long_listing_on_one_process_shows_at_once_what_another_created_or_deleted(service, shared) -> None:
     """Over 1,000 records, an event's starts are kept in each process's memory for pages between bounds or deep in
     the middle (starts.SqlStarts), the others are read from the nearer end: a record that another process creates or
     deletes is in the next page all the same, either way."""
-    a, b = processes(service, postgres_url)
+    a, b = processes(service, shared)
     first = datetime.datetime(2024, 1, 1)
     starts = [first + datetime.timedelta(minutes=2 * n) for n in range(1001)]
     conn = http.client.HTTPConnection(*urllib.parse.urlsplit(a.url).netloc.split(":"), timeout=30)

@@ -1,12 +1,13 @@
 """Webhooks of real `tornado-records` processes: a restart (SIGTERM, or kill -9) between a refused delivery and its
-acceptance loses nothing and sends again nothing that was acknowledged; with two processes on one PostgreSQL index,
-each event reaches the receiver once, and when the process that delivers is killed the other takes over. The receiver
+acceptance loses nothing and sends again nothing that was acknowledged; with two processes on one PostgreSQL index
+(or the processes of --processes 2 on SQLite), each event reaches the receiver once, and when the process that delivers is killed the other takes over. The receiver
 verifies every delivery with the `standardwebhooks` library; so does the example receiver of docs/operations.md, run
 as written."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from typing import Iterator
 import pytest
 
 from support.paths import REPO
+from support.processes import children_of
 from support.ports import free_port, is_free
 from support.records import record_url, run_on_index
 from support.rawhttp import request
@@ -115,6 +117,24 @@ def test_two_processes_on_one_index_deliver_each_event_once(service, engine, rec
     assert receiver.ids() == logged_ids(engine, a.data_dir)
     assert receiver.types()[-2:] == ["upload-started", "record-created"]
     assert sample(scrape(other.url), "webhook_deliveries_total", url=receiver.url) == 2
+
+
+@pytest.mark.engines("sqlite")
+def test_the_processes_of_a_service_on_sqlite_deliver_each_event_once(service, engine, receiver, flags) -> None:
+    svc = service("--processes", "2", *flags)
+    for n in range(6):  # each on a connection of its own: to either process
+        put(svc.url, f"2024-01-01T0{n}:00:00")
+    assert wait_until(lambda: len(receiver.accepted) >= 12, timeout=20)
+    assert wait_until(lambda: delivered_up_to(engine, svc.data_dir, receiver))
+    assert receiver.ids() == logged_ids(engine, svc.data_dir) and len(receiver.ids()) == 12
+    # Both are killed, the one that delivers among them: those that replace them go on from where it was.
+    killed = children_of(svc.proc.pid)
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: len(children_of(svc.proc.pid) - killed) == 2), svc.log
+    put(svc.url, "2024-01-02T00:00:00")
+    assert wait_until(lambda: len(receiver.accepted) == 14, timeout=30)
+    assert receiver.ids() == logged_ids(engine, svc.data_dir) and all(d.verified for d in receiver.attempts)
 
 
 @pytest.mark.engines("sqlite")

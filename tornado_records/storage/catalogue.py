@@ -81,7 +81,7 @@ def create(conn: Database) -> None:
         conn.add_column("catalogue", column, "BIGINT" if column == "details_modified" else "TEXT")
     with conn.transaction():
         if conn.shared:  # the others write meanwhile: count their changes after this, not before
-            conn.execute("LOCK TABLE records, catalogue IN SHARE ROW EXCLUSIVE MODE")
+            conn.lock_tables("records", "catalogue")
         version = secrets.randbits(62)  # the starts may have changed behind the service's back
         conn.execute("UPDATE catalogue SET records = 0, bytes = 0, starts = ?", (version,))
         conn.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from typing import TYPE_CHECKING
 
 from tornado_records.storage.model import StorageFull, runs
@@ -25,8 +26,8 @@ def recover_alone(store: RecordStore) -> None:
     """Alone on the index: every append request's rest joins, everything in tmp/ goes, and every orphan blob."""
     recover_appends(store)
     leftovers = list(store.tmp.iterdir())
-    for path in leftovers:
-        path.unlink()
+    for path in leftovers:  # a directory: that of a process that shared the index (--processes N) before
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     orphans = remove_orphan_files(store, None)
     if leftovers or orphans:
         log.warning("removed %d unfinished upload(s) and %d orphan blob(s) from %s", len(leftovers), orphans, store.root)

@@ -1,6 +1,8 @@
-"""One process alone on its index, or several sharing one (PostgreSQL): the only place that knows which.
+"""One process alone on its index, or several sharing one (PostgreSQL, or SQLite with --processes N): the only place
+that knows which.
 
-Processes sharing an index each hold a name of their own while they live (an advisory lock in PostgreSQL): their
+Processes sharing an index each hold a name of their own while they live (an advisory lock in PostgreSQL, a byte of
+records.locks with SQLite, see sqldb.SharedSqlite): their
 uploads in flight are in tmp/<owner>/, their append requests' rows carry it, and what a process that ended left is
 tidied by one that finds its name free. One process alone is owner 0, and its tmp/ is the data directory's.
 """
@@ -115,6 +117,9 @@ class Shared(Alone):
     def recover(self) -> None:
         """Tidy what each process that ended left (recover_owner), then the orphans old enough."""
         appending = self._appending_owners()
+        for path in (self.store.root / "tmp").iterdir():  # uploads in flight of a process alone on it, before
+            if path.is_file():
+                path.unlink()
         waited_until = time.monotonic() + ENDED_WAIT
         for owner in self._ended_candidates(appending):
             # a process killed a moment ago may still hold its name while PostgreSQL notices: its appends must join

@@ -3,16 +3,20 @@ behind one small connection class, so that the store, the catalogue and the even
 
 The SQL they write is the common part of both dialects: `?` placeholders (made `%s` for PostgreSQL), upserts with
 `ON CONFLICT`, and BIGINT columns. Where the two differ, `Database` says how (`like`, `greatest`, `lock_record`,
-`schema`). Knows no HTTP.
+`schema`). Several processes may share either (`SharedSqlite` for SQLite, with `--processes N`). Knows no HTTP.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import functools
+import hashlib
+import os
 import re
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -27,6 +31,9 @@ except ImportError:  # pragma: no cover (checked when such an index is asked for
     psycopg = None
 
 SQLITE_FILE = "records.sqlite3"  # the default index, in the data directory
+LOCKS_FILE = "records.locks"  # beside a SQLite index shared by processes: the byte-range locks of their names
+BUSY_WAIT = 60.0  # seconds a statement on a shared SQLite index waits for another process's write to end
+EVENTS_POLL = 0.01  # seconds between looks for other processes' events in a shared SQLite index
 
 
 class IndexUnavailable(Exception):
@@ -45,16 +52,17 @@ class Database:
 
     dialect = "sqlite"
     shared = False  # other processes may use the same index at the same time
+    writes_in_turn = True  # a transaction holds the whole index (BEGIN IMMEDIATE): it must not wait for another's
     like = "LIKE"  # the operator matching a pattern whatever the case of its ASCII letters
     greatest = "max"  # the larger of two values (a scalar function)
 
-    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False, timeout: float = 5.0) -> None:
         self.name = str(path)
         if read_only:
             uri = f"{path.resolve().as_uri()}?mode=ro"
-            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=timeout)
         else:
-            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=timeout)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
 
@@ -72,7 +80,9 @@ class Database:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """Run the block in one transaction that holds the right to write from its start (SQLite: BEGIN IMMEDIATE),
-        committed at its end, rolled back if it raises."""
+        committed at its end, rolled back if it raises. What `before_begin` holds is called first."""
+        for wait in self.before_begin:
+            wait()
         self.execute(self._begin)
         self._in_transaction = True
         try:
@@ -87,6 +97,7 @@ class Database:
             self._in_transaction = False
 
     _begin = "BEGIN IMMEDIATE"
+    before_begin: tuple | list = ()  # what a transaction waits for before it begins (see app.py)
     _in_transaction = False  # inside transaction() (PostgreSQL: cleared when the connection is lost)
 
     @property
@@ -96,6 +107,19 @@ class Database:
     def lock_record(self, event: str, start: str) -> None:
         """Inside a transaction: hold the record (event, start) until its end, against writers in other processes
         (SQLite: BEGIN IMMEDIATE already holds every record)."""
+
+    def lock_key(self, key: int) -> None:
+        """Inside a transaction: hold the lock `key` until its end (SQLite: BEGIN IMMEDIATE already holds it)."""
+
+    def lock_tables(self, *tables: str) -> None:
+        """Inside a transaction: keep other processes from writing `tables` until its end (SQLite: BEGIN IMMEDIATE
+        already does)."""
+
+    def listen(self, channel: str) -> None:
+        """Be told of `notify(channel)` of every process (`notifies`); SQLite has no such thing: see SharedSqlite."""
+
+    def notify(self, channel: str) -> None:
+        """Tell every process listening on `channel` (at the commit, inside a transaction)."""
 
     def claim(self, owner: int, wait: bool = True) -> bool:
         """Hold the name `owner` for as long as this connection lives (or until `release`): a process holds its own,
@@ -123,6 +147,10 @@ class Database:
         """Remove the unique constraint on a column, made by an index from before it went (SQLite keeps it: its index
         entries have no size bound)."""
 
+    def joined_text(self, column: str) -> str:
+        """The aggregate joining a text column's values with spaces."""
+        return f"group_concat({column}, ' ')"
+
     def close(self) -> None:
         self._conn.close()
 
@@ -138,11 +166,71 @@ class Database:
     errors: tuple[type[BaseException], ...] = (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
 
 
+class SharedSqlite(Database):
+    """One connection to a SQLite index that several processes share (`--processes N`, each process's connections
+    made after the fork). Their writes take turns (BEGIN IMMEDIATE, waiting up to BUSY_WAIT seconds for the other's);
+    the names they hold are byte-range locks (`fcntl`) on LOCKS_FILE beside the index, which the kernel lets go of
+    when a process ends, however it ends. The locks are the process's, as PostgreSQL's advisory locks are the
+    connection's: all its connections hold what one of them holds."""
+
+    shared = True
+
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        super().__init__(path, read_only=read_only, timeout=BUSY_WAIT)
+        self._locks = path.with_name(LOCKS_FILE)
+        self.on_reconnect: list[Callable[[], None]] = []  # a connection to a file is never lost
+        self.before_begin: list[Callable[[], None]] = []
+
+    def claim(self, owner: int, wait: bool = True) -> bool:
+        return _lock(self._locks, owner, wait)
+
+    def release(self, owner: int) -> None:
+        _unlock(self._locks, owner)
+
+    def hold(self, name: str) -> bool:
+        return _lock(self._locks, _name_offset(name), wait=False)
+
+    def let_go(self, name: str) -> None:
+        _unlock(self._locks, _name_offset(name))
+
+    def notifies(self, timeout: float, stop_after: int) -> tuple:  # noqa: ARG002 (PostgresDatabase's call)
+        """Nothing tells of the others' events: a listener looks at the table after EVENTS_POLL seconds."""
+        time.sleep(min(timeout, EVENTS_POLL))
+        return ()
+
+
+@functools.lru_cache(maxsize=None)
+def _locks_file(path: Path) -> int:
+    """The process's one descriptor of a locks file, never closed: closing any descriptor of a file lets go of every
+    `fcntl` lock the process holds on it."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+
+def _lock(path: Path, offset: int, wait: bool) -> bool:
+    """Lock the byte at `offset` of the locks file; without `wait`, False at once if another process holds it."""
+    try:
+        fcntl.lockf(_locks_file(path), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), 1, offset)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+        return False
+    return True
+
+
+def _unlock(path: Path, offset: int) -> None:
+    fcntl.lockf(_locks_file(path), fcntl.LOCK_UN, 1, offset)
+
+
+def _name_offset(name: str) -> int:
+    """Where a name (such as an upload's id) is locked: past every owner's byte (owners are 31-bit), at 56 bits of
+    its hash."""
+    return (1 << 32) + int.from_bytes(hashlib.blake2b(name.encode(), digest_size=7).digest(), "big")
+
+
 class PostgresDatabase(Database):
     """One connection to a PostgreSQL database (autocommit: statements outside `transaction()` stand alone)."""
 
     dialect = "postgresql"
     shared = True
+    writes_in_turn = False
     like = "ILIKE"
     greatest = "greatest"
     _begin = "BEGIN"
@@ -205,6 +293,19 @@ class PostgresDatabase(Database):
     def lock_record(self, event: str, start: str) -> None:
         self.execute("SELECT pg_advisory_xact_lock(?, ?)", (_key(event), _key(start)))
 
+    def lock_key(self, key: int) -> None:
+        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+    def lock_tables(self, *tables: str) -> None:
+        self.execute(f"LOCK TABLE {', '.join(tables)} IN SHARE ROW EXCLUSIVE MODE")
+
+    def listen(self, channel: str) -> None:
+        self.execute(f"LISTEN {channel}")
+        self.on_reconnect.append(lambda: self.execute(f"LISTEN {channel}"))
+
+    def notify(self, channel: str) -> None:
+        self.execute(f"NOTIFY {channel}")
+
     def claim(self, owner: int, wait: bool = True) -> bool:
         if wait:
             self.execute("SELECT pg_advisory_lock(?, ?)", (_OWNERS, owner))
@@ -225,6 +326,9 @@ class PostgresDatabase(Database):
 
     def drop_unique(self, table: str, column: str) -> None:
         self.execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {table}_{column}_key")  # PostgreSQL's name
+
+    def joined_text(self, column: str) -> str:
+        return f"string_agg({column}, ' ')"
 
     def notifies(self, timeout: float, stop_after: int) -> Iterator[Any]:
         """The NOTIFYs that come within `timeout` seconds (up to `stop_after`), for a connection that LISTENs (one
@@ -256,11 +360,12 @@ def is_postgresql(index: str) -> bool:
     return index.startswith(("postgresql://", "postgres://"))
 
 
-def connect(index: str, data_dir: Path, *, read_only: bool = False) -> Database:
-    """The index named by the --index setting: `sqlite` (the file in the data directory) or a PostgreSQL URL."""
+def connect(index: str, data_dir: Path, *, read_only: bool = False, shared: bool = False) -> Database:
+    """The index named by the --index setting: `sqlite` (the file in the data directory; `shared` by the processes
+    of --processes N) or a PostgreSQL URL (always shared)."""
     if is_postgresql(index):
         return PostgresDatabase(index, read_only=read_only)
-    return Database(data_dir / SQLITE_FILE, read_only=read_only)
+    return (SharedSqlite if shared else Database)(data_dir / SQLITE_FILE, read_only=read_only)
 
 
 def safe_url(url: str) -> str:

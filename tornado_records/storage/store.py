@@ -81,18 +81,20 @@ class RecordStore:
     Its rooms: `content` (where bytes are kept), `joins` (append pieces joining records), `uploads` (the resumable
     uploads' rows), `sharing` (this process alone on its index, or one of several)."""
 
-    def __init__(self, root: Path, index: str = "sqlite", blobs: str = "", endpoint: str | None = None) -> None:
+    def __init__(
+        self, root: Path, index: str = "sqlite", blobs: str = "", endpoint: str | None = None, shared: bool = False
+    ) -> None:
         self.root = root
         self.blobs = root / "blobs"  # blob files; with an object store, the files of append pieces while they arrive
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.content = open_content(blobs, root, endpoint)
         self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="records-writer")
-        self.wconn = sqldb.connect(index, root)
+        self.wconn = sqldb.connect(index, root, shared=shared)  # shared: SQLite with --processes N
         self.wconn.schema(_SCHEMA)
         self.wconn.drop_unique("records", "blob")  # an index from before: PostgreSQL refused 60 runs and more
         for room in (catalogue, parts, joins, upload_rows):
             room.create(self.wconn)
-        self.rconn = sqldb.connect(index, root)
+        self.rconn = sqldb.connect(index, root, shared=shared)
         self.joins = Joins(self)
         self.commits = CommitLine(self)
         self.uploads = UploadRows(self)
