@@ -28,7 +28,7 @@ from tornado_records import __version__, processes
 from tornado_records.commands import analyze, backup, check, migrate
 from tornado_records.storage import sqldb
 from tornado_records.storage.model import BlobsError
-from tornado_records.app import close_app, make_app, make_server, start_app, stop_app
+from tornado_records.app import close_app, make_app, make_server, shares_index, start_app, stop_app
 from tornado_records.config import SETTINGS, Config, ConfigError, build_config, parse_size
 from tornado_records.commands.datadir import CommandError, Source
 from tornado_records.http.insides import TornadoChanged, check as check_tornado
@@ -238,6 +238,19 @@ def prepare_shared_index(config: Config) -> None:
         raise StartupError(storage_error(exc, config.data_dir)) from None
 
 
+def hold_data_dir(config: Config) -> None:
+    """A data directory with a SQLite index is served by one process alone, or by processes of --processes N only:
+    each kind would take the other's uploads in flight for leftovers of a crash."""
+    if sqldb.is_postgresql(config.index.url):
+        return
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if not sqldb.hold_data_dir(config.data_dir, shares_index(config)):
+        raise StartupError(
+            f"another tornado-records serves the data directory {config.data_dir.absolute()}: stop it first (several "
+            "processes serve one data directory only as those of --processes N)"
+        )
+
+
 def serve_in_child(config: Config, sockets: list[socket.socket], parent: int) -> int:
     """One of --processes N: serve on the parent's sockets until a signal, or until the parent ends."""
     try:
@@ -283,6 +296,7 @@ async def serve(config: Config, sockets: list[socket.socket], parent: int | None
     accepting, let requests in flight finish (up to the grace), and return."""
     notices = exposure_notices(sockets, config)
     try:
+        hold_data_dir(config)
         # the notices in the routes' one table: a rule of a host of its own (add_handlers) would be tried first by
         # every request
         app = make_app(config, notices)

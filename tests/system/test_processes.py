@@ -122,3 +122,26 @@ def refused(url: str) -> bool:
     except OSError:
         return True
     return False
+
+
+def test_a_data_directory_served_alone_is_not_served_by_another_and_the_other_way(service, tmp_path: Path) -> None:
+    """A process alone takes what it finds in tmp/ at its start for a crash's leftovers: while one serves a data
+    directory, another kind of service on it is refused at its start, and the one serving keeps its upload."""
+
+    def start(data: Path, *flags: str) -> subprocess.CompletedProcess:
+        command = [*COMMAND, "--port", "0", "--data-dir", str(data), *flags]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    for flags, other in (((), ("--processes", "2")), (("--processes", "2"), ()), ((), ())):
+        svc = service(*flags, data_dir=tmp_path / f"data{len(flags)}{len(other)}")
+        unfinished = Appender(svc.url, record_url())
+        unfinished.send(b"x" * 100_000)
+        tmp = svc.data_dir / "tmp"
+        assert wait_until(lambda: sum(p.stat().st_size for p in tmp.rglob("*.part")) == 100_000)
+        refused_start = start(svc.data_dir, *other)
+        assert refused_start.returncode == 1
+        assert f"another tornado-records serves the data directory {svc.data_dir.absolute()}" in refused_start.stderr
+        assert "Traceback" not in refused_start.stderr
+        unfinished.send(b"y" * 1000)
+        assert unfinished.end().status == 204
+        assert body_of(svc.url, record_url()) == b"x" * 100_000 + b"y" * 1000

@@ -219,6 +219,19 @@ def _unlock(path: Path, offset: int) -> None:
     fcntl.lockf(_locks_file(path), fcntl.LOCK_UN, 1, offset)
 
 
+def hold_data_dir(data_dir: Path, shared: bool) -> bool:
+    """Hold the data directory of a SQLite index for as long as this process lives: alone, or `shared` with the other
+    processes of --processes N (byte 0 of the locks file, which no owner's name takes); False if another process
+    holds it the other way, or alone. Each kind removes, at its start, the uploads in flight that it finds in tmp/
+    and does not know to be another live process's."""
+    kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    try:
+        fcntl.lockf(_locks_file(data_dir / LOCKS_FILE), kind | fcntl.LOCK_NB, 1, 0)
+    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
+        return False
+    return True
+
+
 def _name_offset(name: str) -> int:
     """Where a name (such as an upload's id) is locked: past every owner's byte (owners are 31-bit), at 56 bits of
     its hash."""
