@@ -358,6 +358,15 @@ class RecordStore:
         ).fetchone()
         return None if row is None else Record(*row)
 
+    def lock_current(self, keys: list[tuple[str, str]]) -> list[Record | None]:
+        """In a writer transaction: hold the records (event, start) until its end, in the order given, and read the
+        current version of each (None: none); all asked at once (in the pipeline, if one is under way)."""
+        for event, start in keys:
+            self.wconn.lock_record(event, start)
+        select = f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?"
+        rows = [self.wconn.execute(select, key) for key in keys]
+        return [None if (row := found.fetchone()) is None else Record(*row) for found in rows]
+
     async def in_writer(self, change: Callable[..., Any], *arguments: Any) -> Any:
         """Run `change(connection, *arguments)` in one transaction of the writer thread."""
         return await asyncio.get_running_loop().run_in_executor(self.writer, self._in_transaction, change, *arguments)
