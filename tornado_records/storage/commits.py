@@ -91,12 +91,12 @@ class CommitLine:
                     if self._place(waiting, modified):
                         assert waiting.record is not None
                         latest[key] = waiting.record  # what a later commit of the same record replaces
-                        store.write_version(waiting.record, waiting.old, events)
                         new = waiting.new
                         record = waiting.record
                         parts.replace(store.wconn, record.event, record.start, record.size, new.began, time.time())
                         written.append(waiting)
                 if written:
+                    store.write_versions([(waiting.record, waiting.old) for waiting in written], events)
                     store.write_events(events)
                     store.content.sync_placed()
         except sqldb.IndexUnavailable as exc:
