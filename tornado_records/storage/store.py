@@ -329,7 +329,9 @@ class RecordStore:
         if old is None:
             return
         keep = {s.name for s in new.segments} if new is not None else set()
-        keep |= self.joins.writing | self.sharing.written_elsewhere(old.event, old.start)
+        keep |= self.joins.writing
+        if ":" in old.blob:  # runs (joins.py) may name files that append requests write; a plain upload's file, none
+            keep |= self.sharing.written_elsewhere(old.event, old.start)  # (a query of the index: PostgreSQL's)
         for segment in old.segments:
             if segment.name not in keep:
                 self.content.remove(segment.name)
