@@ -10,7 +10,7 @@ import time
 import urllib.parse
 from typing import Callable, Iterator
 
-from harness import Bench, BenchError, Server, record_path
+from harness import Bench, BenchError, Server, cpu_seconds, record_path
 from table import MiB, Row, Target, compare, repeat
 from transfers import wrk
 
@@ -47,26 +47,34 @@ def write_storm(url: Callable[[int], str], body: bytes, uploads: int = STORM_UPL
             thread.join()
 
 
+def per_upload(server: Server, cpu_before: float, uploads: int) -> float:
+    """The server's CPU milliseconds per upload since `cpu_before` (its CPU seconds then)."""
+    return (cpu_seconds(server) - cpu_before) / max(uploads, 1) * 1e3
+
+
 def run(bench: Bench) -> list[Row]:
     """10. /ping p99 (wrk, 1 thread, 10 connections) during a write storm: 50 uploads of 1 MiB at once, each
     answered upload followed by the next (the service fsyncs each and commits it in the index; those that end
-    together share one transaction), and the storm alone on a service whose index is in PostgreSQL (fsync on)."""
+    together share one transaction), and the storm alone on a service whose index is in PostgreSQL (fsync on); with
+    the server's CPU per upload answered meanwhile (from /proc: the service's process, nginx's master and workers)."""
     body = os.urandom(MiB)
     seconds = max(2, bench.options.ping_seconds)
 
     def p99_during(server: Server, url: Callable[[int], str]) -> dict[str, float]:
         with write_storm(url, body) as answered:
             time.sleep(0.5)
-            before = answered[0]
+            before, cpu = answered[0], cpu_seconds(server)
             p99 = wrk(server.url("/ping"), 1, 10, seconds).p99 * 1e3
-            return {"p99": p99, "rate": (answered[0] - before) / seconds}
+            done = answered[0] - before
+            return {"p99": p99, "rate": done / seconds, "cpu": per_upload(server, cpu, done)}
 
-    def rate_of(url: Callable[[int], str]) -> float:
+    def rate_of(server: Server, url: Callable[[int], str]) -> dict[str, float]:
         with write_storm(url, body) as answered:
             time.sleep(0.5)
-            before = answered[0]
+            before, cpu = answered[0], cpu_seconds(server)
             time.sleep(seconds)
-            return (answered[0] - before) / seconds
+            done = answered[0] - before
+            return {"rate": done / seconds, "cpu": per_upload(server, cpu, done)}
 
     with bench.service() as service, bench.reference() as nginx, bench.postgres() as database:
         with bench.service(None, "--index", database()) as on_postgresql:
@@ -74,10 +82,11 @@ def run(bench: Bench) -> list[Row]:
             def measure() -> dict[str, float]:
                 ours = p99_during(service, lambda i: service.url(record_path(i)))
                 theirs = p99_during(nginx, lambda i: nginx.url(f"/files/storm-{i}"))
-                indexed = rate_of(lambda i: on_postgresql.url(record_path(i)))
+                indexed = rate_of(on_postgresql, lambda i: on_postgresql.url(record_path(i)))
                 return {
                     "ours": ours["p99"], "nginx": theirs["p99"], "rate": ours["rate"], "nginx_rate": theirs["rate"],
-                    "postgresql_rate": indexed,
+                    "postgresql_rate": indexed["rate"], "cpu": ours["cpu"], "nginx_cpu": theirs["cpu"],
+                    "postgresql_cpu": indexed["cpu"],
                 }  # fmt: skip
 
             m = repeat(bench.options.runs, measure)
@@ -90,5 +99,15 @@ def run(bench: Bench) -> list[Row]:
         compare(
             f"uploads of 1 MiB answered per second, {STORM_UPLOADS} at once, PostgreSQL index",
             m["postgresql_rate"], m["nginx_rate"], "{:.0f}",
+        ),
+        # the storm's whole client and the others' work share the machine's CPU: what each upload costs the server
+        # moves less with them than the rates do (the PostgreSQL server's own processes are not counted)
+        compare(
+            f"{STORM_UPLOADS} x 1 MiB at once: server CPU per upload, the /ping load's included (ms)",
+            m["cpu"], m["nginx_cpu"], "{:.2f}",
+        ),
+        compare(
+            f"{STORM_UPLOADS} x 1 MiB at once: server CPU per upload (ms), PostgreSQL index",
+            m["postgresql_cpu"], m["nginx_cpu"], "{:.2f}",
         ),
     ]  # fmt: skip

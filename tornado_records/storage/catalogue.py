@@ -97,16 +97,26 @@ def create(conn: Database) -> None:
 def count_change(conn: Database, event: str, old_size: int | None, new_size: int | None) -> None:
     """Count one change of a record of `event` (inside the change's transaction): sizes None where the record was
     absent before (created) or is absent after (deleted)."""
-    records = (new_size is not None) - (old_size is not None)
-    added = (new_size or 0) - (old_size or 0)
-    starts = "excluded.starts" if records else "catalogue.starts"
-    conn.execute(
-        "INSERT INTO catalogue (event, records, bytes, modified, starts) VALUES (?, ?, ?, ?, ?) ON CONFLICT (event)"
-        " DO UPDATE SET records = catalogue.records + excluded.records, bytes = catalogue.bytes + excluded.bytes,"
-        f" modified = excluded.modified, starts = {starts}",
-        (event, records, added, time.time_ns() // 1000, secrets.randbits(62)),
-    )
-    _drop_if_bare(conn, event)
+    count_changes(conn, [(event, old_size, new_size)])
+
+
+def count_changes(conn: Database, changes: list[tuple[str, int | None, int | None]]) -> None:
+    """Count changes (event, old size, new size) as count_change does, added up by event: two statements an event
+    (a commit line's records are mostly of a few events)."""
+    totals: dict[str, list[int]] = {}
+    for event, old_size, new_size in changes:
+        total = totals.setdefault(event, [0, 0])
+        total[0] += (new_size is not None) - (old_size is not None)
+        total[1] += (new_size or 0) - (old_size or 0)
+    for event, (records, added) in totals.items():
+        starts = "excluded.starts" if records else "catalogue.starts"
+        conn.execute(
+            "INSERT INTO catalogue (event, records, bytes, modified, starts) VALUES (?, ?, ?, ?, ?) ON CONFLICT"
+            " (event) DO UPDATE SET records = catalogue.records + excluded.records, bytes = catalogue.bytes +"
+            f" excluded.bytes, modified = excluded.modified, starts = {starts}",
+            (event, records, added, time.time_ns() // 1000, secrets.randbits(62)),
+        )
+        _drop_if_bare(conn, event)
 
 
 def _drop_if_bare(conn: Database, event: str) -> None:

@@ -96,6 +96,13 @@ class Database:
         finally:
             self._in_transaction = False
 
+    def pipeline(self) -> contextlib.AbstractContextManager[None]:
+        """Inside a transaction: the block's statements go to the database without waiting for each one's answer,
+        until a row is asked for or the block ends (PostgreSQL's pipeline mode: one round trip for many statements;
+        an error of one is raised there, and the transaction is then rolled back). SQLite, in the process, has no
+        round trips to save."""
+        return contextlib.nullcontext()
+
     _begin = "BEGIN IMMEDIATE"
     before_begin: tuple | list = ()  # what a transaction waits for before it begins (see app.py)
     _in_transaction = False  # inside transaction() (PostgreSQL: cleared when the connection is lost)
@@ -283,6 +290,17 @@ class PostgresDatabase(Database):
                 raise IndexUnavailable(self.name, _first_line(exc)) from None
             self._reconnect()
             return run()
+
+    @contextlib.contextmanager
+    def pipeline(self) -> Iterator[None]:
+        try:
+            with self._conn.pipeline():
+                yield
+        except psycopg.OperationalError as exc:
+            if not (self._conn.broken or self._conn.closed):
+                raise
+            self._in_transaction = False  # gone with the connection, as in _again_if_lost
+            raise IndexUnavailable(self.name, _first_line(exc)) from None
 
     def _reconnect(self) -> None:
         try:

@@ -295,13 +295,25 @@ class RecordStore:
     def write_version(self, record: Record, old: Record | None, events: list[tuple[str, dict]] | None = None) -> None:
         """In a writer transaction: make `record` the current version in place of `old`, counted in its event's
         summary, and its event written where the event log is shared (or added to `events`, for write_events)."""
-        self.put_row(record)
-        catalogue.count_change(self.wconn, record.event, None if old is None else old.size, record.size)
-        change = ("record-created" if old is None else "record-updated", {"record": record.to_json()})
+        self.write_versions([(record, old)], events)
+
+    def write_versions(
+        self, versions: list[tuple[Record, Record | None]], events: list[tuple[str, dict]] | None = None
+    ) -> None:
+        """write_version of each (record, old), in their order (of one record, the last is current), in a few
+        statements: the rows in one executemany, the counts added up by event."""
+        self.wconn.executemany(_PUT_RECORD, [dataclasses.astuple(record) for record, _ in versions])
+        catalogue.count_changes(
+            self.wconn, [(record.event, None if old is None else old.size, record.size) for record, old in versions]
+        )
+        changes = [
+            ("record-created" if old is None else "record-updated", {"record": record.to_json()})
+            for record, old in versions
+        ]
         if events is not None:
-            events.append(change)
+            events.extend(changes)
         else:
-            self.write_events([change])
+            self.write_events(changes)
 
     def write_events(self, events: list[tuple[str, dict]]) -> None:
         """In a writer transaction: the events (type, data) of its changes, written where the event log is shared
@@ -319,7 +331,9 @@ class RecordStore:
         if old is None:
             return
         keep = {s.name for s in new.segments} if new is not None else set()
-        keep |= self.joins.writing | self.sharing.written_elsewhere(old.event, old.start)
+        keep |= self.joins.writing
+        if ":" in old.blob:  # runs (joins.py) may name files that append requests write; a plain upload's file, none
+            keep |= self.sharing.written_elsewhere(old.event, old.start)  # (a query of the index: PostgreSQL's)
         for segment in old.segments:
             if segment.name not in keep:
                 self.content.remove(segment.name)
@@ -359,6 +373,15 @@ class RecordStore:
             f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?", (str(event), start)
         ).fetchone()
         return None if row is None else Record(*row)
+
+    def lock_current(self, keys: list[tuple[str, str]]) -> list[Record | None]:
+        """In a writer transaction: hold the records (event, start) until its end, in the order given, and read the
+        current version of each (None: none); all asked at once (in the pipeline, if one is under way)."""
+        for event, start in keys:
+            self.wconn.lock_record(event, start)
+        select = f"SELECT {_COLUMNS} FROM records WHERE event = ? AND start = ?"
+        rows = [self.wconn.execute(select, key) for key in keys]
+        return [None if (row := found.fetchone()) is None else Record(*row) for found in rows]
 
     async def in_writer(self, change: Callable[..., Any], *arguments: Any) -> Any:
         """Run `change(connection, *arguments)` in one transaction of the writer thread."""
