@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import resource
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from harness import children, process_cpu, program_name
 from table import MB, MiB
 
 PART = 8 * MiB  # s3transfer's default multipart_chunksize
@@ -83,3 +85,25 @@ def get_stream(client: Any, bucket: str, key: str, size: int) -> float:
     if got != size:
         raise RuntimeError(f"botocore read {got} bytes of {key}, expected {size}")
     return size / (time.monotonic() - began) / MB
+
+
+def store_cpu() -> float:
+    """The CPU seconds used so far by the bench's SeaweedFS (its `weed`, a child of this process)."""
+    return sum(process_cpu(pid) for pid in children(os.getpid()) if program_name(pid) == "weed")
+
+
+def cpu_of(measure: Callable[[], float], *pids: int) -> tuple[float, float]:
+    """What `measure` returns, and the CPU seconds spent meanwhile by this process, the children it waited for (curl),
+    the processes `pids` and SeaweedFS: the work of a transfer on the machine, which the others' load moves less than
+    its rate."""
+
+    def spent() -> float:
+        children_time = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (
+            time.process_time() + children_time.ru_utime + children_time.ru_stime + store_cpu()
+            + sum(process_cpu(pid) for pid in pids)
+        )  # fmt: skip
+
+    before = spent()
+    value = measure()
+    return value, spent() - before

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from harness import Bench, BenchError, Server, proc_status, record_path
-from objects import bucket_of, get_ranges, get_stream, put_parts, s3_client
+from objects import bucket_of, cpu_of, get_ranges, get_stream, put_parts, s3_client
 from subscribers import subscribers
 from table import MB, Row, Target, alone, compare, mib, percentile, repeat
 from transfers import at_once, fetch, put_small, upload
@@ -71,16 +71,17 @@ def scale_out_rows(
     with bench.service(bench.fresh_dir("data"), *flags(blobs)) as one:
 
         def big() -> dict[str, float]:
-            figures = {
-                "up": upload(one.url(record_path()), source).mb_per_s,
-                "down": fetch(one.url(record_path()), size).mb_per_s,
-                "nginx_up": upload(nginx.url("/files/up"), source).mb_per_s,
-                "nginx_down": fetch(nginx.url("/files/big"), size).mb_per_s,
-            }
+            figures = {"up": upload(one.url(record_path()), source).mb_per_s}
+            # the download's CPU: the service's, curl's and SeaweedFS's (beside botocore's one GET's, below)
+            figures["down"], figures["down_cpu"] = cpu_of(lambda: fetch(one.url(record_path()), size).mb_per_s, one.pid)
+            figures["nginx_up"] = upload(nginx.url("/files/up"), source).mb_per_s
+            figures["nginx_down"] = fetch(nginx.url("/files/big"), size).mb_per_s
             if store is not None:  # the same store, straight: parallel parts up, parallel ranges down
                 figures["boto_up"] = put_parts(store, bucket_of(blobs), "botocore/big", source)
                 figures["boto_down"] = get_ranges(store, bucket_of(blobs), "botocore/big", size)
-                figures["boto_stream"] = get_stream(store, bucket_of(blobs), "botocore/big", size)
+                figures["boto_stream"], figures["boto_stream_cpu"] = cpu_of(
+                    lambda: get_stream(store, bucket_of(blobs), "botocore/big", size)
+                )
             return figures
 
         m = repeat(runs, big)
@@ -146,6 +147,10 @@ def object_store_rows(name: str, size: int, m: dict[str, float], peak: float) ->
         compare(
             f"{name}, 1 process: download {mib(size)} (MB/s), vs raw botocore (one GET)",
             m["down"], m["boto_stream"], "{:.0f}", Target(">=", 0.8),
+        ),
+        compare(
+            f"{name}, 1 process: download: CPU s per GiB of the service, curl and SeaweedFS, vs botocore's one GET and "
+            "SeaweedFS", m["down_cpu"] / (size / (1 << 30)), m["boto_stream_cpu"] / (size / (1 << 30)), "{:.2f}",
         ),
         alone(f"{name}, 1 process: peak RSS through the transfers above (MB)", peak, "{:.0f}", Target("<=", 100, " MB")),
     ]  # fmt: skip
