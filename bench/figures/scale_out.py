@@ -82,6 +82,9 @@ def scale_out_rows(
                 figures["boto_stream"], figures["boto_stream_cpu"] = cpu_of(
                     lambda: get_stream(store, bucket_of(blobs), "botocore/big", size)
                 )
+                # issue 27's targets, on each run's ratios (the service and botocore in the same minutes)
+                figures["up_ratio"] = figures["up"] / figures["boto_up"]
+                figures["down_ratio"] = figures["down"] / figures["boto_stream"]
             return figures
 
         m = repeat(runs, big)
@@ -138,16 +141,20 @@ def object_store_rows(name: str, size: int, m: dict[str, float], peak: float) ->
     return [
         compare(
             f"{name}, 1 process: upload {mib(size)} (MB/s), vs raw botocore (8 MiB parts, 10 threads)",
-            m["up"], m["boto_up"], "{:.0f}", Target(">=", 0.8),
+            m["up"], m["boto_up"], "{:.0f}",
         ),
+        alone(f"{name}, 1 process: upload vs raw botocore, the median of each run's ratio", m["up_ratio"], "{:.2f}x",
+              Target(">=", 0.8)),
         compare(
             f"{name}, 1 process: download {mib(size)} (MB/s), vs raw botocore (8 MiB ranges, 10 threads)",
-            m["down"], m["boto_down"], "{:.0f}", Target(">=", 0.8),
+            m["down"], m["boto_down"], "{:.0f}",
         ),
         compare(
             f"{name}, 1 process: download {mib(size)} (MB/s), vs raw botocore (one GET)",
-            m["down"], m["boto_stream"], "{:.0f}", Target(">=", 0.8),
+            m["down"], m["boto_stream"], "{:.0f}",
         ),
+        alone(f"{name}, 1 process: download vs raw botocore's one GET, the median of each run's ratio",
+              m["down_ratio"], "{:.2f}x", Target(">=", 0.8)),
         compare(
             f"{name}, 1 process: download: CPU s per GiB of the service, curl and SeaweedFS, vs botocore's one GET and "
             "SeaweedFS", m["down_cpu"] / (size / (1 << 30)), m["boto_stream_cpu"] / (size / (1 << 30)), "{:.2f}",
