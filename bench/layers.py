@@ -122,8 +122,8 @@ def measure(kind: str, seconds: int) -> tuple[float, float]:
     if pid == 0:
         serve(kind, sock)
         os._exit(0)
-    sock.close()
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/ping"
+    sock.close()
     try:
         time.sleep(1.0)
         before = cpu_seconds(pid)
