@@ -233,7 +233,11 @@ def hold_data_dir(data_dir: Path, shared: bool) -> bool:
     and does not know to be another live process's."""
     kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.lockf(_locks_file(data_dir / LOCKS_FILE), kind | fcntl.LOCK_NB, 1, 0)
+        locks = _locks_file(data_dir / LOCKS_FILE)
+    except OSError:  # a directory it cannot write in: its index cannot be written either, and says why at its start
+        return True
+    try:
+        fcntl.lockf(locks, kind | fcntl.LOCK_NB, 1, 0)
     except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
         return False
     return True
