@@ -213,10 +213,12 @@ def _locks_file(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
 
-def _lock(path: Path, offset: int, wait: bool) -> bool:
-    """Lock the byte at `offset` of the locks file; without `wait`, False at once if another process holds it."""
+def _lock(path: Path, offset: int, wait: bool, shared: bool = False) -> bool:
+    """Lock the byte at `offset` of the locks file (alone, or `shared` with other processes that share it); without
+    `wait`, False at once if another process holds it the other way, or alone."""
+    kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        fcntl.lockf(_locks_file(path), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB), 1, offset)
+        fcntl.lockf(_locks_file(path), kind | (0 if wait else fcntl.LOCK_NB), 1, offset)
     except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
         return False
     return True
@@ -231,16 +233,11 @@ def hold_data_dir(data_dir: Path, shared: bool) -> bool:
     processes of --processes N (byte 0 of the locks file, which no owner's name takes); False if another process
     holds it the other way, or alone. Each kind removes, at its start, the uploads in flight that it finds in tmp/
     and does not know to be another live process's."""
-    kind = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
-        locks = _locks_file(data_dir / LOCKS_FILE)
+        _locks_file(data_dir / LOCKS_FILE)
     except OSError:  # a directory it cannot write in: its index cannot be written either, and says why at its start
         return True
-    try:
-        fcntl.lockf(locks, kind | fcntl.LOCK_NB, 1, 0)
-    except (BlockingIOError, PermissionError):  # EAGAIN or EACCES: another process holds it
-        return False
-    return True
+    return _lock(data_dir / LOCKS_FILE, 0, wait=False, shared=shared)
 
 
 def _name_offset(name: str) -> int:
