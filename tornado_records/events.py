@@ -7,6 +7,8 @@ Each event is serialized once, in `EventHub.publish`, to its Server-Sent Events 
 `data:` line of JSON), and that same bytes object is handed to every subscriber. A subscriber costs nothing while
 no event comes (nothing of its own wakes up: one hub-wide timer sends the keepalives), and little when one comes:
 `publish` writes to each client directly; only a client that is behind has a queue, bounded by `max_unsent`.
+With many subscribers, the writes of one event are shared among threads (`send()` lets go of the GIL, and on loopback
+it does the receiving side's work too), the event loop waiting for them: each subscriber's events stay in order.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import datetime
 import json
 import logging
 import math
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +35,11 @@ MAX_UNSENT = 1 << 20  # bytes a subscriber may have queued and unsent before it 
 KEEPALIVE = 15.0  # seconds between keepalive comments
 PROGRESS_INTERVAL = 3.0  # seconds: at most one upload-progress event per upload in this time
 CLOSE_TIMEOUT = 1.0  # seconds that streams get to end by themselves at close(), before they are cut off
+# threads that hand one event to the subscribers' sockets: one a core (the event loop's own among them), at most 4,
+# as the Python around each send() holds the GIL; from SPLIT_AT subscribers on (below it, a thread's wake-up costs
+# more than it saves)
+SEND_THREADS = min(4, len(os.sched_getaffinity(0)))
+SPLIT_AT = 1000
 INTERRUPTED_KEPT = 24 * 3600.0  # seconds an interrupted append-mode recording stays listed among the uploads
 
 KEEPALIVE_LINE = b": keepalive\n\n"
@@ -58,6 +67,27 @@ def event_body(event_type: str, data: dict[str, Any]) -> str:
 def event_bytes(event_id: int, event_type: str, data: dict[str, Any]) -> bytes:
     """One unnamed Server-Sent Event: its id line and a data line holding `{"type", "created_at", "data"}`."""
     return frame(event_id, event_body(event_type, data))
+
+
+def write_each(pairs: list[tuple[Subscriber, bytes]]) -> list[tuple[Subscriber, bytes, int]]:
+    """Hand each subscriber's bytes to its client (`Subscriber.write`, on any thread: it touches no other state);
+    returns those not taken whole: (subscriber, bytes, how many were taken, or -1 if the client is gone)."""
+    left = []
+    for subscriber, data in pairs:
+        taken = written(subscriber.write, data)  # type: ignore[arg-type]
+        if taken != len(data):
+            left.append((subscriber, data, taken))
+    return left
+
+
+def written(write: Callable[[bytes], int], data: bytes) -> int:
+    """How many bytes of `data` the client took at once through `write`; -1 if the client is gone."""
+    try:
+        return write(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
+    except OSError:
+        return -1
 
 
 class Subscriber:
@@ -103,19 +133,22 @@ class Subscriber:
             self.unsent += len(data)
             self.queue.append(data)
             return
-        if self.write is not None:
-            try:
-                taken = self.write(data)
-            except (BlockingIOError, InterruptedError):
-                taken = 0
-            except OSError:
-                self.close()  # the client is gone
-                return
-            if taken == len(data):
-                return
-            data = data[taken:]
-        self.unsent += len(data)
-        self._write([data])
+        self.wrote(data, 0 if self.write is None else written(self.write, data))
+
+    @property
+    def direct(self) -> bool:
+        """Whether the next bytes go to the client at once through `write` (nothing queued or in flight)."""
+        return not (self._busy or self.closed or self.write is None)
+
+    def wrote(self, data: bytes, taken: int) -> None:
+        """After `data` went to `write` (or not: `taken` 0) and the client took `taken` bytes of it (-1: the client
+        is gone): the rest goes through `send`, and what comes meanwhile queues behind it."""
+        if taken < 0:
+            self.close()
+        elif taken < len(data):
+            rest = data[taken:] if taken else data
+            self.unsent += len(rest)
+            self._write([rest])
 
     def start(self) -> None:
         """Begin sending: what was queued until now goes first."""
@@ -164,8 +197,13 @@ class EventHub:
         progress_interval: float = PROGRESS_INTERVAL,
         first_id: int | None = None,
         log: EventLog | None = None,
+        send_threads: int = SEND_THREADS,
+        split_at: int = SPLIT_AT,
     ) -> None:
         self.subscribers: set[Subscriber] = set()
+        self.split_at = split_at  # from this many subscribers on, an event's writes are shared among `send_threads`
+        self.send_threads = send_threads
+        self._senders: ThreadPoolExecutor | None = None
         self.max_unsent = max_unsent
         self.keepalive = keepalive
         self.progress_interval = progress_interval
@@ -310,6 +348,9 @@ class EventHub:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._senders is not None:
+            self._senders.shutdown(wait=False)
+            self._senders = None
         for subscriber in self.subscribers:
             subscriber.close()
         deadline = time.monotonic() + timeout
@@ -323,24 +364,49 @@ class EventHub:
         it: a shared log delivers it a little later than it was published; so do those whose client had it).
 
         The fan-out's hot path (10,000 subscribers: 10,000 turns of this loop an event): the bytes are framed once
-        per frame, and each subscriber that keeps up hands them to its client's socket at once."""
+        per frame, and each subscriber that keeps up hands them to its client's socket at once; with many, the
+        event loop's thread and `send_threads - 1` others each write to a share of them, the loop waiting for all
+        (what a socket did not take whole then goes on as `put` does, on the loop)."""
         subscribers = tuple(self.subscribers)
         self.sent_bytes += len(wire) * len(subscribers)
         framed: dict[Callable[[bytes], bytes] | None, bytes] = {None: wire}
         max_unsent = self.max_unsent
         behind = []
+        shared = self.send_threads > 1 and len(subscribers) >= self.split_at
+        direct: list[tuple[Subscriber, bytes]] = []
         for subscriber in subscribers:
             if created < subscriber.since or event_id <= subscriber.after:
                 continue
             data = framed.get(subscriber.frame)
             if data is None:
                 data = framed[subscriber.frame] = subscriber.frame(wire)
+            if shared and subscriber.direct:
+                direct.append((subscriber, data))
+                continue
             subscriber.put(data)
+            if subscriber.unsent > max_unsent:
+                behind.append(subscriber)
+        for subscriber, data, taken in self._write_shared(direct):
+            subscriber.wrote(data, taken)
             if subscriber.unsent > max_unsent:
                 behind.append(subscriber)
         for subscriber in behind:
             log.warning("dropping an event-stream subscriber %d bytes behind", subscriber.unsent)
             self._drop(subscriber)
+
+    def _write_shared(self, pairs: list[tuple[Subscriber, bytes]]) -> list[tuple[Subscriber, bytes, int]]:
+        """`write_each` of the pairs, shared among the sending threads, this one among them; blocks until all are
+        done (so that each subscriber's next bytes follow these)."""
+        if not pairs:
+            return []
+        if self._senders is None:
+            self._senders = ThreadPoolExecutor(self.send_threads - 1, thread_name_prefix="sse-send")
+        share = -(-len(pairs) // self.send_threads)
+        others = [self._senders.submit(write_each, pairs[i : i + share]) for i in range(share, len(pairs), share)]
+        left = write_each(pairs[:share])
+        for other in others:
+            left += other.result()
+        return left
 
     def _drop(self, subscriber: Subscriber) -> None:
         self.unsubscribe(subscriber)

@@ -241,6 +241,24 @@ async def test_500_subscribers_all_receive_an_event_and_are_gone_after_disconnec
     await wait_for(lambda: not hub.subscribers, timeout=5)  # removed as each connection closes (on_connection_close)
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_with_each_event_written_by_several_threads_every_subscriber_gets_each_once_in_order(
+    port: int, hub: EventHub, fetch: Any
+) -> None:
+    hub.split_at, hub.send_threads = 2, 3  # as with thousands of subscribers on three cores
+    listeners = await asyncio.gather(*(listen(port) for _ in range(200)))
+    for hour in range(5):
+        url = record_url(start=f"2024-01-01T0{hour}:00:00")
+        assert (await fetch(url, method="PUT", body=b"x", headers={"Content-Type": "audio/ogg"})).code == 204
+    streams = [[await listener.event() for _ in range(10)] for listener in listeners]
+    ids = [event_id for event_id, _ in streams[0]]
+    assert ids == sorted(set(ids))
+    assert [event["type"] for _, event in streams[0]] == ["upload-started", "record-created"] * 5
+    assert all(stream == streams[0] for stream in streams)  # the same events, once each, in the same order
+    for listener in listeners:
+        listener.close()
+
+
 @pytest.mark.gen_test(timeout=20)
 async def test_closing_the_hub_ends_every_stream_cleanly(port: int, hub: EventHub) -> None:
     listeners = [await listen(port) for _ in range(3)]
