@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -35,6 +37,10 @@ log = logging.getLogger("tornado_records.audio")
 
 RESCAN = 600.0  # seconds between looks for records still pending (another process's, or ffmpeg newly installed)
 COPY_BLOCK = 1 << 20
+# How long the presigned URL that ffmpeg reads an object at is valid. A program's argument list can be seen by the
+# machine's other users: an hour bounds what one could read with it (that one version's bytes) and covers a decode of
+# many hours of audio, which asks for its bytes again only when it seeks.
+URL_SECONDS = 3600
 # the events after which a record may have a new version to analyse
 _STORED = {"record-created", "record-updated"}
 _ENDED = {"upload-completed", "upload-interrupted"}  # an append request's end
@@ -146,9 +152,31 @@ class Analyzer:
                 await self.store.in_writer(lambda conn: conn.let_go(name))
 
     def _analyse(self, record: Record) -> Analysis | None:
-        """In a thread: the analysis of the version's content (None if the version is gone)."""
+        """In a thread: the analysis of the version's content (None if the version is gone). ffmpeg reads an object
+        itself where the content engine gives a URL for it, as far and where it needs (a few megabytes of what is not
+        audio; the audio at the decode's pace), rather than have the whole object copied out to a file first."""
+        url = self.store.content.presigned(record.segments, URL_SECONDS)
+        if url is not None:
+            analysis = analyze(url, self.programs, *self.settings, size=record.size, options=input_options(url))
+            return dataclasses.replace(analysis, reason=without_secrets(analysis.reason, url))
         with content_file(self.store.content, self.store.blobs, self.store.tmp, record) as fd:
             return None if fd is None else analyze(fd, self.programs, *self.settings)
+
+
+def input_options(url: str) -> tuple[str, ...]:
+    """ffmpeg's options to read `url`: over HTTPS the server's certificate checked (ffmpeg does not by default),
+    against AWS_CA_BUNDLE where botocore is given one."""
+    if not url.startswith("https:"):
+        return ()
+    bundle = os.environ.get("AWS_CA_BUNDLE")
+    return ("-tls_verify", "1", *(("-ca_file", bundle) if bundle else ()))
+
+
+def without_secrets(text: str, url: str) -> str:
+    """`text` (a program's complaint, for the log) with the presigned URL's query, which is a credential while it is
+    valid, cut off wherever the URL appears."""
+    base = url.split("?", 1)[0]
+    return re.sub(re.escape(base) + r"[^\s:]*", lambda _: base, text)
 
 
 @contextlib.contextmanager
