@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from tornado_records.audio import analyses
-from tornado_records.audio.facts import Analysis, analyze
-from tornado_records.audio.programs import Programs, missing
+from tornado_records.audio.facts import PROBE_SECONDS, Analysis, analyze
+from tornado_records.audio.programs import ProgramFailed, Programs, missing
 from tornado_records.events import EventHub
 from tornado_records.storage.content import ContentStore
 from tornado_records.storage.model import Blob, Record
@@ -154,13 +154,29 @@ class Analyzer:
     def _analyse(self, record: Record) -> Analysis | None:
         """In a thread: the analysis of the version's content (None if the version is gone). ffmpeg reads an object
         itself where the content engine gives a URL for it, as far and where it needs (a few megabytes of what is not
-        audio; the audio at the decode's pace), rather than have the whole object copied out to a file first."""
+        audio; the audio at the decode's pace), rather than have the whole object copied out to a file first. Where
+        ffmpeg cannot read the URL (one without HTTPS, say) the object is copied, as content of several runs is."""
         url = self.store.content.presigned(record.segments, URL_SECONDS)
         if url is not None:
-            analysis = analyze(url, self.programs, *self.settings, size=record.size, options=input_options(url))
-            return dataclasses.replace(analysis, reason=without_secrets(analysis.reason, url))
+            options = input_options(url)
+            analysis = analyze(url, self.programs, *self.settings, size=record.size, options=options)
+            analysis = dataclasses.replace(analysis, reason=without_secrets(analysis.reason, url))
+            if analysis.state == "done" or self.programs.stopped or self._reads(url, options):
+                return analysis
+            log.info("record of event %s at %s: ffmpeg could not read its object at a URL (%s); copied to a file "
+                     "instead", record.event, record.start, analysis.reason)  # fmt: skip
         with content_file(self.store.content, self.store.blobs, self.store.tmp, record) as fd:
             return None if fd is None else analyze(fd, self.programs, *self.settings)
+
+    def _reads(self, url: str, options: tuple[str, ...]) -> bool:
+        """Whether ffmpeg can read the URL at all: ffprobe says that it found no audio alike of content that is not
+        audio and of a URL it could not open, so it is asked for the bytes as plain data."""
+        arguments = ["ffprobe", "-v", "error", *options, "-f", "data", "-show_entries", "format=size", "-of", "json"]
+        try:
+            self.programs.run([*arguments, url], PROBE_SECONDS, output=True)
+        except ProgramFailed:
+            return False
+        return True
 
 
 def input_options(url: str) -> tuple[str, ...]:
