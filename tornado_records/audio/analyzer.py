@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import dataclasses
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 from tornado_records.audio import analyses
-from tornado_records.audio.facts import PROBE_SECONDS, Analysis, analyze
-from tornado_records.audio.programs import ProgramFailed, Programs, missing
+from tornado_records.audio.facts import Analysis, analyze
+from tornado_records.audio.programs import Programs, missing
+from tornado_records.audio.relay import URL, Relay, relayed
 from tornado_records.events import EventHub
 from tornado_records.storage.content import ContentStore
 from tornado_records.storage.model import Blob, Record
@@ -37,10 +36,6 @@ log = logging.getLogger("tornado_records.audio")
 
 RESCAN = 600.0  # seconds between looks for records still pending (another process's, or ffmpeg newly installed)
 COPY_BLOCK = 1 << 20
-# How long the presigned URL that ffmpeg reads an object at is valid. A program's argument list can be seen by the
-# machine's other users: an hour bounds what one could read with it (that one version's bytes) and covers a decode of
-# many hours of audio, which asks for its bytes again only when it seeks.
-URL_SECONDS = 3600
 # the events after which a record may have a new version to analyse
 _STORED = {"record-created", "record-updated"}
 _ENDED = {"upload-completed", "upload-interrupted"}  # an append request's end
@@ -152,54 +147,25 @@ class Analyzer:
                 await self.store.in_writer(lambda conn: conn.let_go(name))
 
     def _analyse(self, record: Record) -> Analysis | None:
-        """In a thread: the analysis of the version's content (None if the version is gone). ffmpeg reads an object
-        itself where the content engine gives a URL for it, as far and where it needs (a few megabytes of what is not
-        audio; the audio at the decode's pace), rather than have the whole object copied out to a file first. Where
-        ffmpeg cannot read the URL (one without HTTPS, say) the object is copied, as content of several runs is."""
-        url = self.store.content.presigned(record.segments, URL_SECONDS)
-        if url is not None:
-            options = input_options(url)
-            analysis = analyze(url, self.programs, *self.settings, size=record.size, options=options)
-            analysis = dataclasses.replace(analysis, reason=without_secrets(analysis.reason, url))
-            if analysis.state == "done" or self.programs.stopped or self._reads(url, options):
-                return analysis
-            log.info("record of event %s at %s: ffmpeg could not read its object at a URL (%s); copied to a file "
-                     "instead", record.event, record.start, analysis.reason)  # fmt: skip
-        with content_file(self.store.content, self.store.blobs, self.store.tmp, record) as fd:
-            return None if fd is None else analyze(fd, self.programs, *self.settings)
-
-    def _reads(self, url: str, options: tuple[str, ...]) -> bool:
-        """Whether ffmpeg can read the URL at all: ffprobe says that it found no audio alike of content that is not
-        audio and of a URL it could not open, so it is asked for the bytes as plain data."""
-        arguments = ["ffprobe", "-v", "error", *options, "-f", "data", "-show_entries", "format=size", "-of", "json"]
-        try:
-            self.programs.run([*arguments, url], PROBE_SECONDS, output=True)
-        except ProgramFailed:
-            return False
-        return True
-
-
-def input_options(url: str) -> tuple[str, ...]:
-    """ffmpeg's options to read `url`: over HTTPS the server's certificate checked (ffmpeg does not by default),
-    against AWS_CA_BUNDLE where botocore is given one."""
-    if not url.startswith("https:"):
-        return ()
-    bundle = os.environ.get("AWS_CA_BUNDLE")
-    return ("-tls_verify", "1", *(("-ca_file", bundle) if bundle else ()))
-
-
-def without_secrets(text: str, url: str) -> str:
-    """`text` (a program's complaint, for the log) with the presigned URL's query, which is a credential while it is
-    valid, cut off wherever the URL appears."""
-    base = url.split("?", 1)[0]
-    return re.sub(re.escape(base) + r"[^\s:]*", lambda _: base, text)
+        """In a thread: the analysis of the version's content (None if the version is gone). Content that has no file
+        (an object in S3) is read by ffmpeg through a relay, as far and where it needs (a few megabytes of what is not
+        audio; the audio at the decode's pace), rather than copied out whole to a file first."""
+        with content_input(self.store.content, self.store.blobs, self.store.tmp, record) as source:
+            if not isinstance(source, Relay):
+                return None if source is None else analyze(source, self.programs, *self.settings)
+            analysis = analyze(URL, self.programs, *self.settings, size=record.size, environment=source.environment)
+            if isinstance(source.error, FileNotFoundError):
+                return None
+            if source.error is not None and not self.programs.stopped:
+                raise source.error  # the store did not answer: the analysis stays pending
+            return analysis
 
 
 @contextlib.contextmanager
-def content_file(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[int | None]:
-    """The version's content as an open file (its descriptor) for the block: its own blob file in `blobs` where that
-    holds exactly the content, else a copy in `tmp` that has no name (nothing is left of it, whatever happens); None
-    if the version is gone. Blocks."""
+def content_input(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[int | Relay | None]:
+    """The version's content as ffmpeg reads it, for the block: an open file (its descriptor), its own blob file in
+    `blobs` where that holds exactly the content, else a copy in `tmp` that has no name (nothing is left of it,
+    whatever happens); a relay of it where it is not in files (objects in S3); None if the version is gone. Blocks."""
     segments = record.segments
     name = content.whole_file(segments[0]) if len(segments) == 1 else None
     if name is not None:
@@ -217,6 +183,11 @@ def content_file(content: ContentStore, blobs: Path, tmp: Path, record: Record) 
         blob = Blob(record, content.open(segments, whole=False))
     except FileNotFoundError:
         yield None
+        return
+    if not blob.file.local:
+        blob.close()
+        with relayed(lambda: content.open(segments, whole=False), record.size) as relay:
+            yield relay
         return
     try:
         with tempfile.TemporaryFile(dir=tmp) as copy:

@@ -53,15 +53,16 @@ def analyze(
     silence_threshold: float,
     silence_min: float,
     size: int | None = None,
-    options: tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
 ) -> Analysis:
     """The facts of the audio in the file at a path, or open as a file descriptor (which the programs are given: a
-    file removed meanwhile is read all the same), or at a URL that ffmpeg reads itself (a str; its input `options`
-    and the content's `size` given); blocks for as long as ffprobe and ffmpeg take."""
+    file removed meanwhile is read all the same), or at a URL that ffmpeg reads itself (a str; the content's `size`
+    given, and the programs' `environment` where it is not the service's); blocks for as long as ffprobe and ffmpeg
+    take."""
     fds = (source,) if isinstance(source, int) else ()
     path = Path(f"/dev/fd/{source}") if isinstance(source, int) else source
     try:
-        probed = probe(path, programs, fds, options=options)
+        probed = probe(path, programs, fds, environment=environment)
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     if probed is None:
@@ -73,8 +74,8 @@ def analyze(
     known = _float(container.get("duration")) or _float(stream.get("duration"))
     pixel = max(sample_rate // PIXELS_PER_SECOND, math.ceil(sample_rate * (known or 0) / MAX_PIXELS))
     try:
-        log = programs.run(_decode_arguments(path, pixel, silence_threshold, silence_min, options),
-                           DECODE_BASE_SECONDS + (known or 0), fds=fds)  # fmt: skip
+        log = programs.run(_decode_arguments(path, pixel, silence_threshold, silence_min),
+                           DECODE_BASE_SECONDS + (known or 0), fds=fds, environment=environment)  # fmt: skip
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     decoded = _decoded(log, pixel, sample_rate)
@@ -106,20 +107,20 @@ def probe(
     fds: tuple[int, ...],
     feed: Callable[[BinaryIO], None] | None = None,
     count: bool = False,
-    options: tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
 ) -> tuple[dict, dict] | None:
     """The first audio stream's facts and the container's, or None if there is no audio stream: of the file at `path`
-    (or ffmpeg's input URL, with its input `options`), with `fds` open, and `feed` writing its standard input if
-    given; with `count`, the stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
+    (or ffmpeg's input URL, read with `environment`), with `fds` open, and `feed` writing its standard input
+    if given; with `count`, the stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
     arguments = [
-        "ffprobe", "-v", "error", *options, "-select_streams", "a:0", *(("-count_packets",) if count else ()),
+        "ffprobe", "-v", "error", "-select_streams", "a:0", *(("-count_packets",) if count else ()),
         "-show_entries",
         "format=format_name,duration,bit_rate:stream=codec_name,sample_rate,channels,bit_rate,duration"
         + (",nb_read_packets" if count else ""),
         "-of", "json", str(path),
     ]  # fmt: skip
     try:
-        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds, feed=feed)
+        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds, feed=feed, environment=environment)
     except ProgramFailed as exc:
         if exc.returncode is not None and exc.returncode > 0:  # ffprobe found nothing it can read
             return None
@@ -129,9 +130,7 @@ def probe(
     return (streams[0], facts.get("format") or {}) if streams else None
 
 
-def _decode_arguments(
-    path: Path | str, pixel: int, threshold: float, minimum: float, options: tuple[str, ...] = ()
-) -> list[str]:
+def _decode_arguments(path: Path | str, pixel: int, threshold: float, minimum: float) -> list[str]:
     """One decode of the first audio stream into three filters: loudness, silences, and peaks of `pixel`-sample
     windows (printed for each window)."""
     graph = (
@@ -143,7 +142,7 @@ def _decode_arguments(
     return [
         "ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-loglevel", "info",
         "-threads", "1", "-filter_complex_threads", "1",  # one core: the service's requests keep the other
-        *options, "-i", str(path), "-filter_complex", graph, "-map", "[out]", "-f", "null", "-",
+        "-i", str(path), "-filter_complex", graph, "-map", "[out]", "-f", "null", "-",
     ]  # fmt: skip
 
 

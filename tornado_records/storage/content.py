@@ -50,10 +50,6 @@ class ContentStore(Protocol):
     def whole_file(self, segment: Segment) -> str | None:
         """The file in blobs/ that holds exactly this run, for sendfile or nginx; None where there is none."""
 
-    def presigned(self, segments: list[Segment], seconds: int) -> str | None:
-        """A URL that ffmpeg can read exactly these runs at for `seconds`, seeking as it needs (an object store's
-        presigned GET); None where there is none (blobs/ has files for that). Blocks."""
-
     def join_run(
         self, path: Path, piece: str, at: int, upto: int, segments: list[Segment], modified: int
     ) -> tuple[list[Segment], str | None]:

@@ -155,10 +155,6 @@ class FileBlobs:
         """The file that holds exactly the run from its start (sendfile or nginx send it as it is)."""
         return segment.name if segment.offset == 0 else None
 
-    def presigned(self, segments: list[Segment], seconds: int) -> str | None:  # noqa: ARG002
-        """None: a program reads the blob's file itself (whole_file)."""
-        return None
-
     def join_run(
         self, path: Path, piece: str, at: int, upto: int, segments: list[Segment], modified: int
     ) -> tuple[list[Segment], str | None]:

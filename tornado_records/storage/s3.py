@@ -155,7 +155,6 @@ class ObjectBlobs:
         config = botocore.config.Config(
             max_pool_connections=64, retries={"mode": "standard", "max_attempts": 4},
             request_checksum_calculation="when_required",
-            signature_version="s3v4",  # presigned URLs too (botocore presigns with version 2 unless told)
         )  # fmt: skip
         session = botocore.session.get_session()
         session.register_component("data_loader", _models())
@@ -285,16 +284,6 @@ class ObjectBlobs:
     def whole_file(self, segment: Segment) -> str | None:  # noqa: ARG002
         """No file of the data directory holds an object."""
         return None
-
-    @unavailable
-    def presigned(self, segments: list[Segment], seconds: int) -> str | None:
-        """A presigned GET of the object, valid for `seconds`, where the runs are exactly one whole object (a version
-        uploaded whole); None otherwise (an appended version's runs, or the object gone)."""
-        found = self.stat(segments[0].name) if len(segments) == 1 and segments[0].offset == 0 else None
-        if found is None or found[0] != segments[0].length:
-            return None
-        params = {"Bucket": self.bucket, "Key": self.key(segments[0].name)}
-        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
 
     def join_run(
         self, path: Path, piece: str, at: int, upto: int, segments: list[Segment], modified: int  # noqa: ARG002
