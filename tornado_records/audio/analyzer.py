@@ -147,18 +147,27 @@ class Analyzer:
                 await self.store.in_writer(lambda conn: conn.let_go(name))
 
     def _analyse(self, record: Record) -> Analysis | None:
-        """In a thread: the analysis of the version's content (None if the version is gone). Content that has no file
-        (an object in S3) is read by ffmpeg through a relay, as far and where it needs (a few megabytes of what is not
-        audio; the audio at the decode's pace), rather than copied out whole to a file first."""
-        with content_input(self.store.content, self.store.blobs, self.store.tmp, record) as source:
-            if not isinstance(source, Relay):
-                return None if source is None else analyze(source, self.programs, *self.settings)
-            analysis = analyze(URL, self.programs, *self.settings, size=record.size, environment=source.environment)
-            if isinstance(source.error, FileNotFoundError):
-                return None
-            if source.error is not None and not self.programs.stopped:
-                raise source.error  # the store did not answer: the analysis stays pending
-            return analysis
+        """In a thread: the analysis of the version's content (None if the version is gone)."""
+        return analyse_content(self.store.content, self.store.blobs, self.store.tmp, record, self.programs,
+                               *self.settings)  # fmt: skip
+
+
+def analyse_content(
+    content: ContentStore, blobs: Path, tmp: Path, record: Record, programs: Programs, threshold: float, minimum: float
+) -> Analysis | None:
+    """The analysis of the version's content; None if the version is gone. Content that has no file (objects in S3)
+    is read by ffmpeg through a relay, as far and where it needs (a few megabytes of what is not audio; the audio at
+    the decode's pace), rather than copied out whole to a file first. Raises what the store raised where it did not
+    answer (the analysis stays pending). Blocks."""
+    with content_input(content, blobs, tmp, record) as source:
+        if not isinstance(source, Relay):
+            return None if source is None else analyze(source, programs, threshold, minimum)
+        analysis = analyze(URL, programs, threshold, minimum, size=record.size, environment=source.environment)
+    if isinstance(source.error, FileNotFoundError):
+        return None
+    if source.error is not None and not programs.stopped:
+        raise source.error
+    return analysis
 
 
 @contextlib.contextmanager
