@@ -110,7 +110,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def relayed(opened: Callable[[], Reader], size: int) -> Iterator[Relay]:
     """A relay of the content for the block, serving in a thread of its own; closed at the block's end."""
     relay = Relay(opened, size)
-    thread = threading.Thread(target=relay.serve_forever, name="records-relay", daemon=True)
+    thread = threading.Thread(target=relay.serve_forever, args=(0.1,), name="records-relay", daemon=True)
     thread.start()
     try:
         yield relay
