@@ -89,6 +89,7 @@ def test_no_command_line_of_the_analysis_names_the_object_and_its_relay_answers_
             assert named not in line, (name, named, argv)
         assert "http://content.invalid/analysis" in argv
         assert stat.S_IMODE(mode) == 0o400 and env["http_proxy"].startswith("http://records:")  # its user's alone
+        assert not set(store_keys) & set(env.values())
     item = analysis_of(svc.url)
     assert item["analysis"] == "done" and abs(item["audio"]["duration"] - 600.0) <= 0.1, item
     assert item["audio"]["format"] == "flac"

@@ -46,7 +46,11 @@ class Relay(http.server.ThreadingHTTPServer):
         self.error: Exception | None = None  # the content's first failed read, if one did
         secret = secrets.token_urlsafe(24)
         self.expected = "Basic " + base64.b64encode(f"records:{secret}".encode()).decode()
-        self.environment = {name: value for name, value in os.environ.items() if name.lower() != "no_proxy"}
+        self.environment = {  # nor the store's keys: the programs reach the store through the relay alone
+            name: value
+            for name, value in os.environ.items()
+            if name.lower() != "no_proxy" and not name.startswith("AWS_")
+        }
         self.environment["http_proxy"] = f"http://records:{secret}@127.0.0.1:{self.server_address[1]}"
 
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001, ARG002
