@@ -45,7 +45,7 @@ async def upload(fetch, body: bytes, content_type: str, start: str = START) -> N
     assert response.code == 204
 
 
-# on S3, ffmpeg reads the object itself at a presigned URL (MP4's index is at its end: it seeks there by ranges)
+# on S3, ffmpeg reads the object through the analysis's relay (MP4's index is at its end: it seeks there by ranges)
 @pytest.mark.parametrize("engine", ["sqlite", "s3"], indirect=True)
 @pytest.mark.parametrize("fmt", FORMATS, ids=[f.name for f in FORMATS])
 @pytest.mark.gen_test(timeout=90)
