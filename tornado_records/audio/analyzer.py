@@ -26,6 +26,7 @@ from typing import Any, Iterator
 from tornado_records.audio import analyses
 from tornado_records.audio.facts import Analysis, analyze
 from tornado_records.audio.programs import Programs, missing
+from tornado_records.audio.relay import URL, Relay, relayed
 from tornado_records.events import EventHub
 from tornado_records.storage.content import ContentStore
 from tornado_records.storage.model import Blob, Record
@@ -147,15 +148,33 @@ class Analyzer:
 
     def _analyse(self, record: Record) -> Analysis | None:
         """In a thread: the analysis of the version's content (None if the version is gone)."""
-        with content_file(self.store.content, self.store.blobs, self.store.tmp, record) as fd:
-            return None if fd is None else analyze(fd, self.programs, *self.settings)
+        return analyse_content(self.store.content, self.store.blobs, self.store.tmp, record, self.programs,
+                               *self.settings)  # fmt: skip
+
+
+def analyse_content(
+    content: ContentStore, blobs: Path, tmp: Path, record: Record, programs: Programs, threshold: float, minimum: float
+) -> Analysis | None:
+    """The analysis of the version's content; None if the version is gone. Content that has no file (objects in S3)
+    is read by ffmpeg through a relay, as far and where it needs (a few megabytes of what is not audio; the audio at
+    the decode's pace), rather than copied out whole to a file first. Raises what the store raised where it did not
+    answer (the analysis stays pending). Blocks."""
+    with content_input(content, blobs, tmp, record) as source:
+        if not isinstance(source, Relay):
+            return None if source is None else analyze(source, programs, threshold, minimum)
+        analysis = analyze(URL, programs, threshold, minimum, size=record.size, environment=source.environment)
+    if isinstance(source.error, FileNotFoundError):
+        return None
+    if source.error is not None and not programs.stopped:
+        raise source.error
+    return analysis
 
 
 @contextlib.contextmanager
-def content_file(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[int | None]:
-    """The version's content as an open file (its descriptor) for the block: its own blob file in `blobs` where that
-    holds exactly the content, else a copy in `tmp` that has no name (nothing is left of it, whatever happens); None
-    if the version is gone. Blocks."""
+def content_input(content: ContentStore, blobs: Path, tmp: Path, record: Record) -> Iterator[int | Relay | None]:
+    """The version's content as ffmpeg reads it, for the block: an open file (its descriptor), its own blob file in
+    `blobs` where that holds exactly the content, else a copy in `tmp` that has no name (nothing is left of it,
+    whatever happens); a relay of it where it is not in files (objects in S3); None if the version is gone. Blocks."""
     segments = record.segments
     name = content.whole_file(segments[0]) if len(segments) == 1 else None
     if name is not None:
@@ -173,6 +192,11 @@ def content_file(content: ContentStore, blobs: Path, tmp: Path, record: Record) 
         blob = Blob(record, content.open(segments, whole=False))
     except FileNotFoundError:
         yield None
+        return
+    if not blob.file.local:
+        blob.close()
+        with relayed(lambda: content.open(segments, whole=False), record.size) as relay:
+            yield relay
         return
     try:
         with tempfile.TemporaryFile(dir=tmp) as copy:

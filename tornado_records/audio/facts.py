@@ -47,13 +47,22 @@ class Analysis:
         return None if self.audio is None else self.audio["duration"]
 
 
-def analyze(source: Path | int, programs: Programs, silence_threshold: float, silence_min: float) -> Analysis:
+def analyze(
+    source: Path | int | str,
+    programs: Programs,
+    silence_threshold: float,
+    silence_min: float,
+    size: int | None = None,
+    environment: dict[str, str] | None = None,
+) -> Analysis:
     """The facts of the audio in the file at a path, or open as a file descriptor (which the programs are given: a
-    file removed meanwhile is read all the same); blocks for as long as ffprobe and ffmpeg take."""
+    file removed meanwhile is read all the same), or at a URL that ffmpeg reads itself (a str; the content's `size`
+    given, and the programs' `environment` where it is not the service's); blocks for as long as ffprobe and ffmpeg
+    take."""
     fds = (source,) if isinstance(source, int) else ()
     path = Path(f"/dev/fd/{source}") if isinstance(source, int) else source
     try:
-        probed = probe(path, programs, fds)
+        probed = probe(path, programs, fds, environment=environment)
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     if probed is None:
@@ -66,7 +75,7 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
     pixel = max(sample_rate // PIXELS_PER_SECOND, math.ceil(sample_rate * (known or 0) / MAX_PIXELS))
     try:
         log = programs.run(_decode_arguments(path, pixel, silence_threshold, silence_min),
-                           DECODE_BASE_SECONDS + (known or 0), fds=fds)  # fmt: skip
+                           DECODE_BASE_SECONDS + (known or 0), fds=fds, environment=environment)  # fmt: skip
     except ProgramFailed as exc:
         return Analysis("failed", reason=str(exc))
     decoded = _decoded(log, pixel, sample_rate)
@@ -75,7 +84,8 @@ def analyze(source: Path | int, programs: Programs, silence_threshold: float, si
     peaks, pixel, samples = decoded
     duration = samples / sample_rate
     loudness, true_peak = _loudness(log)
-    size = os.fstat(source).st_size if isinstance(source, int) else path.stat().st_size
+    if size is None:
+        size = os.fstat(source).st_size if isinstance(source, int) else Path(path).stat().st_size
     bitrate = _int(stream.get("bit_rate")) or _int(container.get("bit_rate")) or round(size * 8 / duration)
     audio = {
         "format": format_name(container.get("format_name", "")),
@@ -97,10 +107,11 @@ def probe(
     fds: tuple[int, ...],
     feed: Callable[[BinaryIO], None] | None = None,
     count: bool = False,
+    environment: dict[str, str] | None = None,
 ) -> tuple[dict, dict] | None:
     """The first audio stream's facts and the container's, or None if there is no audio stream: of the file at `path`
-    (or ffmpeg's input URL), with `fds` open, and `feed` writing its standard input if given; with `count`, the
-    stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
+    (or ffmpeg's input URL, read with `environment`), with `fds` open, and `feed` writing its standard input
+    if given; with `count`, the stream's packets counted too (`nb_read_packets`: the file is read to its end)."""
     arguments = [
         "ffprobe", "-v", "error", "-select_streams", "a:0", *(("-count_packets",) if count else ()),
         "-show_entries",
@@ -109,7 +120,7 @@ def probe(
         "-of", "json", str(path),
     ]  # fmt: skip
     try:
-        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds, feed=feed)
+        output = programs.run(arguments, PROBE_SECONDS, output=True, fds=fds, feed=feed, environment=environment)
     except ProgramFailed as exc:
         if exc.returncode is not None and exc.returncode > 0:  # ffprobe found nothing it can read
             return None
@@ -119,7 +130,7 @@ def probe(
     return (streams[0], facts.get("format") or {}) if streams else None
 
 
-def _decode_arguments(path: Path, pixel: int, threshold: float, minimum: float) -> list[str]:
+def _decode_arguments(path: Path | str, pixel: int, threshold: float, minimum: float) -> list[str]:
     """One decode of the first audio stream into three filters: loudness, silences, and peaks of `pixel`-sample
     windows (printed for each window)."""
     graph = (

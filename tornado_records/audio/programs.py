@@ -96,12 +96,13 @@ class Programs:
         fds: tuple[int, ...] = (),
         stopper: Stopper | None = None,
         feed: Callable[[BinaryIO], None] | None = None,
+        environment: dict[str, str] | None = None,
     ) -> str:
-        """Run a program to its end within `seconds`, with the file descriptors `fds` open in it, and its standard
-        input what `feed` writes (from a thread of its own; else nothing); its standard output if `output`, else its
-        standard error (ffmpeg's log), as text. ProgramFailed if it fails, is ended (by `stop()`, or by `stopper`) or
-        outlasts the bound. What it writes goes to a nameless file, read once at its end: cheaper for the service than
-        a pipe read as it comes (an hour of audio logs tens of megabytes)."""
+        """Run a program to its end within `seconds`, with the file descriptors `fds` open in it, its standard input
+        what `feed` writes (from a thread of its own; else nothing), and `environment` (else the service's); its
+        standard output if `output`, else its standard error (ffmpeg's log), as text. ProgramFailed if it fails, is
+        ended (by `stop()`, or by `stopper`) or outlasts the bound. What it writes goes to a nameless file, read once at
+        its end: cheaper for the service than a pipe read as it comes (an hour of audio logs tens of megabytes)."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             reading, writing = os.pipe() if feed is not None else (subprocess.DEVNULL, -1)
             with self._lock:
@@ -111,7 +112,7 @@ class Programs:
                 try:
                     process = subprocess.Popen(
                         arguments, stdin=reading, stdout=out if output else subprocess.DEVNULL, stderr=err,
-                        pass_fds=fds,
+                        pass_fds=fds, env=environment,
                     )  # fmt: skip
                 except OSError as exc:
                     _close(reading, writing)

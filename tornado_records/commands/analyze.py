@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tornado_records.audio import analyses
-from tornado_records.audio.analyzer import content_file
-from tornado_records.audio.facts import analyze as analyze_file
+from tornado_records.audio.analyzer import analyse_content
 from tornado_records.audio.programs import Programs, missing
 from tornado_records.commands.datadir import INDEX, RECORD_COLUMNS, CommandError, Source, record_path
 from tornado_records.storage import sqldb
@@ -50,8 +49,8 @@ def analyze(source: Source, again: bool, silence_threshold: float, silence_min: 
                 record = _record(conn, event, start)
                 if record is None:
                     continue
-                with content_file(content, source.root / "blobs", Path(tmp), record) as fd:
-                    analysis = None if fd is None else analyze_file(fd, programs, silence_threshold, silence_min)
+                analysis = analyse_content(content, source.root / "blobs", Path(tmp), record, programs,
+                                           silence_threshold, silence_min)  # fmt: skip
                 kept = False
                 if analysis is not None:
                     with conn.transaction():
