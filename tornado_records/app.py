@@ -147,7 +147,7 @@ class RecordsApplication(tornado.web.Application):
     """The service's routes; a path holding a control character, raw or percent-encoded, is a 400 whatever route it
     would reach (no handler, nor a file on disk, is looked up for it). A path that a route names as it is (`/ping`,
     `/sse`, `/metrics`, `/`) is looked up in a dict, ahead of any route added later (`add_handlers`), rather than
-    by each route's pattern in turn."""
+    by each route's pattern in turn. A request's handler is started at once (http/eager.py)."""
 
     def __init__(self, handlers: list, **settings: Any) -> None:
         super().__init__(handlers, **settings)
@@ -170,7 +170,6 @@ class RecordsApplication(tornado.web.Application):
         path_args: list[bytes] | None = None,
         path_kwargs: dict[str, bytes] | None = None,
     ) -> EagerDelegate:
-        # the handler started at once (http/eager.py)
         return EagerDelegate(self, request, target_class, target_kwargs, path_args, path_kwargs)
 
 
