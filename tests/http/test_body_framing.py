@@ -1,5 +1,6 @@
 """A request body as it comes off the wire (body.py): a chunked body framed in every way HTTP/1.1 allows, cut into
-TCP segments anywhere, arrives whole, and a request sent right behind a body on the same connection is answered, as is each of a long run of requests sent together."""
+TCP segments anywhere, arrives whole, and a request sent right behind a body on the same connection is answered, as
+is each of a long run of requests sent together."""
 
 import hashlib
 import os
