@@ -41,6 +41,7 @@ from tornado_records.metrics import Metrics
 from tornado_records.uploads.appends import Appends
 from tornado_records.uploads.resumables import Resumables
 from tornado_records.retention import Retention
+from tornado_records.http.eager import EagerDelegate
 from tornado_records.http.insides import check as check_tornado
 from tornado_records.http.server import RecordsHTTPServer
 from tornado_records.storage.store import RecordStore
@@ -146,7 +147,7 @@ class RecordsApplication(tornado.web.Application):
     """The service's routes; a path holding a control character, raw or percent-encoded, is a 400 whatever route it
     would reach (no handler, nor a file on disk, is looked up for it). A path that a route names as it is (`/ping`,
     `/sse`, `/metrics`, `/`) is looked up in a dict, ahead of any route added later (`add_handlers`), rather than
-    by each route's pattern in turn."""
+    by each route's pattern in turn. A request's handler is started at once (http/eager.py)."""
 
     def __init__(self, handlers: list, **settings: Any) -> None:
         super().__init__(handlers, **settings)
@@ -160,6 +161,16 @@ class RecordsApplication(tornado.web.Application):
         if plain is not None:
             return self.get_handler_delegate(request, *plain)
         return super().find_handler(request, **kwargs)
+
+    def get_handler_delegate(
+        self,
+        request: tornado.httputil.HTTPServerRequest,
+        target_class: type[tornado.web.RequestHandler],
+        target_kwargs: dict[str, Any] | None = None,
+        path_args: list[bytes] | None = None,
+        path_kwargs: dict[str, bytes] | None = None,
+    ) -> EagerDelegate:
+        return EagerDelegate(self, request, target_class, target_kwargs, path_args, path_kwargs)
 
 
 def plain_routes(rules: list[tornado.routing.Rule]) -> dict[str, tuple[type, dict[str, Any]]]:

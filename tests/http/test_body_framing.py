@@ -1,5 +1,6 @@
 """A request body as it comes off the wire (body.py): a chunked body framed in every way HTTP/1.1 allows, cut into
-TCP segments anywhere, arrives whole, and a request sent right behind a body on the same connection is answered."""
+TCP segments anywhere, arrives whole, and a request sent right behind a body on the same connection is answered, as
+is each of a long run of requests sent together."""
 
 import hashlib
 import os
@@ -81,3 +82,16 @@ async def test_a_malformed_chunked_body_is_refused_and_nothing_stored(
     assert answer.status == 400 and b"framing is malformed" in answer.body, answer.raw
     stream.close()
     assert (await fetch(record_url(), raise_error=False)).code == 404
+
+
+async def test_a_long_run_of_requests_sent_together_is_answered_in_full_and_in_order(
+    http_server: Any, base_url: str
+) -> None:
+    # more than the 64 KiB a kept-alive connection reads ahead of the request it is answering (server.LeanIOStream)
+    heads = [request_head("GET", path, {}) for path in ("/ping", "/nothing") * 1_000]
+    assert sum(map(len, heads)) > 64 * 1024
+    stream = await open_stream(base_url)
+    await stream.write(b"".join(heads))
+    statuses = [(await read_answer(stream)).status for _ in heads]
+    assert statuses == [204, 404] * 1_000
+    stream.close()

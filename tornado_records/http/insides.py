@@ -37,7 +37,7 @@ class Inside:
 
     owner: type
     name: str
-    user: str  # the module of ours that uses it
+    user: str  # the module of ours that uses it (or the modules, separated by ", ")
     why: str
     kind: type | tuple[type, ...] = object
     positional: int | None = None
@@ -49,6 +49,8 @@ class Inside:
 
 BODY = "tornado_records/http/body.py"
 SENDFILE = "tornado_records/http/sendfile.py"
+SERVER = "tornado_records/http/server.py"
+EAGER = "tornado_records/http/eager.py"
 HERE = "tornado_records/http/insides.py"
 HTTP1Connection = tornado.http1connection.HTTP1Connection
 IOStream = tornado.iostream.IOStream
@@ -66,7 +68,12 @@ INSIDES: tuple[Inside, ...] = (
            kind=(int, type(None))),  # fmt: skip
     Inside(IOStream, "_read_buffer", BODY, "bytes read past a chunked body's end go back in front of it",
            kind=bytearray),  # fmt: skip
-    Inside(IOStream, "_read_buffer_size", BODY, "counted with the bytes given back", kind=int),
+    Inside(IOStream, "_read_buffer_size", f"{BODY}, {SERVER}", "counted with the bytes given back (body.py); "
+           "bytes read ahead of a request keep the socket registered (server.LeanIOStream)", kind=int),  # fmt: skip
+    Inside(RequestHandler, "_execute", EAGER, "the handler's coroutine (transforms, path arguments), started at once",
+           positional=2),  # fmt: skip
+    Inside(RequestHandler, "_prepared_future", EAGER, "resolved once prepare() has run, for a body read as it arrives",
+           kind=(asyncio.Future, type(None))),  # fmt: skip
     Inside(RequestHandler, "_finished", HERE, "finished(): BaseHandler.answered, for the byte path of uploads",
            kind=bool),  # fmt: skip
     Inside(RequestHandler, "_headers_written", HERE, "headers_sent(): a download cut off once its headers are sent",
