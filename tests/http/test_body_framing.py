@@ -1,7 +1,9 @@
 """A request body as it comes off the wire (body.py): a chunked body framed in every way HTTP/1.1 allows, cut into
 TCP segments anywhere, arrives whole, and a request sent right behind a body on the same connection is answered, as
-is each of a long run of requests sent together."""
+is each of a long run of requests sent together; bodies read into the same reused blocks, at once and one round
+after another, each arrive whole."""
 
+import asyncio
 import hashlib
 import os
 from typing import Any
@@ -95,3 +97,17 @@ async def test_a_long_run_of_requests_sent_together_is_answered_in_full_and_in_o
     statuses = [(await read_answer(stream)).status for _ in heads]
     assert statuses == [204, 404] * 1_000
     stream.close()
+
+
+async def test_many_bodies_at_once_in_rounds_each_arrive_whole(http_server: Any, fetch: Any) -> None:
+    # each body spans several of body.py's blocks, which the next reads reuse once the file has their bytes: a block
+    # taken again too early would put another body's bytes in a file
+    starts = [f"2024-06-01T{hour:02d}:00:00" for hour in range(12)]
+    for _ in range(3):
+        bodies = {start: os.urandom(1_300_000 + index * 4_099) for index, start in enumerate(starts)}
+        puts = [fetch(record_url(EVENT, start), method="PUT", body=bodies[start], headers=PUT) for start in starts]
+        assert [answer.code for answer in await asyncio.gather(*puts)] == [204] * len(starts)
+        for start, body in bodies.items():
+            got = await fetch(record_url(EVENT, start))
+            assert got.code == 200 and got.body == body
+            assert got.headers["ETag"] == f'"{hashlib.sha256(body).hexdigest()}"'
