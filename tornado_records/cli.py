@@ -203,7 +203,10 @@ async def serve(config: Config, sockets: list[socket.socket], parent: int | None
     if (stale := stale_index(config)) is not None:
         log.warning("%s", stale)
     server = make_server(app)
-    server.add_sockets(sockets)
+    if parent is None:
+        server.add_sockets(sockets)
+    else:  # one of --processes N, on the parent's sockets
+        server.add_sockets_in_turn(sockets)
     start_app(app)
     # What start-up made lives as long as the process: keep the collector from walking it again and again, and let
     # it run less often (thousands of subscribers and connections make many young objects that are not garbage).

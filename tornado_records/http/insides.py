@@ -21,6 +21,7 @@ import tornado
 import tornado.http1connection
 import tornado.httputil
 import tornado.iostream
+import tornado.tcpserver
 import tornado.web
 
 SUPPORTED = ">=6.5,<7"  # the Tornado releases this one supports: setup.py's install_requires says the same
@@ -70,6 +71,8 @@ INSIDES: tuple[Inside, ...] = (
            kind=bytearray),  # fmt: skip
     Inside(IOStream, "_read_buffer_size", f"{BODY}, {SERVER}", "counted with the bytes given back (body.py); "
            "bytes read ahead of a request keep the socket registered (server.LeanIOStream)", kind=int),  # fmt: skip
+    Inside(tornado.tcpserver.TCPServer, "_handle_connection", SERVER, "a connection accepted in turn with other "
+           "processes (add_sockets_in_turn) made a stream and handled", positional=3),  # fmt: skip
     Inside(RequestHandler, "_execute", EAGER, "the handler's coroutine (transforms, path arguments), started at once",
            positional=2),  # fmt: skip
     Inside(RequestHandler, "_prepared_future", EAGER, "resolved once prepare() has run, for a body read as it arrives",
