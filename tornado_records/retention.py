@@ -15,7 +15,8 @@ import uuid
 from typing import Callable
 
 from tornado_records.storage.sqldb import Database
-from tornado_records.events import EventHub, publish_deleted
+from tornado_records.events import EventHub
+from tornado_records.upload_events import publish_deleted
 from tornado_records.storage.model import RecordNotFound
 from tornado_records.storage.store import RecordStore
 

@@ -12,7 +12,8 @@ import pytest
 from support.hub import Client, parse
 from support.records import EVENT, START
 from support.waiting import eventually
-from tornado_records.events import KEEPALIVE_LINE, EventHub, UploadEvents, publish_deleted
+from tornado_records.events import KEEPALIVE_LINE, EventHub
+from tornado_records.upload_events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, abort_reason
 
 

@@ -15,7 +15,8 @@ from typing import BinaryIO
 
 from tornado.iostream import StreamClosedError
 
-from tornado_records.events import EventHub, UploadEvents
+from tornado_records.events import EventHub
+from tornado_records.upload_events import UploadEvents
 from tornado_records.handlers.base import BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
 from tornado_records.http.caching import NEVER

@@ -16,7 +16,7 @@ from tornado.iostream import StreamClosedError
 
 from tornado_records.http.digest_fields import MalformedDigest, expected_digests, repr_digest
 from tornado_records.http.insides import headers_sent
-from tornado_records.events import UploadEvents, publish_deleted
+from tornado_records.upload_events import UploadEvents, publish_deleted
 from tornado_records.handlers.base import ApiError, abort_reason, quoted
 from tornado_records.http.semantics import (
     ByteRange,

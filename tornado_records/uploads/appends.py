@@ -39,7 +39,8 @@ import logging
 import time
 from typing import Awaitable, Callable, Protocol
 
-from tornado_records.events import EventHub, UploadEvents
+from tornado_records.events import EventHub
+from tornado_records.upload_events import UploadEvents
 from tornado_records.storage.model import Condition, Record, StorageFull, storage_errors
 from tornado_records.storage.store import RecordStore
 from tornado_records.uploads import frames

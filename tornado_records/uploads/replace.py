@@ -12,7 +12,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO
 
-from tornado_records.events import EventHub, UploadEvents
+from tornado_records.events import EventHub
+from tornado_records.upload_events import UploadEvents
 from tornado_records.storage.model import Condition, DigestMismatch, Record, storage_errors
 from tornado_records.storage.store import NewContent, RecordStore
 from tornado_records.uploads.sink import Sink

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Awaitable, BinaryIO, Callable
 
 
-from tornado_records.events import UploadEvents
+from tornado_records.upload_events import UploadEvents
 from tornado_records.storage.model import Record, StoreError
 from tornado_records.uploads.sink import Sink
 from tornado_records.uploads.spool import Spool

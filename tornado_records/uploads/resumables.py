@@ -19,7 +19,8 @@ from typing import Callable
 
 import tornado.ioloop
 
-from tornado_records.events import EventHub, UploadEvents
+from tornado_records.events import EventHub
+from tornado_records.upload_events import UploadEvents
 from tornado_records.http.semantics import Validators, precondition_status
 from tornado_records.storage.files import fsync_dir
 from tornado_records.storage.model import Busy, DigestMismatch, PreconditionFailed, Record, StoreError, storage_errors

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable
 
-from tornado_records.events import EventHub, UploadEvents
+from tornado_records.events import EventHub
+from tornado_records.upload_events import UploadEvents
 from tornado_records.storage.model import Condition, Record, storage_errors
 from tornado_records.uploads.spool import Spool
 
