@@ -165,8 +165,10 @@ class RecordHandler(IntakeHandler):
     async def put(self, *_: str) -> None:
         sink = self.take_sink()
         if sink is None:
-            assert self.refused
-            return  # the body arrived to its end after it was refused, and the answer was sent
+            # the body arrived to its end after it was refused (the answer was sent), or after prepare() found the
+            # client gone (Tornado still hands over a body it had read whole before the connection closed)
+            assert self.refused or self.request.connection.stream.closed()
+            return
         record = await sink.finish(self._condition("PUT"))
         self.set_status(204)
         if record is not None:  # (an append request that received nothing, to a record that has none)
