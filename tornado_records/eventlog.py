@@ -267,7 +267,10 @@ class SharedEventLog(EventLog):
                 continue
             if rows and self.deliver is not None:
                 self._seen = rows[-1][0]
-                self.deliver(rows)
+                try:
+                    self.deliver(rows)
+                except RuntimeError:  # the loop is closed: its process is ending (a test's app torn down first)
+                    return
                 self._written()
 
     def _rows_after(self, after: int) -> list[Event]:
