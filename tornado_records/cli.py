@@ -264,6 +264,9 @@ async def serve(config: Config, sockets: list[socket.socket], parent: int | None
     await server.close_all_connections()
     store = app.settings["store"]
     await store.settle()  # append requests that were cut off: what they received joins their records first
+    # Work of tasks ended above may still run in threads (the analyses' look for records pending, a sweep's query):
+    # it ends before the index it reads is closed under it (sqlite3 crashes on a connection closed while in use).
+    await loop.shutdown_default_executor()
     close_app(app)
     log.info("stopped")
 

@@ -6,11 +6,13 @@ running when the grace ends is cut off and leaves nothing; a second signal exits
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import signal
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -27,10 +29,13 @@ from support.rawhttp import (
     request,
     request_head,
 )
+from support.components import require
 from support.records import files_in, record_url
+from support.service import Service
 from support.waiting import wait_until
 
 FIRST, SECOND = record_url(start="2024-07-01T06:00:00"), record_url(start="2024-07-01T07:00:00")
+BIG_INDEX = 20 * 365 * 24
 
 
 def start_upload(url: str, path: str, framing: dict[str, str], part: bytes) -> socket.socket:
@@ -145,3 +150,26 @@ def test_a_request_on_a_kept_alive_connection_after_sigterm_is_refused(service) 
     assert svc.proc.wait(timeout=10) == 0
     again = service()
     assert request(again.url, "GET", FIRST)[2] == b"x" * 2000 and request(again.url, "GET", SECOND)[0] == 404
+
+
+def test_a_stop_as_it_starts_ends_the_look_for_records_to_analyse_before_closing_the_index(tmp_path: Path) -> None:
+    """At start the analyses look, in a thread, for the records without one; a SIGTERM while that reads a big index
+    stops the service once the look has ended (it closed the SQLite index under the look: killed by SIGSEGV)."""
+    require("ffmpeg")  # the look happens only where ffmpeg is there to analyse what it finds
+    first = Service(tmp_path / "data")
+    assert request(first.url, "PUT", FIRST, b"not audio")[0] == 204
+    assert first.stop() == 0
+    with contextlib.closing(sqlite3.connect(tmp_path / "data" / "records.sqlite3")) as index, index:
+        row = index.execute("SELECT event, type, size, sha256, modified, blob FROM records").fetchone()
+        # twenty years of hourly broadcasts, each naming the one file (as rows of a restored index may)
+        index.executemany(
+            "INSERT INTO records (event, start, type, size, sha256, modified, blob) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            ((row[0], f"1990-01-01T00:00:00.{n:06d}", *row[1:]) for n in range(BIG_INDEX)),
+        )
+    for _ in range(3):
+        svc = Service(tmp_path / "data")  # its look has begun: it starts before the line that says it serves
+        assert svc.stop() == 0
+        assert "Fatal Python error" not in svc.log and "Traceback" not in svc.log
+    again = Service(tmp_path / "data")
+    assert request(again.url, "GET", FIRST)[2] == b"not audio"  # the record as it was
+    assert again.stop() == 0
