@@ -22,13 +22,10 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from tornado_records.eventlog import EventLog, frame
 from tornado_records.storage.sqldb import Database
-
-if TYPE_CHECKING:
-    from tornado_records.upload_events import UploadEvents
 
 log = logging.getLogger("tornado_records.events")
 
@@ -42,7 +39,6 @@ CLOSE_TIMEOUT = 1.0  # seconds that streams get to end by themselves at close(),
 # more than it saves)
 SEND_THREADS = min(4, len(os.sched_getaffinity(0)))
 SPLIT_AT = 1000
-INTERRUPTED_KEPT = 24 * 3600.0  # seconds an interrupted append-mode recording stays listed among the uploads
 
 KEEPALIVE_LINE = b": keepalive\n\n"
 
@@ -214,7 +210,7 @@ class EventHub:
         self.published: collections.Counter[str] = collections.Counter()  # events, by type
         self.sent_bytes = 0  # bytes handed to subscribers (events and keepalives)
         self.uploads = 0  # uploads in flight
-        self.flights: list[UploadEvents] = []  # the uploads in flight, oldest first
+        self.flights: list[Any] = []  # the uploads in flight, oldest first (upload_events.UploadEvents)
         self.interrupted: dict[tuple[str, str], dict[str, Any]] = {}  # append-mode recordings that broke off, by record
         self.received_bytes = 0  # bytes the uploads received
         # Ids start from the time in microseconds, so they keep increasing across restarts of the service, even
@@ -325,20 +321,6 @@ class EventHub:
         """Forget a subscriber (it left). Safe to call more than once."""
         self.subscribers.discard(subscriber)
         subscriber.close()
-
-    def in_flight(self) -> list[dict[str, Any]]:
-        """The uploads in flight and the append-mode recordings that broke off (and were not taken up again,
-        replaced or deleted since, for up to INTERRUPTED_KEPT seconds), as `GET /uploads` shows them."""
-        now = time.monotonic()
-        for key, entry in list(self.interrupted.items()):
-            if now - entry["_at"] > INTERRUPTED_KEPT:
-                del self.interrupted[key]
-        kept = [{k: v for k, v in entry.items() if k != "_at"} for entry in self.interrupted.values()]
-        return [flight.to_json() for flight in self.flights] + kept
-
-    def flight(self, event: str, start: str) -> UploadEvents | None:
-        """The newest upload in flight to the record (event, start), or None."""
-        return next((f for f in reversed(self.flights) if f.key == {"event": event, "start": start}), None)
 
     def replay_ids(self) -> list[int]:
         """The ids of the events kept for replay, oldest first."""

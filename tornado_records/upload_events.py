@@ -11,6 +11,24 @@ from typing import Any
 
 from tornado_records.events import EventHub, utc_now
 
+INTERRUPTED_KEPT = 24 * 3600.0  # seconds an interrupted append-mode recording stays listed among the uploads
+
+
+def in_flight(hub: EventHub) -> list[dict[str, Any]]:
+    """The uploads in flight and the append-mode recordings that broke off (and were not taken up again, replaced
+    or deleted since, for up to INTERRUPTED_KEPT seconds), as `GET /uploads` shows them."""
+    now = time.monotonic()
+    for key, entry in list(hub.interrupted.items()):
+        if now - entry["_at"] > INTERRUPTED_KEPT:
+            del hub.interrupted[key]
+    kept = [{k: v for k, v in entry.items() if k != "_at"} for entry in hub.interrupted.values()]
+    return [flight.to_json() for flight in hub.flights] + kept
+
+
+def flight_of(hub: EventHub, event: str, start: str) -> UploadEvents | None:
+    """The newest upload in flight to the record (event, start), or None."""
+    return next((f for f in reversed(hub.flights) if f.key == {"event": event, "start": start}), None)
+
 
 class UploadEvents:
     """The events of one upload in flight: upload-started at once, then upload-progress at most every
@@ -113,7 +131,7 @@ class UploadEvents:
             self.hub.publish("upload-completed", data)
         else:
             self.hub.publish("upload-interrupted", {**data, "reason": reason})
-            if size is not None and self.hub.flight(**self.key) is None:
+            if size is not None and flight_of(self.hub, **self.key) is None:
                 self.hub.interrupted[tuple(self.key.values())] = {
                     **self.to_json(), **data, "state": "interrupted", "reason": reason, "ended": utc_now(),
                     "_at": time.monotonic(),

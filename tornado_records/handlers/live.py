@@ -16,7 +16,7 @@ from typing import BinaryIO
 from tornado.iostream import StreamClosedError
 
 from tornado_records.events import EventHub
-from tornado_records.upload_events import UploadEvents
+from tornado_records.upload_events import UploadEvents, flight_of, in_flight
 from tornado_records.handlers.base import BaseHandler
 from tornado_records.handlers.records import parse_event, parse_start
 from tornado_records.http.caching import NEVER
@@ -32,7 +32,7 @@ class UploadsHandler(BaseHandler):
 
     def get(self) -> None:
         self.set_header("Cache-Control", NEVER)
-        self.write({"uploads": self.settings["hub"].in_flight()})
+        self.write({"uploads": in_flight(self.settings["hub"])})
 
     head = get
 
@@ -45,7 +45,7 @@ class LiveHandler(BaseHandler):
         store: RecordStore = self.settings["store"]
         hub: EventHub = self.settings["hub"]
         event_id, start_at = parse_event(event), parse_start(start)
-        flight = hub.flight(str(event_id), start_at.isoformat())
+        flight = flight_of(hub, str(event_id), start_at.isoformat())
         self.set_header("Cache-Control", NEVER)  # the stream, or the redirect while nothing is in flight: this moment's
         if flight is None:
             store.get(event_id, start_at)  # RecordNotFound: 404
@@ -83,12 +83,12 @@ class LiveHandler(BaseHandler):
         event, start = flight.key["event"], flight.key["start"]
         sent = 0
         while True:
-            ended = self.settings["hub"].flight(event, start) is None
+            ended = flight_of(self.settings["hub"], event, start) is None
             sent = await self._send_record(store, event, start, sent)
             if sent is None or ended:
                 return
             await self._wait(flight)
-            flight = self.settings["hub"].flight(event, start) or flight
+            flight = flight_of(self.settings["hub"], event, start) or flight
 
     async def _send_record(self, store: RecordStore, event: str, start: str, sent: int) -> int | None:
         """Send the record's content past `sent` bytes, then the unjoined bytes of the piece first in line; the
