@@ -78,11 +78,17 @@ class Upload(Sink):
         """Make the whole body the record's current version (see RecordStore.commit); whatever happens, the upload
         is gone afterwards. DigestMismatch if the content does not have an expected digest."""
         try:
-            await self.drain()
+            # where the file becomes the blob as it is, its writer fsyncs it in its last turn (else the receiver's
+            # finish does what it has to, in the store's commit)
+            durable = False
+            if self.receiver.fsync_only:
+                durable = await self.seal()
+            else:
+                await self.drain()
             self._seal()  # on the event loop, which the spool's notices of bytes written come to (see _written)
             new = NewContent(
                 self.receiver, self.event, self.start, self.content_type, self.written, self._hashes["sha256"],
-                self.began,
+                self.began, durable,
             )  # fmt: skip
             record, created = await self.store.commit(new, condition)
         finally:
