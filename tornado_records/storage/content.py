@@ -19,9 +19,9 @@ class Receiver(Protocol):
 
     name: str
     pending: bool  # it holds something of the engine's that `abort` must give back (an unfinished multipart upload)
-    # `finish` is only the fsync of the file in tmp/, which becomes the blob as it is: an upload whose writer made the
-    # file durable itself (spool.py, seal) does not call it
-    fsync_only: bool
+    # the file in tmp/ becomes the blob as it is (renamed by `place`): `finish` is only its fsync, which an upload whose
+    # writer made the file durable itself (spool.py, seal) does not call, and once placed nothing is left in tmp/
+    keeps_file: bool
 
     def written(self, size: int) -> None:
         """The file has grown to `size` bytes (on the event loop; may send what is whole in a thread)."""

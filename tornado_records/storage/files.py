@@ -234,7 +234,7 @@ class FileReceiver:
     def __init__(self, blobs: FileBlobs, path: Path, name: str) -> None:
         self.blobs, self.path, self.name = blobs, path, name
         self.pending = False
-        self.fsync_only = True
+        self.keeps_file = True
 
     def written(self, size: int) -> None:
         """Nothing to do as the file grows."""

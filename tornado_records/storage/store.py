@@ -275,7 +275,7 @@ class RecordStore:
         (PreconditionFailed if it does not hold), so that no other change can slip in between. On a failure the
         previous version stays as it was, and the new content's blob is removed (its file in tmp/ is the caller's).
         """
-        if not (new.durable and new.receiver.fsync_only):
+        if not (new.durable and new.receiver.keeps_file):
             await new.receiver.finish(new.size)
         return await self.commits.commit(new, condition)
 
