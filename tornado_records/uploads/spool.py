@@ -42,7 +42,9 @@ KICK_BYTES = 256 << 10  # bytes waiting that wake the writer at once
 # is left, so that the two work at once rather than in turns.
 TURN_BYTES = 512 << 10
 KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
-WRITERS = 64  # threads shared by all uploads' spools (each spool uses one at a time)
+# Threads shared by all uploads' spools (each spool uses one at a time; a sealing one holds it through its fsync: more
+# threads than the 50 uploads of the storm, so that their fsyncs never hold up the others' bytes)
+WRITERS = 64
 _IOV_MAX = 1024
 # Every WRITEBACK_BYTES written, the writer has the kernel begin writing the file's dirty pages to the disk
 # (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
@@ -52,10 +54,6 @@ _sync_file_range = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range",
 if _sync_file_range is not None:
     _sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
 _SYNC_FILE_RANGE_WRITE = 2
-
-# The most fsyncs of sealing spools at once (more at once were slower here: see docs/benchmarks.md)
-SYNCS = 6
-_syncs = threading.BoundedSemaphore(SYNCS)
 
 _writers = concurrent.futures.ThreadPoolExecutor(WRITERS, thread_name_prefix="spool-writer")
 
@@ -261,8 +259,7 @@ class Spool:
         the writer's, for seal to raise."""
         error = None
         try:
-            with _syncs:
-                os.fsync(self._fd)
+            os.fsync(self._fd)
         except BaseException as exc:  # noqa: BLE001 (kept for the event loop)
             error = exc
         self._file.close()
