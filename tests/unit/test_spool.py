@@ -88,3 +88,44 @@ def test_a_held_spool_writes_nothing_until_released_and_bounds_its_lag(tmp_path:
 
     asyncio.run(main())
     assert path.read_bytes() == b"a" * KICK_BYTES + b"b" * LAG_BYTES
+
+
+def test_a_seal_begun_while_the_writer_writes_ends_with_every_byte_hashed_and_the_file_closed(tmp_path: Path) -> None:
+    """A plain upload's end (replace.py): the writer's last turn makes the file durable and closes it; the seal
+    ends only after the bytes still waiting behind the turn in progress are in the file, and the spool then takes
+    no more."""
+    path = tmp_path / "file"
+    digest = hashlib.sha256()
+
+    async def main() -> None:
+        entered, release = threading.Event(), threading.Event()
+
+        def room() -> int:
+            entered.set()
+            release.wait(10)
+            return 1 << 40
+
+        file = open(path, "wb", buffering=0)
+        spool = Spool(file, [digest], room=room)
+        assert spool.put(b"x" * KICK_BYTES) is None
+        assert await asyncio.to_thread(entered.wait, 5)
+        spool.put(b"y" * 1000)  # waits behind the turn in progress
+        sealed = asyncio.ensure_future(spool.seal())
+        await asyncio.sleep(0.05)
+        assert not sealed.done() and not file.closed
+        release.set()
+        await asyncio.wait_for(sealed, 5)
+        assert file.closed
+        assert spool.written == spool.received == KICK_BYTES + 1000
+        try:
+            spool.put(b"z")
+        except ValueError:
+            pass
+        else:
+            raise AssertionError("a sealed spool took more bytes")
+        spool.close()  # safe after a seal
+
+    asyncio.run(main())
+    content = b"x" * KICK_BYTES + b"y" * 1000
+    assert path.read_bytes() == content
+    assert digest.hexdigest() == hashlib.sha256(content).hexdigest()

@@ -41,15 +41,16 @@ class IntakeHandler(BaseHandler):
         sink = self.take_sink()
         return None if sink is None else sink.abandon(reason)
 
-    def check_announced_length(self, length: int | None, what: str = "body") -> None:
-        """Refuse, before any byte of the body, one announced over the body limit (413) or over the room left on
-        the disk (507)."""
+    def check_announced_length(self, length: int | None, what: str = "body", disk: bool = True) -> None:
+        """Refuse, before any byte of the body, one announced over the body limit (413) or, where `disk`, over the
+        room left on the disk (507; a plain PUT asks that in the thread that makes its file, replace.begin)."""
         if length is None:
             return
         limit = self.settings["config"].max_body_size
         if length > limit:
             raise ApiError(413, f"The {what} of {length} bytes is over the limit of {limit} bytes")
-        self.settings["store"].ensure_space(length)
+        if disk:
+            self.settings["store"].ensure_space(length)
 
     def accepting(self) -> bool:
         """Whether the body's bytes go to the sink now (a handler may hold them back)."""

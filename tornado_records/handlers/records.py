@@ -125,11 +125,11 @@ class RecordHandler(IntakeHandler):
         condition = self._condition("PUT")
         if condition is not None and not condition(self._current()):
             raise PreconditionFailed(self.event, self.start)  # checked again at commit
-        self.check_announced_length(length)
+        self.check_announced_length(length, disk=append)
         if append:
             appends = self.settings["appends"]
             return Piece(appends, str(self.event), self.start.isoformat(), content_type, self._superseded)
-        return await replace.begin(self.store, self.event, self.start, content_type, expected)
+        return await replace.begin(self.store, self.event, self.start, content_type, expected, length)
 
     def _append_mode(self) -> bool:
         """Whether the PUT asks for append mode (`?append=true`)."""

@@ -19,6 +19,9 @@ class Receiver(Protocol):
 
     name: str
     pending: bool  # it holds something of the engine's that `abort` must give back (an unfinished multipart upload)
+    # the file in tmp/ becomes the blob as it is (renamed by `place`): `finish` is only its fsync, which an upload whose
+    # writer made the file durable itself (spool.py, seal) does not call, and once placed nothing is left in tmp/
+    keeps_file: bool
 
     def written(self, size: int) -> None:
         """The file has grown to `size` bytes (on the event loop; may send what is whole in a thread)."""

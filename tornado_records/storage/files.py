@@ -234,12 +234,14 @@ class FileReceiver:
     def __init__(self, blobs: FileBlobs, path: Path, name: str) -> None:
         self.blobs, self.path, self.name = blobs, path, name
         self.pending = False
+        self.keeps_file = True
 
     def written(self, size: int) -> None:
         """Nothing to do as the file grows."""
 
     async def finish(self, size: int) -> None:  # noqa: ARG002
-        """Make the whole file's content durable."""
+        """Make the whole file's content durable (a thread's hand-off and back: an upload's own writer does it in its
+        last turn instead, see NewContent.durable)."""
         await asyncio.get_running_loop().run_in_executor(None, fsync_content, self.path)
 
     def place(self, modified: int) -> None:

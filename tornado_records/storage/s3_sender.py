@@ -113,6 +113,7 @@ class ObjectSender:
         self._etags: dict[int, str] = {}
         self._lock = threading.Lock()  # the upload's beginning and its abort
         self._aborted = False
+        self.keeps_file = False  # finish makes the object
 
     @property
     def pending(self) -> bool:

@@ -73,6 +73,7 @@ class NewContent:
     size: int
     digest: "hashlib._Hash"  # the SHA-256 of all of it
     began: float  # Unix time its first byte could come (the start of its part)
+    durable: bool = False  # its file fsynced by its writer already: a receiver whose finish is only that skips it
 
 
 class RecordStore:
@@ -274,7 +275,8 @@ class RecordStore:
         (PreconditionFailed if it does not hold), so that no other change can slip in between. On a failure the
         previous version stays as it was, and the new content's blob is removed (its file in tmp/ is the caller's).
         """
-        await new.receiver.finish(new.size)
+        if not (new.durable and new.receiver.keeps_file):
+            await new.receiver.finish(new.size)
         return await self.commits.commit(new, condition)
 
     def adopt(self, record: Record, name: str, details: dict[str, str | None] | None = None) -> bool:

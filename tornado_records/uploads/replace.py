@@ -26,15 +26,30 @@ async def begin(
     start: datetime.datetime,
     content_type: str,
     expected: dict[str, bytes] | None = None,
+    size: int | None = None,
 ) -> Upload:
-    """A new, empty upload in tmp/ for the record (event, start), checked against the `expected` digests.
+    """A new, empty upload in tmp/ for the record (event, start), checked against the `expected` digests; StorageFull
+    if the announced `size` does not fit on the disk.
 
-    Its file is made in a thread: under heavy writeback, creating a file waits on the disk's journal (11 % of the
-    event loop's time in a storm of 50 uploads at once, before this moved; see bench/, ping-storm).
+    Both are done in a thread: under heavy writeback, creating a file waits on the disk's journal (11 % of the event
+    loop's time in a storm of 50 uploads at once, before this moved; see bench/, ping-storm), and the disk's room
+    (statvfs) and the file's random name (getrandom) are system calls the event loop need not make.
     """
-    path = store.tmp / f"{uuid.uuid4().hex}.part"
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(None, Upload, store, path, event, start, content_type, expected)
+    return await loop.run_in_executor(None, _new_upload, store, event, start, content_type, expected, size)
+
+
+def _new_upload(
+    store: RecordStore,
+    event: uuid.UUID,
+    start: datetime.datetime,
+    content_type: str,
+    expected: dict[str, bytes] | None,
+    size: int | None,
+) -> Upload:
+    if size is not None:
+        store.ensure_space(size)
+    return Upload(store, store.tmp / f"{uuid.uuid4().hex}.part", event, start, content_type, expected)
 
 
 class Upload(Sink):
@@ -60,6 +75,7 @@ class Upload(Sink):
         self.event = event
         self.start = start
         self.content_type = content_type
+        self._placed = False
         self.began = time.time()  # when its first byte could come (the start of its part)
         self.expected = dict(expected or {})
         self._hashes = {name: hashlib.new(name) for name in {"sha256", *self.expected}}
@@ -78,13 +94,20 @@ class Upload(Sink):
         """Make the whole body the record's current version (see RecordStore.commit); whatever happens, the upload
         is gone afterwards. DigestMismatch if the content does not have an expected digest."""
         try:
-            await self.drain()
+            # where the file becomes the blob as it is, its writer fsyncs it in its last turn (else the receiver's
+            # finish does what it has to, in the store's commit)
+            durable = False
+            if self.receiver.keeps_file:
+                durable = await self.seal()
+            else:
+                await self.drain()
             self._seal()  # on the event loop, which the spool's notices of bytes written come to (see _written)
             new = NewContent(
                 self.receiver, self.event, self.start, self.content_type, self.written, self._hashes["sha256"],
-                self.began,
+                self.began, durable,
             )  # fmt: skip
             record, created = await self.store.commit(new, condition)
+            self._placed = self.receiver.keeps_file  # its file is the blob now, no longer in tmp/
         finally:
             self.discard()
         if self.events is not None:
@@ -110,7 +133,8 @@ class Upload(Sink):
         """Forget the upload: close and remove its file (gone already if it became a blob), and give back what the
         content engine began for it. Safe to call more than once."""
         self._close()
-        self.path.unlink(missing_ok=True)
+        if not self._placed:
+            self.path.unlink(missing_ok=True)
         if self.receiver.pending:
             asyncio.get_running_loop().run_in_executor(None, self.receiver.abort)
 

@@ -72,6 +72,16 @@ class Sink:
             with storage_errors():
                 await self._spool.drain()
 
+    async def seal(self) -> bool:
+        """Drain, then make the file durable (fsync) and close it, in the writer's last turn (one thread's hand-off
+        for all three); whether it did (False: nothing was received, the file is as it was and open). StorageFull
+        if the disk filled up."""
+        if self._spool is None:
+            return False
+        with storage_errors():
+            await self._spool.seal()
+        return True
+
     def _close_spool(self) -> None:
         """Close the file (what the spool had not written is dropped: drain first)."""
         spool, self._spool = self._spool, None  # first: `written` must never count the spool's bytes twice

@@ -13,6 +13,10 @@ The lag is bounded in bytes and in time:
   arrived: what arrives is in the file within KICK_DELAY plus the write's own time (the page cache, not an fsync:
   durability stays with the commit, the joins and the offsets, which `drain` first).
 
+An upload that keeps the file as it is (store.Upload, on the files engine) ends with `seal`: the writer's last turn,
+on the file it holds open, also makes it durable (fsync) and closes it, so that the commit needs no thread of its own
+for that.
+
 A failure of the writer (an OSError: ENOSPC for a full disk, or for the room a `room` function leaves) is kept, and
 raised by the next `put` or by `drain`; `written` then counts exactly the bytes that are in the file, hashed. The
 spool knows nothing of the store: its owners (store.Upload, appends.Piece, resumable.Resumable) turn errors into the
@@ -38,7 +42,9 @@ KICK_BYTES = 256 << 10  # bytes waiting that wake the writer at once
 # is left, so that the two work at once rather than in turns.
 TURN_BYTES = 512 << 10
 KICK_DELAY = 0.005  # seconds: the longest that fewer bytes wait before the writer is woken for them
-WRITERS = 32  # threads shared by all uploads' spools (each spool uses one at a time)
+# Threads shared by all uploads' spools (each spool uses one at a time; a sealing one holds it through its fsync: more
+# threads than the 50 uploads of the storm, so that their fsyncs never hold up the others' bytes)
+WRITERS = 64
 _IOV_MAX = 1024
 # Every WRITEBACK_BYTES written, the writer has the kernel begin writing the file's dirty pages to the disk
 # (sync_file_range, SYNC_FILE_RANGE_WRITE: it does not wait), so that the fsync of the commit finds little left to
@@ -81,6 +87,7 @@ class Spool:
         self._running = False  # a writer thread owns the turn
         self._closing = False
         self._held = held
+        self._sealing = False  # seal(): the writer's last turn fsyncs and closes the file
         self._error: BaseException | None = None
         # who waits, and for what: each wakes once _behind is at most its number (-1: once the writer is idle). A
         # request's drain, a join's drain and a lagging receiver may all wait at once.
@@ -99,7 +106,7 @@ class Spool:
         LAG_BYTES (else None). Raises what stopped the writer, if it stopped."""
         if self._error is not None:
             raise self._error
-        if self._closing:
+        if self._closing or self._sealing:
             raise ValueError("the spool is closed")
         size = len(chunk)
         if not size:
@@ -138,6 +145,21 @@ class Spool:
         if self._error is not None:
             raise self._error
 
+    async def seal(self) -> None:
+        """Wait until every byte received is in the file and durable (fsync), and the file closed, all in the writer's
+        last turn; raise what stopped the writer, if it stopped (the file is then closed as by `close`). The spool takes
+        no more bytes."""
+        self._cancel_timer()
+        with self._lock:
+            if self._closing:
+                raise ValueError("the spool is closed")
+            self._sealing = True
+        self._kick()
+        await self._wait(-1)
+        if self._error is not None:
+            self.close()
+            raise self._error
+
     def close(self) -> None:
         """Drop what is not written yet and close the file (once the writer is done with it). Safe to call more
         than once."""
@@ -164,7 +186,7 @@ class Spool:
         """Wake the writer for whatever is waiting (the end of KICK_DELAY, or a drain)."""
         self._timer = None
         with self._lock:
-            kick = not self._running and self._queue and not self._closing and not self._held
+            kick = not self._running and (self._queue or self._sealing) and not self._closing and not self._held
             if kick:
                 self._running = True
         if kick:
@@ -208,16 +230,22 @@ class Spool:
         self._loop.call_soon_threadsafe(function, *arguments)
 
     def _run(self) -> None:
-        """The writer's turn: write and hash what is waiting, again while more comes."""
+        """The writer's turn: write and hash what is waiting, again while more comes (then, once sealing, the fsync
+        and the close)."""
         while True:
             with self._lock:
-                if not self._queue or self._error is not None or self._closing:
-                    self._running = False
-                    self._notify()
-                    if self._closing:
-                        self._file.close()
-                    return
-                batch = self._take()
+                seal = self._sealing and not self._queue and self._error is None and not self._closing
+                if not seal:
+                    if not self._queue or self._error is not None or self._closing:
+                        self._running = False
+                        self._notify()
+                        if self._closing:
+                            self._file.close()
+                        return
+                    batch = self._take()
+            if seal:
+                self._seal_file()
+                continue
             try:
                 self._write(batch)
             except BaseException as exc:  # kept for the event loop: the next put or drain raises it
@@ -225,6 +253,19 @@ class Spool:
                     self._error = exc
                     self._behind = 0
                     self._queue, self._queued = [], 0
+
+    def _seal_file(self) -> None:
+        """Make the file durable and close it (no byte comes any more: the spool is sealing); a failure is kept as
+        the writer's, for seal to raise."""
+        error = None
+        try:
+            os.fsync(self._fd)
+        except BaseException as exc:  # noqa: BLE001 (kept for the event loop)
+            error = exc
+        self._file.close()
+        with self._lock:
+            self._error = self._error or error
+            self._closing = True
 
     def _take(self) -> list[bytes]:
         """The chunks waiting, up to TURN_BYTES of them (at least one), off the queue (call with the lock held)."""
