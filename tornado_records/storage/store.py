@@ -73,7 +73,7 @@ class NewContent:
     size: int
     digest: "hashlib._Hash"  # the SHA-256 of all of it
     began: float  # Unix time its first byte could come (the start of its part)
-    durable: bool = False  # its file fsynced by its writer already: a receiver whose finish is only that skips it
+    durable: bool = False  # the file that becomes its blob as it is (keeps_file) was fsynced by its writer: no finish
 
 
 class RecordStore:
@@ -275,7 +275,7 @@ class RecordStore:
         (PreconditionFailed if it does not hold), so that no other change can slip in between. On a failure the
         previous version stays as it was, and the new content's blob is removed (its file in tmp/ is the caller's).
         """
-        if not (new.durable and new.receiver.keeps_file):
+        if not new.durable:
             await new.receiver.finish(new.size)
         return await self.commits.commit(new, condition)
 
